@@ -1,0 +1,59 @@
+"""The one typed settings object, built by the CLI from flags, environment and defaults."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+DEFAULT_DISCOVERY_PORT = 5001
+DEFAULT_PEER_PORT = 5001
+DEFAULT_CONTROL_PORT = 5080
+DEFAULT_LEGACY_PORT = 5000
+DEFAULT_INTERVAL_SECONDS = 30.0
+
+
+def default_home() -> Path:
+    """The data directory: $SWARMSHARE_HOME, else the platform's user data directory."""
+    env = os.environ.get("SWARMSHARE_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("swarmshare", appauthor=False))
+
+
+def default_name() -> str:
+    """The name a peer shows to others by default: the host name."""
+    return socket.gethostname() or "swarmshare"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a swarmshare process is told; handed down from the CLI."""
+
+    home: Path
+    """Data directory: database, control-port file, lock."""
+    name: str = field(default_factory=default_name)
+    """Display name announced to other peers."""
+    bind: str = "0.0.0.0"
+    """Address the peer server binds; also the source address of announcements."""
+    port: int = DEFAULT_PEER_PORT
+    """TCP port of the peer server (0 = any free port)."""
+    discovery_port: int = DEFAULT_DISCOVERY_PORT
+    """UDP port announcements are sent to and heard on."""
+    broadcast: tuple[str, ...] = ()
+    """Where announcements go; empty means each IPv4 interface's broadcast address."""
+    peers: tuple[tuple[str, int], ...] = ()
+    """Unicast peers (host, discovery port) for networks where broadcast does not pass."""
+    interval: float = DEFAULT_INTERVAL_SECONDS
+    """Seconds between periodic announcements; peers expire after three missed ones."""
+    control_port: int = DEFAULT_CONTROL_PORT
+    """TCP port of the control API and web page on 127.0.0.1 (0 = any free port)."""
+    downloads_dir: Path | None = None
+    """Where downloads go when no destination is given (default: the current directory)."""
+    chunk_timeout: float | None = None
+    """Seconds a chunk request may take before it is retried elsewhere (None: adaptive)."""
+    read_idle_timeout: float = 10.0
+    """Seconds without a byte from a peer before a transfer is cut."""

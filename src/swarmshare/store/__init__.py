@@ -1,0 +1,1 @@
+"""Local state: the SQLite database, the library of shared contents, hashing, .part files."""

@@ -1,0 +1,229 @@
+"""The library: what this peer shares, where the files are, and whether they are still intact.
+
+Files are served in place. Each file's size, mtime and inode are recorded when it is hashed; a
+chunk is served only after its file's stat still matches, so a file changed or removed on disk is
+never served under its old ID (`refresh` re-hashes or drops it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from swarmshare.core.manifest import Manifest, decode_manifest
+from swarmshare.core.refs import resolve_ref
+from swarmshare.errors import NotFoundError, UsageError
+from swarmshare.store.db import Database
+from swarmshare.store.hashing import FileStat, Progress, ScannedFile, hash_content, scan_path
+
+
+@dataclass(frozen=True, slots=True)
+class ContentRecord:
+    """One shared content as the library lists it."""
+
+    id: str
+    name: str
+    kind: str
+    size: int
+    chunks: int
+    root: str
+    added: float
+
+    @property
+    def short_id(self) -> str:
+        """The first 12 hex digits of the ID, as shown to people."""
+        return self.id[:12]
+
+    def as_json(self) -> dict[str, object]:
+        """A plain dict for --json output and the control API."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "size": self.size,
+            "chunks": self.chunks,
+            "path": self.root,
+            "added": self.added,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ShareResult:
+    """What `share` did for one path."""
+
+    record: ContentRecord
+    unchanged: bool
+    skipped: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkLocation:
+    """Where to read one chunk of a shared content from."""
+
+    path: str
+    offset: int
+    length: int
+    sha256: str
+
+
+class Library:
+    """The shared contents in a home's database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def share(self, path: str, progress: Progress | None = None) -> ShareResult:
+        """Hash and add one file or folder; instant when it is already shared and unchanged."""
+        name, kind, files, skipped = scan_path(path)
+        root = files[0].abs_path if kind == "file" else os.path.realpath(os.path.abspath(path))
+        existing = self._unchanged(root, files)
+        if existing is not None:
+            if progress:
+                progress(sum(f.stat.size for f in files))
+            return ShareResult(existing, True, skipped)
+        manifest = hash_content(name, kind, files, progress)
+        record = self.add(manifest, root, files)
+        return ShareResult(record, False, skipped)
+
+    def add(self, manifest: Manifest, root: str, files: list[ScannedFile]) -> ContentRecord:
+        """Record a hashed content (replacing whatever was shared from the same root)."""
+        cid = manifest.content_id
+        now = time.time()
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM contents WHERE root = ? AND id != ?", (root, cid))
+            conn.execute("DELETE FROM contents WHERE id = ?", (cid,))
+            conn.execute(
+                "INSERT INTO contents(id, name, kind, size, chunks, root, manifest, added)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    cid,
+                    manifest.name,
+                    manifest.kind,
+                    manifest.total_size,
+                    manifest.chunk_total,
+                    root,
+                    manifest.encoded,
+                    now,
+                ),
+            )
+            by_path = {f.rel_path: f for f in files}
+            conn.executemany(
+                "INSERT INTO files(content_id, idx, path, size, mtime_ns, ino)"
+                " VALUES (?,?,?,?,?,?)",
+                [
+                    (
+                        cid,
+                        i,
+                        by_path[e.path].abs_path,
+                        e.size,
+                        by_path[e.path].stat.mtime_ns,
+                        by_path[e.path].stat.ino,
+                    )
+                    for i, e in enumerate(manifest.files)
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO chunk_index(sha256, content_id, idx) VALUES (?,?,?)",
+                [(ref.sha256, cid, ref.index) for ref in manifest.chunks()],
+            )
+        return self.get(cid)
+
+    def unshare(self, ref: str) -> ContentRecord:
+        """Stop sharing the content that `ref` (ID, ID prefix or name) names."""
+        record = self.resolve(ref)
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM contents WHERE id = ?", (record.id,))
+        return record
+
+    def contents(self) -> list[ContentRecord]:
+        """Every shared content, by name."""
+        rows = self.db.conn.execute(
+            "SELECT id, name, kind, size, chunks, root, added FROM contents ORDER BY name, id"
+        ).fetchall()
+        return [ContentRecord(*row) for row in rows]
+
+    def get(self, content_id: str) -> ContentRecord:
+        """The record of one full content ID; NotFoundError if it is not shared."""
+        row = self.db.conn.execute(
+            "SELECT id, name, kind, size, chunks, root, added FROM contents WHERE id = ?",
+            (content_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"{content_id[:12]} is not in the library")
+        return ContentRecord(*row)
+
+    def resolve(self, ref: str) -> ContentRecord:
+        """Find a content by full ID, unique ID prefix, or exact name."""
+        records = self.contents()
+        return resolve_ref(ref, records, lambda r: (r.id, r.name), "the library")
+
+    def manifest(self, content_id: str) -> Manifest:
+        """The manifest of a shared content."""
+        row = self.db.conn.execute(
+            "SELECT manifest FROM contents WHERE id = ?", (content_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"{content_id[:12]} is not in the library")
+        return decode_manifest(bytes(row[0]))
+
+    def file_paths(self, content_id: str) -> list[tuple[str, FileStat]]:
+        """The on-disk path and recorded stat of each file of a content, in manifest order."""
+        rows = self.db.conn.execute(
+            "SELECT path, size, mtime_ns, ino FROM files WHERE content_id = ? ORDER BY idx",
+            (content_id,),
+        ).fetchall()
+        return [(row[0], FileStat(row[1], row[2], row[3])) for row in rows]
+
+    def is_intact(self, content_id: str) -> bool:
+        """Whether every file of a content is still on disk exactly as it was hashed."""
+        return all(_matches(path, recorded) for path, recorded in self.file_paths(content_id))
+
+    def file_intact(self, path: str, recorded: FileStat) -> bool:
+        """Whether one file is still as it was hashed."""
+        return _matches(path, recorded)
+
+    def refresh(self) -> tuple[list[ContentRecord], list[ContentRecord]]:
+        """Re-hash contents whose files changed, drop those that vanished: (rehashed, dropped)."""
+        rehashed: list[ContentRecord] = []
+        dropped: list[ContentRecord] = []
+        for record in self.contents():
+            if self.is_intact(record.id):
+                continue
+            with self.db.transaction() as conn:
+                conn.execute("DELETE FROM contents WHERE id = ?", (record.id,))
+            try:
+                rehashed.append(self.share(record.root).record)
+            except UsageError:
+                dropped.append(record)
+        return rehashed, dropped
+
+    def find_chunk(self, sha256: str) -> ChunkLocation | None:
+        """A chunk with this hash in any intact shared file, or None."""
+        rows = self.db.conn.execute(
+            "SELECT content_id, idx FROM chunk_index WHERE sha256 = ? LIMIT 8", (sha256,)
+        ).fetchall()
+        for content_id, index in rows:
+            manifest = self.manifest(content_id)
+            ref = manifest.chunk(index)
+            path, recorded = self.file_paths(content_id)[ref.file_index]
+            if _matches(path, recorded):
+                return ChunkLocation(path, ref.offset, ref.length, ref.sha256)
+        return None
+
+    def _unchanged(self, root: str, files: list[ScannedFile]) -> ContentRecord | None:
+        for record in self.contents():
+            if record.root != root:
+                continue
+            recorded = self.file_paths(record.id)
+            current = sorted((f.abs_path, f.stat) for f in files)
+            if sorted(recorded) == current:
+                return record
+        return None
+
+
+def _matches(path: str, recorded: FileStat) -> bool:
+    try:
+        return FileStat.of(os.stat(path)) == recorded
+    except OSError:
+        return False

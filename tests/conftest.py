@@ -1,0 +1,72 @@
+"""Test-suite hygiene: the network guard, leftover threads and processes, shared helpers."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+GUARD_DIR = Path(__file__).parent / "netguard"
+sys.path.insert(0, str(GUARD_DIR))
+
+import swarmshare_netguard  # noqa: E402
+
+# Timings are measured in bench/, never asserted in tests: no Hypothesis deadlines.
+settings.register_profile(
+    "swarmshare", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("swarmshare")
+
+swarmshare_netguard.log_to_file = False
+swarmshare_netguard.install()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _guard_subprocesses(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every Python subprocess started by a test loads the guard and logs violations here."""
+    log = tmp_path_factory.mktemp("netguard") / "violations.log"
+    log.touch()
+    old = {k: os.environ.get(k) for k in ("PYTHONPATH", swarmshare_netguard.LOG_ENV)}
+    pythonpath = os.pathsep.join(filter(None, [str(GUARD_DIR), old["PYTHONPATH"]]))
+    os.environ["PYTHONPATH"] = pythonpath
+    os.environ[swarmshare_netguard.LOG_ENV] = str(log)
+    yield log
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def network_guard(_guard_subprocesses: Path) -> Iterator[Path]:
+    """Fail any test whose process, or a subprocess, sent to an address outside loopback."""
+    log = _guard_subprocesses
+    start = log.stat().st_size
+    swarmshare_netguard.violations.clear()
+    yield log
+    with open(log, encoding="utf-8") as handle:
+        handle.seek(start)
+        logged = handle.read().strip()
+    found = swarmshare_netguard.violations + ([logged] if logged else [])
+    swarmshare_netguard.violations.clear()
+    if found:
+        pytest.fail("network guard tripped:\n" + "\n".join(found), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads() -> Iterator[None]:
+    """Fail a test that leaves threads running behind it."""
+    before = set(threading.enumerate())
+    yield
+    for _ in range(50):
+        left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not left:
+            return
+        threading.Event().wait(0.1)
+    pytest.fail(f"threads left running: {[t.name for t in left]}", pytrace=False)

@@ -1,0 +1,141 @@
+"""The library with real files and a real SQLite database."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from swarmshare.core.chunking import chunk_size_for
+from swarmshare.errors import AmbiguousError, FileChangedError, NotFoundError, UsageError
+from swarmshare.store.db import Database
+from swarmshare.store.library import Library
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Library:
+    db = Database.open_home(tmp_path / "home")
+    yield Library(db)
+    db.close()
+
+
+def test_share_file_hashes_every_chunk(library: Library, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    path = tmp_path / "cat.png"
+    path.write_bytes(data)
+    result = library.share(str(path))
+    assert not result.unchanged
+    manifest = library.manifest(result.record.id)
+    chunk = chunk_size_for(len(data))
+    expected = [hashlib.sha256(data[i : i + chunk]).hexdigest() for i in range(0, len(data), chunk)]
+    assert list(manifest.files[0].chunks) == expected
+    assert result.record.id == hashlib.sha256(manifest.encoded).hexdigest()
+    assert library.share(str(path)).unchanged
+
+
+def test_parallel_and_sequential_hashing_agree(library: Library, tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    manifest = library.manifest(library.share(str(path)).record.id)
+    chunk = manifest.files[0].chunk_size
+    assert len(manifest.files[0].chunks) == -(-len(data) // chunk) > 1
+    for ref in manifest.chunks():
+        piece = data[ref.offset : ref.offset + ref.length]
+        assert hashlib.sha256(piece).hexdigest() == ref.sha256
+
+
+def test_share_folder_skips_links_and_special_files(library: Library, tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "2024" / "june").mkdir(parents=True)
+    (root / "a.txt").write_text("a")
+    (root / "2024" / "june" / "b é 😀.txt").write_text("bb")
+    (root / "empty").write_bytes(b"")
+    (root / "link").symlink_to(root / "a.txt")
+    os.mkfifo(root / "fifo")
+    result = library.share(str(root))
+    manifest = library.manifest(result.record.id)
+    assert [f.path for f in manifest.files] == ["2024/june/b é 😀.txt", "a.txt", "empty"]
+    assert manifest.kind == "dir" and result.record.size == 3
+    assert any("link" in s for s in result.skipped) and any("fifo" in s for s in result.skipped)
+
+
+def test_changed_file_is_detected_and_rehashed(library: Library, tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("version one")
+    old = library.share(str(path)).record
+    assert library.is_intact(old.id)
+    path.write_text("version two!")
+    assert not library.is_intact(old.id)
+    rehashed, dropped = library.refresh()
+    assert [r.name for r in rehashed] == ["notes.txt"] and dropped == []
+    assert rehashed[0].id != old.id
+    assert [r.id for r in library.contents()] == [rehashed[0].id]
+
+
+def test_vanished_file_is_dropped(library: Library, tmp_path: Path) -> None:
+    path = tmp_path / "gone.txt"
+    path.write_text("bye")
+    record = library.share(str(path)).record
+    path.unlink()
+    rehashed, dropped = library.refresh()
+    assert rehashed == [] and [r.id for r in dropped] == [record.id]
+    assert library.contents() == []
+
+
+def test_file_changing_while_hashed_is_refused(library: Library, tmp_path: Path) -> None:
+    path = tmp_path / "growing.log"
+    path.write_bytes(os.urandom(2 * 1024 * 1024))
+
+    def append_midway(_n: int) -> None:
+        with open(path, "ab") as handle:
+            handle.write(b"more")
+
+    with pytest.raises(FileChangedError):
+        library.share(str(path), progress=append_midway)
+    assert library.contents() == []
+
+
+def test_resolve_by_name_prefix_and_ambiguity(library: Library, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "same.txt").write_text("one")
+    (tmp_path / "b" / "same.txt").write_text("two")
+    one = library.share(str(tmp_path / "a" / "same.txt")).record
+    two = library.share(str(tmp_path / "b" / "same.txt")).record
+    assert library.resolve(one.id[:10]).id == one.id
+    assert library.resolve(two.id).id == two.id
+    with pytest.raises(AmbiguousError) as info:
+        library.resolve("same.txt")
+    assert len(info.value.candidates) == 2
+    with pytest.raises(NotFoundError):
+        library.resolve("nothing")
+    assert library.unshare(one.id[:8]).id == one.id
+    assert library.resolve("same.txt").id == two.id
+
+
+def test_find_chunk_reuses_local_bytes(library: Library, tmp_path: Path) -> None:
+    data = os.urandom(200_000)
+    (tmp_path / "x.bin").write_bytes(data)
+    manifest = library.manifest(library.share(str(tmp_path / "x.bin")).record.id)
+    ref = manifest.chunk(1)
+    loc = library.find_chunk(ref.sha256)
+    assert loc is not None and (loc.offset, loc.length) == (ref.offset, ref.length)
+    (tmp_path / "x.bin").write_bytes(data[::-1])
+    assert library.find_chunk(ref.sha256) is None
+
+
+def test_bad_paths(library: Library, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such file"):
+        library.share(str(tmp_path / "missing"))
+    with pytest.raises(UsageError, match="not a regular file"):
+        library.share("/dev/null")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(UsageError):
+        library.share(str(loop))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no file"):
+        library.share(str(tmp_path / "empty"))
