@@ -15,6 +15,7 @@ GUARD_DIR = Path(__file__).parent / "netguard"
 sys.path.insert(0, str(GUARD_DIR))
 
 import swarmshare_netguard  # noqa: E402
+from helpers import PeerProcess, free_udp_port  # noqa: E402
 
 # Timings are measured in bench/, never asserted in tests: no Hypothesis deadlines.
 settings.register_profile(
@@ -70,3 +71,39 @@ def no_leftover_threads() -> Iterator[None]:
             return
         threading.Event().wait(0.1)
     pytest.fail(f"threads left running: {[t.name for t in left]}", pytrace=False)
+
+
+@pytest.fixture
+def swarm(tmp_path: Path) -> Iterator[Swarm]:
+    """Start real peers on 127.0.0.2, .3, ...; all of them are stopped after the test."""
+    lab = Swarm(tmp_path)
+    yield lab
+    lab.close()
+
+
+class Swarm:
+    """A test's own swarm of real peer processes on loopback, with its own discovery port."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.discovery_port = free_udp_port()
+        self.peers: list[PeerProcess] = []
+
+    def start(
+        self, index: int, *extra: str, interval: float = 30.0, wait: bool = True
+    ) -> PeerProcess:
+        peer = PeerProcess(self.root, index, self.discovery_port, *extra, interval=interval)
+        self.peers.append(peer)
+        return peer.start(wait=wait)
+
+    def close(self) -> None:
+        for peer in self.peers:
+            if peer.proc is not None and peer.proc.poll() is None:
+                peer.proc.terminate()
+        for peer in self.peers:
+            if peer.proc is not None:
+                try:
+                    peer.proc.wait(15)
+                except Exception:
+                    peer.proc.kill()
+                    peer.proc.wait(5)

@@ -34,3 +34,118 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
     assert "error:" in proc.stderr, proc.stderr
     for needle in needles:
         assert needle in proc.stderr, proc.stderr
+
+
+def free_udp_port() -> int:
+    """A UDP port that is free on this host right now (for a test's own discovery port)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+class PeerProcess:
+    """A real `swarmshare run` process bound to one loopback address."""
+
+    def __init__(
+        self,
+        root: Path,
+        index: int,
+        discovery_port: int,
+        *extra: str,
+        interval: float = 30.0,
+        name: str | None = None,
+    ) -> None:
+        self.index = index
+        self.address = f"127.0.0.{index}"
+        self.home = root / f"peer{index}"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.name = name or f"peer{index}"
+        self.discovery_port = discovery_port
+        self.args = [
+            "run",
+            "--bind",
+            self.address,
+            "--broadcast",
+            "127.255.255.255",
+            "--discovery-port",
+            str(discovery_port),
+            "--port",
+            "0",
+            "--control-port",
+            "0",
+            "--interval",
+            str(interval),
+            "--name",
+            self.name,
+            *extra,
+        ]
+        self.log_path = self.home / "run.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> PeerProcess:
+        """Start the daemon; with `wait`, return once its control API answers."""
+        import time
+
+        (self.home / "control.json").unlink(missing_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child from here on
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "swarmshare", "--home", str(self.home), *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        if wait:
+            deadline = time.monotonic() + 30
+            while not (self.home / "control.json").exists():
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"peer{self.index} died:\n{self.log()}")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"peer{self.index} did not start:\n{self.log()}")
+                time.sleep(0.02)
+        return self
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run a CLI command against this peer's home."""
+        return cli(self.home, *args, timeout=timeout)
+
+    def json(self, *args: str) -> object:
+        """Run a CLI command with --json and parse its output."""
+        import json
+
+        proc = self.cli(*args, "--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def log(self) -> str:
+        """Everything the daemon printed."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM and wait; the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(timeout)
+
+
+def wait_until(predicate: object, timeout: float = 15.0, interval: float = 0.05) -> float:
+    """Poll `predicate()` until true; the seconds it took. Fails the test at `timeout`."""
+    import time
+
+    assert callable(predicate)
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,12 +23,22 @@ from rich.progress import (
 from rich.table import Table
 
 from swarmshare import __version__
-from swarmshare.errors import AmbiguousError, SwarmshareError, UsageError
-from swarmshare.settings import Settings, default_home
+from swarmshare.app.control_client import ControlClient
+from swarmshare.app.daemon import Daemon
+from swarmshare.app.standalone import NetworkView, browse
+from swarmshare.errors import AmbiguousError, DaemonError, SwarmshareError, UsageError
+from swarmshare.settings import (
+    DEFAULT_CONTROL_PORT,
+    DEFAULT_DISCOVERY_PORT,
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_PEER_PORT,
+    Settings,
+    default_home,
+)
 from swarmshare.store.db import Database
 from swarmshare.store.hashing import scan_path
 from swarmshare.store.library import Library
-from swarmshare.ui import err, fmt_size, out
+from swarmshare.ui import err, fmt_ago, fmt_size, fmt_time, out
 
 BIG_SHARE_BYTES = 32 * 1024 * 1024
 
@@ -183,3 +196,245 @@ def library(ctx: click.Context, as_json: bool) -> None:
 
 def _notify_daemon(settings: Settings) -> None:
     """Tell a running daemon that the library changed, so that it announces at once."""
+    client = ControlClient.find(settings.home)
+    if client is not None:
+        client.post("reload", {})
+
+
+def _parse_peer(value: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or "]" in port:
+        return value.strip("[]"), default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--peer {value}: the port must be a number from 1 to 65535")
+    return host.strip("[]"), int(port)
+
+
+def discovery_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that say how to find peers, shared by run, ls, peers and get."""
+    options = [
+        click.option(
+            "--discovery-port",
+            type=click.IntRange(1, 65535),
+            default=DEFAULT_DISCOVERY_PORT,
+            show_default=True,
+            help="UDP port of announcements.",
+        ),
+        click.option(
+            "--broadcast",
+            "broadcast",
+            multiple=True,
+            metavar="ADDR",
+            help="Announce to this address (repeatable; default: every interface's broadcast).",
+        ),
+        click.option(
+            "--peer",
+            "peers",
+            multiple=True,
+            metavar="HOST[:PORT]",
+            help="Also announce to this peer by unicast (repeatable; for other subnets).",
+        ),
+        click.option(
+            "--bind",
+            default="0.0.0.0",
+            show_default=True,
+            help="Local address to serve on and announce from.",
+        ),
+        click.option(
+            "--interval",
+            type=click.FloatRange(0.05, 3600),
+            default=DEFAULT_INTERVAL_SECONDS,
+            show_default=True,
+            help="Seconds between announcements.",
+        ),
+        click.option(
+            "--name", default=None, help="Name shown to other peers (default: host name)."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
+    port = kw.pop("discovery_port")
+    peers = tuple(_parse_peer(p, port) for p in kw.pop("peers"))
+    name = kw.pop("name") or settings.name
+    return replace(
+        settings,
+        discovery_port=port,
+        broadcast=tuple(kw.pop("broadcast")),
+        peers=peers,
+        bind=kw.pop("bind"),
+        interval=kw.pop("interval"),
+        name=name,
+    )
+
+
+@main.command()
+@discovery_options
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PEER_PORT,
+    show_default=True,
+    help="TCP port of the peer server (0 = any free port).",
+)
+@click.option(
+    "--control-port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_CONTROL_PORT,
+    show_default=True,
+    help="Port of the control API and web page on 127.0.0.1 (0 = any free port).",
+)
+@click.pass_context
+def run(ctx: click.Context, /, port: int, control_port: int, **kw: Any) -> None:
+    """Run the peer: announce, discover, serve, download. Stop with Ctrl-C."""
+    settings = replace(_with_discovery(_settings(ctx), kw), port=port, control_port=control_port)
+
+    def say(line: str) -> None:
+        click.echo(f"{time.strftime('%H:%M:%S')} {line}")
+        sys.stdout.flush()
+
+    asyncio.run(Daemon(settings, say).run())
+
+
+@main.command(name="ls")
+@discovery_options
+@click.option(
+    "--wait",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Without a daemon: seconds to wait for answers.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
+    """List what the network shares."""
+    items = _look(ctx, wait, kw).items
+    if as_json:
+        _print_json(items)
+        return
+    if not items:
+        out.print("nothing on the network yet (no peers answered)")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("ID", "NAME", "SIZE", "PEERS", "STATE"):
+        table.add_column(column, justify="right" if column in ("SIZE", "PEERS") else "left")
+    for item in items:
+        state = "complete" if item["complete"] else "partial"
+        if item.get("here"):
+            state += ", here"
+        table.add_row(
+            str(item["id"])[:12],
+            str(item["name"]),
+            fmt_size(int(str(item["size"]))),
+            str(item["peers"]),
+            state,
+        )
+    out.print(table)
+
+
+@main.command()
+@discovery_options
+@click.option(
+    "--wait",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Without a daemon: seconds to wait for answers.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def peers(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
+    """List the live peers."""
+    found = _look(ctx, wait, kw).peers
+    if as_json:
+        _print_json(found)
+        return
+    if not found:
+        out.print("no peers found")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("NAME", "ADDRESS", "PORT", "LAST SEEN", "ITEMS", "PEER ID"):
+        table.add_column(column)
+    for p in found:
+        table.add_row(
+            str(p["name"]),
+            str(p["address"]),
+            str(p["port"]),
+            fmt_ago(float(str(p["last_seen"]))),
+            str(p["items"]),
+            str(p["peer_id"]),
+        )
+    out.print(table)
+
+
+def _look(ctx: click.Context, wait: float, kw: dict[str, Any]) -> NetworkView:
+    settings = _with_discovery(_settings(ctx), kw)
+    client = ControlClient.find(settings.home)
+    if client is not None:
+        return NetworkView(client.get("network"), client.get("peers"))
+    return asyncio.run(browse(settings, wait))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show the running daemon's state."""
+    settings = _settings(ctx)
+    client = ControlClient.find(settings.home)
+    if client is None:
+        raise DaemonError(f"no swarmshare daemon runs for {settings.home} (start: swarmshare run)")
+    state = client.get("status")
+    if as_json:
+        _print_json(state)
+        return
+    out.print(
+        f"peer {state['name']!r} ({state['peer_id']}) on {state['address']}:{state['port']}\n"
+        f"discovery UDP {state['discovery_port']} -> {', '.join(state['broadcast'])}\n"
+        f"{state['peers']} peer(s) live, sharing {state['items']} item(s), "
+        f"served {state['served_chunks']} chunk(s) ({fmt_size(state['served_bytes'])})\n"
+        f"web page: http://127.0.0.1:{state['control_port']}/",
+        markup=False,
+    )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.pass_context
+def log(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """Show the transfer log: every chunk served and fetched."""
+    settings = _settings(ctx)
+    client = ControlClient.find(settings.home)
+    if client is not None:
+        rows: list[dict[str, Any]] = client.get(f"log?limit={limit}")
+    else:
+        db = Database.open_home(settings.home)
+        try:
+            rows = [dict(r) for r in db.transfers(limit)]
+        finally:
+            db.close()
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no transfers yet")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("TIME", "DIR", "PEER", "CONTENT", "CHUNK", "BYTES", "RESULT"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            fmt_time(r["ts"]),
+            r["direction"],
+            r["peer"],
+            r["name"] or r["content_id"][:12],
+            str(r["chunk"]),
+            str(r["bytes"]),
+            r["result"],
+        )
+    out.print(table)

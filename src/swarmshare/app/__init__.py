@@ -1,0 +1,1 @@
+"""The daemon (composition root), the swarm view, downloads and the control API."""

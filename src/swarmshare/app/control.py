@@ -1,0 +1,166 @@
+"""The control API: how the CLI (and later the web page) drives a running daemon.
+
+Listens on 127.0.0.1 only. Every /api request must carry the per-home token the daemon wrote
+to its home (`Authorization: Bearer TOKEN`), and a Host header naming this loopback address, so
+neither another local user nor a web page (DNS rebinding) can drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from swarmshare.app.swarm import peer_json
+from swarmshare.errors import AmbiguousError, DaemonError, SwarmshareError
+from swarmshare.net.server import error_response
+from swarmshare.store.db import Database
+from swarmshare.store.library import Library
+
+if TYPE_CHECKING:
+    from swarmshare.app.daemon import Daemon
+
+CONTROL_HOST = "127.0.0.1"
+
+
+class ControlServer:
+    """The control API server; `async with ControlServer(daemon, port) as c:`."""
+
+    def __init__(self, daemon: Daemon, port: int) -> None:
+        self.daemon = daemon
+        self.requested_port = port
+        self.port = 0
+        app = web.Application(client_max_size=1 << 20, middlewares=[self._guard])
+        r = app.router
+        r.add_get("/api/status", self._status)
+        r.add_get("/api/peers", self._peers)
+        r.add_get("/api/network", self._network)
+        r.add_get("/api/library", self._library)
+        r.add_post("/api/reload", self._reload)
+        r.add_post("/api/share", self._share)
+        r.add_post("/api/unshare", self._unshare)
+        r.add_get("/api/log", self._log)
+        self.app = app
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+
+    async def __aenter__(self) -> ControlServer:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, CONTROL_HOST, self.requested_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise DaemonError(
+                f"cannot listen for control on {CONTROL_HOST}:{self.requested_port}: "
+                f"{exc.strerror} (pick another --control-port, or 0 for any)"
+            ) from None
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        self.port = server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = request.headers.get("Host", "")
+        if host not in (f"{CONTROL_HOST}:{self.port}", f"localhost:{self.port}"):
+            return error_response(403, "bad_host", "the control API answers 127.0.0.1 only")
+        if request.path.startswith("/api/"):
+            given = request.headers.get("Authorization", "")
+            expected = f"Bearer {self.daemon.token}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return error_response(401, "bad_token", "missing or wrong control token")
+        try:
+            return await handler(request)
+        except AmbiguousError as exc:
+            return web.json_response(
+                {"error": {"code": "ambiguous", "message": str(exc), "candidates": exc.candidates}},
+                status=409,
+            )
+        except SwarmshareError as exc:
+            return error_response(400, "refused", str(exc))
+
+    async def _status(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.daemon.status())
+
+    async def _peers(self, _request: web.Request) -> web.Response:
+        swarm = self.daemon.swarm
+        assert swarm is not None
+        return web.json_response([peer_json(p) for p in swarm.table.live()])
+
+    async def _network(self, _request: web.Request) -> web.Response:
+        swarm = self.daemon.swarm
+        assert swarm is not None
+        held = set(self.daemon.catalog().by_id())
+        return web.json_response(
+            [item.as_json() | {"here": item.id in held} for item in swarm.network()]
+        )
+
+    async def _library(self, _request: web.Request) -> web.Response:
+        assert self.daemon.library is not None
+        return web.json_response([r.as_json() for r in self.daemon.library.contents()])
+
+    async def _reload(self, _request: web.Request) -> web.Response:
+        self.daemon.reload()
+        return web.json_response({"items": len(self.daemon.catalog().items)})
+
+    async def _share(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        paths = body.get("paths")
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            return error_response(400, "bad_request", "give paths: a list of strings")
+        home = self.daemon.settings.home
+
+        def work() -> list[dict[str, object]]:
+            db = Database.open_home(home)
+            try:
+                library = Library(db)
+                results: list[dict[str, object]] = []
+                for path in paths:
+                    try:
+                        result = library.share(path)
+                        results.append(result.record.as_json() | {"skipped": result.skipped})
+                    except SwarmshareError as exc:
+                        results.append({"path": path, "error": str(exc)})
+                return results
+            finally:
+                db.close()
+
+        results = await asyncio.to_thread(work)
+        self.daemon.reload()
+        return web.json_response(results)
+
+    async def _unshare(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        ref = body.get("ref")
+        if not isinstance(ref, str):
+            return error_response(400, "bad_request", "give ref: an ID prefix or a name")
+        assert self.daemon.library is not None
+        record = self.daemon.library.unshare(ref)
+        self.daemon.reload()
+        return web.json_response(record.as_json())
+
+    async def _log(self, request: web.Request) -> web.Response:
+        assert self.daemon.db is not None and self.daemon.translog is not None
+        self.daemon.translog.flush()
+        try:
+            limit = max(1, min(100_000, int(request.query.get("limit", "1000"))))
+        except ValueError:
+            return error_response(400, "bad_request", "limit must be a number")
+        rows = self.daemon.db.transfers(limit)
+        return web.json_response([dict(row) for row in rows])
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise DaemonError("the request body must be JSON") from None
+    if not isinstance(body, dict):
+        raise DaemonError("the request body must be a JSON object")
+    return body

@@ -1,0 +1,287 @@
+"""The daemon: one process that announces, discovers, serves and downloads.
+
+It is the composition root: it owns the database, the library cache, the peer server, the
+swarm (discovery + catalogues), the transfer log, the downloads and the control API, and it
+wires them together. `Daemon.run()` lives until SIGINT/SIGTERM (or `stop()`), then shuts down
+in order: say bye, stop accepting, cut transfers after a deadline, flush the log, close the db.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from swarmshare.app.home import HomeLock, new_token, remove_control_file, write_control_file
+from swarmshare.app.swarm import Swarm
+from swarmshare.app.translog import TransferLog
+from swarmshare.core.catalog import Catalog, CatalogItem, make_catalog
+from swarmshare.core.manifest import Manifest
+from swarmshare.core.peers import PeerEvent, PeerJoined, PeerLeft
+from swarmshare.net.client import PeerClient
+from swarmshare.net.server import PeerServer, ServeError
+from swarmshare.settings import Settings
+from swarmshare.store.db import Database
+from swarmshare.store.hashing import FileStat
+from swarmshare.store.library import ChunkLocation, ContentRecord, Library
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Served:
+    """A complete shared content as the daemon serves it: record, manifest, files on disk."""
+
+    record: ContentRecord
+    manifest: Manifest
+    files: list[tuple[str, FileStat]]
+
+
+class Daemon:
+    """A swarmshare peer. Build with settings, then `await run()`."""
+
+    def __init__(self, settings: Settings, say: Say | None = None) -> None:
+        self.settings = settings
+        self.say: Say = say or (lambda _line: None)
+        self.lock = HomeLock(settings.home)
+        self.db: Database | None = None
+        self.library: Library | None = None
+        self.peer_id = ""
+        self.started = time.time()
+        self.served_chunks = 0
+        self.served_bytes = 0
+        self.control_port = 0
+        self.token = new_token()
+        self._served: dict[str, Served] = {}
+        self._catalog: Catalog | None = None
+        self._stop = asyncio.Event()
+        self._refreshing = False
+        self.server: PeerServer | None = None
+        self.swarm: Swarm | None = None
+        self.translog: TransferLog | None = None
+        self.client: PeerClient | None = None
+        self.ready = asyncio.Event()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until stopped; DaemonError (one clear line) if the home or a port is taken."""
+        from swarmshare.app.control import ControlServer
+
+        self.lock.acquire()
+        try:
+            self.db = Database.open_home(self.settings.home)
+            self.library = Library(self.db)
+            self.peer_id = self.db.peer_id()
+            self.reload()
+            s = self.settings
+            async with (
+                TransferLog(self.db) as self.translog,
+                PeerClient(local_address=s.bind, idle_timeout=s.read_idle_timeout) as self.client,
+                PeerServer(self, s.bind, s.port) as self.server,
+                Swarm(
+                    s,
+                    self.peer_id,
+                    self.client,
+                    catalog_version=lambda: self.catalog().version,
+                    serving_port=self.server.port,
+                ) as self.swarm,
+                ControlServer(self, s.control_port) as control,
+            ):
+                self.swarm.listeners.append(self._peer_event)
+                self.control_port = control.port
+                write_control_file(s.home, control.port, self.token)
+                self._install_signals()
+                self.ready.set()
+                self._say_started()
+                self._spawn_refresh()
+                await self._stop.wait()
+                self.say("stopping")
+        finally:
+            remove_control_file(self.settings.home)
+            if self.db is not None:
+                self.db.close()
+            self.lock.release()
+
+    def stop(self) -> None:
+        """Ask `run` to shut down."""
+        self._stop.set()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+
+    def _say_started(self) -> None:
+        s = self.settings
+        assert self.server is not None and self.swarm is not None
+        targets = ", ".join(self.swarm.discovery.targets + [f"{h}:{p}" for h, p in s.peers])
+        self.say(f"peer {s.name!r} ({self.peer_id}) serving on {s.bind}:{self.server.port}")
+        self.say(f"discovery on UDP {s.discovery_port}, announcing to {targets}")
+        self.say(f"control and web page on http://127.0.0.1:{self.control_port}/")
+        self.say(f"sharing {len(self._served)} item(s)")
+
+    def _peer_event(self, event: PeerEvent) -> None:
+        if isinstance(event, PeerJoined):
+            p = event.peer
+            self.say(f"peer joined: {p.name!r} at {p.address}:{p.port}")
+        elif isinstance(event, PeerLeft):
+            self.say(f"peer left: {event.peer.name!r} at {event.peer.address} ({event.reason})")
+
+    # ---- library ---------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the library from the database and announce if the catalogue changed."""
+        assert self.library is not None
+        served: dict[str, Served] = {}
+        for record in self.library.contents():
+            served[record.id] = Served(
+                record, self.library.manifest(record.id), self.library.file_paths(record.id)
+            )
+        self._served = served
+        self.catalog_changed()
+
+    def catalog_changed(self) -> None:
+        """What we hold changed: rebuild the catalogue and announce it if it differs."""
+        old = self._catalog.version if self._catalog else None
+        self._catalog = None
+        if self.swarm is not None and self.catalog().version != old:
+            self.swarm.changed()
+
+    def _spawn_refresh(self) -> None:
+        """Re-hash or drop shared files that changed on disk, off the event loop."""
+        if self._refreshing:
+            return
+        self._refreshing = True
+
+        def work() -> tuple[list[ContentRecord], list[ContentRecord]]:
+            db = Database.open_home(self.settings.home)
+            try:
+                return Library(db).refresh()
+            finally:
+                db.close()
+
+        async def run() -> None:
+            try:
+                rehashed, dropped = await asyncio.to_thread(work)
+                for record in rehashed:
+                    self.say(f"re-hashed changed file: {record.name} is now {record.short_id}")
+                for record in dropped:
+                    self.say(f"stopped sharing {record.name}: gone from disk")
+                if rehashed or dropped:
+                    self.reload()
+            finally:
+                self._refreshing = False
+
+        self._background(run())
+
+    def _background(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        _background_tasks.add(task)
+        task.add_done_callback(_background_tasks.discard)
+
+    # ---- ContentProvider (for the peer server) ---------------------------------------------
+
+    def catalog(self) -> Catalog:
+        """The current catalogue of complete shares (and partial downloads)."""
+        if self._catalog is None:
+            items = [
+                CatalogItem(
+                    s.record.id, s.record.name, s.record.kind, s.record.size, s.record.chunks
+                )
+                for s in self._served.values()
+            ]
+            self._catalog = make_catalog(self.peer_id, items)
+        return self._catalog
+
+    def manifest_bytes(self, content_id: str) -> bytes:
+        """Canonical manifest bytes of a held content."""
+        served = self._served.get(content_id)
+        if served is None:
+            raise ServeError(404, "unknown_content", "this peer does not hold that content")
+        return served.manifest.encoded
+
+    def chunk_location(self, content_id: str, index: int) -> tuple[str, ChunkLocation]:
+        """Where one chunk of a held content is, after checking its file is unchanged."""
+        served = self._served.get(content_id)
+        if served is None:
+            raise ServeError(404, "unknown_content", "this peer does not hold that content")
+        if not 0 <= index < served.manifest.chunk_total:
+            raise ServeError(416, "bad_index", "no such chunk in that content")
+        ref = served.manifest.chunk(index)
+        path, recorded = served.files[ref.file_index]
+        self._check_intact(path, recorded)
+        return served.record.name, ChunkLocation(path, ref.offset, ref.length, ref.sha256)
+
+    def file_location(self, content_id: str, path: str | None) -> str:
+        """The on-disk path of one complete file of a held content."""
+        served = self._served.get(content_id)
+        if served is None:
+            raise ServeError(404, "unknown_content", "this peer does not hold that content")
+        files = served.manifest.files
+        if path is None:
+            if served.manifest.kind != "file":
+                raise ServeError(400, "is_folder", "name a file inside the folder: /file/PATH")
+            index = 0
+        else:
+            matches = [i for i, f in enumerate(files) if f.path == path]
+            if not matches:
+                raise ServeError(404, "unknown_path", "no such file in that content")
+            index = matches[0]
+        disk_path, recorded = served.files[index]
+        self._check_intact(disk_path, recorded)
+        return disk_path
+
+    def served(
+        self, peer: str, content_id: str, name: str, index: int, nbytes: int, result: str
+    ) -> None:
+        """Log one chunk upload."""
+        if result == "ok":
+            self.served_chunks += 1
+            self.served_bytes += nbytes
+        if self.translog is not None:
+            self.translog.add("up", peer, content_id, name, index, nbytes, result)
+
+    def _check_intact(self, path: str, recorded: FileStat) -> None:
+        assert self.library is not None
+        if not self.library.file_intact(path, recorded):
+            self._spawn_refresh()
+            raise ServeError(410, "changed_on_disk", "the shared file changed on disk")
+
+    # ---- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        """The daemon's state for `swarmshare status`."""
+        assert self.server is not None and self.swarm is not None
+        stats = self.swarm.discovery.stats
+        return {
+            "peer_id": self.peer_id,
+            "name": self.settings.name,
+            "address": self.settings.bind,
+            "port": self.server.port,
+            "discovery_port": self.settings.discovery_port,
+            "control_port": self.control_port,
+            "broadcast": self.swarm.discovery.targets,
+            "interval": self.settings.interval,
+            "peers": len(self.swarm.table.peers),
+            "items": len(self._served),
+            "catalog_version": self.catalog().version,
+            "uptime": time.time() - self.started,
+            "served_chunks": self.served_chunks,
+            "served_bytes": self.served_bytes,
+            "discovery": {
+                "received": stats.received,
+                "announcements": stats.announcements,
+                "malformed": stats.malformed,
+                "oversized": stats.oversized,
+                "foreign": stats.foreign,
+                "sent": stats.sent,
+            },
+        }
+
+
+_background_tasks: set[asyncio.Future[None]] = set()

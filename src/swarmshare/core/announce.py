@@ -1,0 +1,95 @@
+"""The discovery datagram: who a peer is, where its server listens, and its catalogue version.
+
+One small JSON object, well under MAX_DATAGRAM_BYTES so it never fragments. It never lists
+contents: receivers fetch the catalogue over HTTP when its version changes.
+
+    {"swarmshare": 1, "id": "3f2a...", "port": 5001, "name": "lab-7", "cv": "9b1c...",
+     "iv": 30, "sol": false, "bye": false}
+
+`sol` (solicit) asks every receiver to answer at once, by unicast to the sender's address and
+port; `bye` says the sender is leaving. `port` 0 means "not serving" (a CLI looking around).
+Unknown keys are ignored, so later versions may add fields.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from swarmshare.core.manifest import parse_json
+from swarmshare.errors import RemoteProtocolError
+from swarmshare.limits import MAX_DATAGRAM_BYTES, MAX_PEER_NAME_CHARS
+
+PROTOCOL_VERSION = 1
+MIN_INTERVAL_SECONDS = 0.05
+MAX_INTERVAL_SECONDS = 3600.0
+_PEER_ID = re.compile(r"[0-9a-f]{16}")
+_VERSION = re.compile(r"[0-9a-f]{1,64}")
+
+
+class AnnouncementError(RemoteProtocolError):
+    """A datagram that is not a valid announcement."""
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """One peer's discovery datagram."""
+
+    peer_id: str
+    port: int
+    name: str
+    catalog_version: str
+    interval: float
+    solicit: bool = False
+    bye: bool = False
+
+    def encode(self) -> bytes:
+        """The datagram bytes."""
+        obj = {
+            "swarmshare": PROTOCOL_VERSION,
+            "id": self.peer_id,
+            "port": self.port,
+            "name": self.name[:MAX_PEER_NAME_CHARS],
+            "cv": self.catalog_version,
+            "iv": self.interval,
+            "sol": self.solicit,
+            "bye": self.bye,
+        }
+        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
+        if len(data) > MAX_DATAGRAM_BYTES:  # only a pathological name could do this
+            raise ValueError("announcement too large")
+        return data
+
+
+def is_native(data: bytes) -> bool:
+    """Whether a datagram claims to be a swarmshare announcement (cheap shape test)."""
+    return data.startswith(b"{") and b'"swarmshare"' in data[:MAX_DATAGRAM_BYTES]
+
+
+def decode_announcement(data: bytes) -> Announcement:
+    """Parse an untrusted datagram; AnnouncementError unless it is a valid announcement."""
+    if len(data) > MAX_DATAGRAM_BYTES:
+        raise AnnouncementError(f"datagram of {len(data)} bytes is over the limit")
+    obj = parse_json(data, AnnouncementError)
+    if not isinstance(obj, dict) or obj.get("swarmshare") != PROTOCOL_VERSION:
+        raise AnnouncementError("not a swarmshare announcement of a known version")
+    peer_id, port, name = obj.get("id"), obj.get("port"), obj.get("name", "")
+    version, interval = obj.get("cv"), obj.get("iv")
+    solicit, bye = obj.get("sol", False), obj.get("bye", False)
+    if not isinstance(peer_id, str) or not _PEER_ID.fullmatch(peer_id):
+        raise AnnouncementError("bad peer id")
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise AnnouncementError("bad port")
+    if not isinstance(name, str) or len(name) > MAX_PEER_NAME_CHARS:
+        raise AnnouncementError("bad name")
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise AnnouncementError("bad catalogue version")
+    if not isinstance(interval, int | float) or isinstance(interval, bool):
+        raise AnnouncementError("bad interval")
+    if not MIN_INTERVAL_SECONDS <= interval <= MAX_INTERVAL_SECONDS:
+        raise AnnouncementError("bad interval")
+    if type(solicit) is not bool or type(bye) is not bool:
+        raise AnnouncementError("bad flags")
+    clean_name = "".join(c if c.isprintable() else "?" for c in name)
+    return Announcement(peer_id, port, clean_name, version, float(interval), solicit, bye)

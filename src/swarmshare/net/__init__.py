@@ -1,0 +1,1 @@
+"""asyncio adapters: UDP discovery, the HTTP peer server and client, the seed-compatible edge."""

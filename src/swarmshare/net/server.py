@@ -1,0 +1,199 @@
+"""The peer server: read-only HTTP/1.1 that serves catalogue, manifests, chunks and files.
+
+    GET /v1/catalog                          what this peer holds (ETag = catalogue version)
+    GET /v1/content/{id}/manifest            the canonical manifest bytes
+    GET /v1/content/{id}/chunk/{index}       one chunk, by sendfile from the file in place
+    GET /v1/content/{id}/file[/{path}]       a plain file, with Range, for curl and friends
+
+No path from a request ever reaches the file system: a request names a content ID and a chunk
+index or a path *inside the manifest*, and the provider maps those to files it recorded.
+Errors are JSON: {"error": {"code": "unknown_content", "message": "..."}}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from typing import Protocol
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.typedefs import Handler
+
+from swarmshare.core.catalog import Catalog
+from swarmshare.errors import DaemonError, SwarmshareError
+from swarmshare.store.library import ChunkLocation
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_INDEX = re.compile(r"[0-9]{1,9}")
+
+
+class ServeError(SwarmshareError):
+    """A request the peer server refuses, with its HTTP status and stable error code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class ContentProvider(Protocol):
+    """What the peer server serves from: the daemon's library and downloads in progress."""
+
+    def catalog(self) -> Catalog:
+        """The current catalogue."""
+
+    def manifest_bytes(self, content_id: str) -> bytes:
+        """Canonical manifest bytes; ServeError if the content is not held."""
+
+    def chunk_location(self, content_id: str, index: int) -> tuple[str, ChunkLocation]:
+        """(content name, where the chunk is); ServeError if not held or changed on disk."""
+
+    def file_location(self, content_id: str, path: str | None) -> str:
+        """The on-disk path of a complete, intact file of a content; ServeError otherwise."""
+
+    def served(
+        self, peer: str, content_id: str, name: str, index: int, nbytes: int, result: str
+    ) -> None:
+        """Record one chunk upload in the transfer log."""
+
+
+class PeerServer:
+    """The HTTP peer server; use as `async with PeerServer(provider, host, port) as s:`."""
+
+    def __init__(self, provider: ContentProvider, host: str, port: int) -> None:
+        self.provider = provider
+        self.host = host
+        self.requested_port = port
+        self.port = 0
+        app = web.Application(client_max_size=1024)
+        app.router.add_get("/v1/catalog", self._catalog)
+        app.router.add_get("/v1/content/{cid}/manifest", self._manifest)
+        app.router.add_get("/v1/content/{cid}/chunk/{index}", self._chunk)
+        app.router.add_get("/v1/content/{cid}/file", self._file)
+        app.router.add_get("/v1/content/{cid}/file/{path:.+}", self._file)
+        app.middlewares.append(_errors_as_json)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=3.0)
+
+    async def __aenter__(self) -> PeerServer:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.requested_port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise DaemonError(
+                f"cannot listen on TCP {self.host}:{self.requested_port}: {exc.strerror}"
+                " (is another swarmshare running? pick another --port)"
+            ) from None
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        self.port = server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()
+
+    async def _catalog(self, request: web.Request) -> web.StreamResponse:
+        catalog = self.provider.catalog()
+        etag = f'"{catalog.version}"'
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(
+            body=catalog.encode(), content_type="application/json", headers={"ETag": etag}
+        )
+
+    async def _manifest(self, request: web.Request) -> web.StreamResponse:
+        cid = _content_id(request)
+        return web.Response(body=self.provider.manifest_bytes(cid), content_type="application/json")
+
+    async def _chunk(self, request: web.Request) -> web.StreamResponse:
+        cid = _content_id(request)
+        raw = request.match_info["index"]
+        if not _INDEX.fullmatch(raw):
+            raise ServeError(400, "bad_index", "chunk index must be a small whole number")
+        index = int(raw)
+        peer = request.remote or "?"
+        try:
+            name, location = self.provider.chunk_location(cid, index)
+        except ServeError as exc:
+            self.provider.served(peer, cid, "", index, 0, exc.code)
+            raise
+        response = _ChunkResponse(location)
+        try:
+            await response.prepare(request)
+        except (ConnectionError, OSError):
+            self.provider.served(peer, cid, name, index, 0, "cut")
+            raise
+        self.provider.served(peer, cid, name, index, location.length, "ok")
+        return response
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        cid = _content_id(request)
+        path = self.provider.file_location(cid, request.match_info.get("path"))
+        return web.FileResponse(path)
+
+
+class _ChunkResponse(web.StreamResponse):
+    """Headers, then the chunk's bytes straight from the file by sendfile."""
+
+    def __init__(self, location: ChunkLocation) -> None:
+        super().__init__(headers={"Content-Type": "application/octet-stream"})
+        self._location = location
+        self.content_length = location.length
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        loc = self._location
+        try:
+            handle = open(loc.path, "rb")  # noqa: ASYNC230, SIM115 - open is instant; closed below
+        except OSError:
+            raise ServeError(410, "changed_on_disk", "the file is gone") from None
+        with handle:
+            writer = await super().prepare(request)
+            assert writer is not None
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("connection lost")
+            loop = asyncio.get_running_loop()
+            if loc.length:
+                try:
+                    await loop.sendfile(transport, handle, loc.offset, loc.length)
+                except NotImplementedError:
+                    handle.seek(loc.offset)
+                    await writer.write(handle.read(loc.length))
+            await super().write_eof()
+            return writer
+
+
+def _content_id(request: web.Request) -> str:
+    cid = request.match_info["cid"]
+    if not _HEX64.fullmatch(cid):
+        raise ServeError(400, "bad_content_id", "a content ID is 64 lowercase hex digits")
+    return cid
+
+
+@web.middleware
+async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ServeError as exc:
+        return error_response(exc.status, exc.code, str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "bad_request")
+        return error_response(exc.status, code, exc.reason)
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    """A JSON error body with a stable code."""
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def file_size(path: str) -> int:
+    """Size of a file, 0 if it is gone."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
