@@ -25,7 +25,7 @@ from rich.table import Table
 from swarmshare import __version__
 from swarmshare.app.control_client import ControlClient
 from swarmshare.app.daemon import Daemon
-from swarmshare.app.standalone import NetworkView, browse
+from swarmshare.app.standalone import NetworkView, browse, standalone_get
 from swarmshare.errors import AmbiguousError, DaemonError, SwarmshareError, UsageError
 from swarmshare.settings import (
     DEFAULT_CONTROL_PORT,
@@ -38,7 +38,7 @@ from swarmshare.settings import (
 from swarmshare.store.db import Database
 from swarmshare.store.hashing import scan_path
 from swarmshare.store.library import Library
-from swarmshare.ui import err, fmt_ago, fmt_size, fmt_time, out
+from swarmshare.ui import err, fmt_ago, fmt_rate, fmt_size, fmt_time, out
 
 BIG_SHARE_BYTES = 32 * 1024 * 1024
 
@@ -377,6 +377,133 @@ def _look(ctx: click.Context, wait: float, kw: dict[str, Any]) -> NetworkView:
     if client is not None:
         return NetworkView(client.get("network"), client.get("peers"))
     return asyncio.run(browse(settings, wait))
+
+
+@main.command()
+@click.argument("ref")
+@click.option("-o", "--output", metavar="DEST", help="File or folder to write to.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 600),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for a peer that holds it.",
+)
+@click.option("--force", is_flag=True, help="Replace DEST if it exists and differs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary, no progress bar.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@discovery_options
+@click.pass_context
+def get(
+    ctx: click.Context,
+    /,
+    ref: str,
+    output: str | None,
+    wait: float,
+    force: bool,
+    as_json: bool,
+    quiet: bool,
+    **kw: Any,
+) -> None:
+    """Download NAME, ID prefix or ID from every peer that holds it, verifying every chunk."""
+    settings = _with_discovery(_settings(ctx), kw)
+    view = DownloadView(enabled=not (quiet or as_json))
+    client = ControlClient.find(settings.home)
+    try:
+        with view:
+            if client is not None:
+                stats = _get_through_daemon(client, ref, output, force, wait, view)
+            else:
+                stats = asyncio.run(
+                    standalone_get(
+                        settings,
+                        ref,
+                        output,
+                        Path.cwd(),
+                        force=force,
+                        wait=wait,
+                        on_change=lambda st: view.update(st.as_json()),
+                    )
+                ).as_json()
+    except KeyboardInterrupt:
+        if client is not None and view.current_id:
+            client.post(f"downloads/{view.current_id}/pause", {})
+        err.print("paused: run the same command again to resume")
+        sys.exit(130)
+    if as_json:
+        _print_json(stats)
+    elif not quiet:
+        seconds = max(1e-6, float(stats["seconds"]))
+        peers = len(stats["by_peer"]) or "local"
+        out.print(
+            f"got {stats['name']} ({fmt_size(stats['total_bytes'])}) in {seconds:.1f} s, "
+            f"{fmt_rate(stats['total_bytes'] / seconds)}, from {peers} peer(s); "
+            f"SHA-256 verified -> {stats['dest']}",
+            markup=False,
+        )
+
+
+def _get_through_daemon(
+    client: ControlClient,
+    ref: str,
+    output: str | None,
+    force: bool,
+    wait: float,
+    view: DownloadView,
+) -> dict[str, Any]:
+    body = {
+        "ref": ref,
+        "output": str(Path(output).absolute()) if output else None,
+        "dest_dir": str(Path.cwd()),
+        "force": force,
+        "wait": wait,
+    }
+    stats: dict[str, Any] = client.post("downloads", body, timeout=wait + 30)
+    view.current_id = str(stats["id"])
+    while stats["state"] not in ("done", "failed", "cancelled", "paused"):
+        view.update(stats)
+        time.sleep(0.2)
+        stats = client.get(f"downloads/{view.current_id}")
+    view.update(stats)
+    if stats["state"] != "done":
+        raise SwarmshareError(stats["error"] or f"download {stats['state']}")
+    return stats
+
+
+class DownloadView:
+    """The progress bar of `get`: bytes, rate, ETA, peers in use, chunks retried."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.current_id = ""
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[peers]} peer(s)  {task.fields[retried]} retried"),
+            console=err,
+            disable=not enabled,
+        )
+        self._task = self._progress.add_task("finding peers", total=None, peers=0, retried=0)
+
+    def __enter__(self) -> DownloadView:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, stats: dict[str, Any]) -> None:
+        self.current_id = str(stats["id"])
+        self._progress.update(
+            self._task,
+            description=str(stats["name"]),
+            total=stats["total_bytes"] or None,
+            completed=stats["done_bytes"],
+            peers=stats["peers_in_use"],
+            retried=stats["retried"],
+        )
 
 
 @main.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -43,6 +44,10 @@ class ControlServer:
         r.add_post("/api/share", self._share)
         r.add_post("/api/unshare", self._unshare)
         r.add_get("/api/log", self._log)
+        r.add_get("/api/downloads", self._downloads)
+        r.add_post("/api/downloads", self._start_download)
+        r.add_get("/api/downloads/{id}", self._download)
+        r.add_post("/api/downloads/{id}/{action}", self._download_action)
         self.app = app
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
 
@@ -154,6 +159,40 @@ class ControlServer:
             return error_response(400, "bad_request", "limit must be a number")
         rows = self.daemon.db.transfers(limit)
         return web.json_response([dict(row) for row in rows])
+
+    async def _downloads(self, _request: web.Request) -> web.Response:
+        return web.json_response([d.stats.as_json() for d in self.daemon.downloads.all()])
+
+    async def _download(self, request: web.Request) -> web.Response:
+        download = self.daemon.downloads.get(request.match_info["id"])
+        return web.json_response(download.stats.as_json())
+
+    async def _start_download(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        ref, output, dest_dir = body.get("ref"), body.get("output"), body.get("dest_dir")
+        force, wait = bool(body.get("force", False)), body.get("wait", 5.0)
+        if not isinstance(ref, str) or not ref:
+            return error_response(400, "bad_request", "give ref: a name, ID prefix or ID")
+        if output is not None and not isinstance(output, str):
+            return error_response(400, "bad_request", "output must be a path")
+        if not isinstance(wait, int | float) or not 0 <= wait <= 600:
+            return error_response(400, "bad_request", "wait must be 0..600 seconds")
+        folder = Path(dest_dir) if isinstance(dest_dir, str) else self.daemon.downloads_dir()
+        download = await self.daemon.downloads.start(ref, output, folder, force, float(wait))
+        return web.json_response(download.stats.as_json())
+
+    async def _download_action(self, request: web.Request) -> web.Response:
+        ref, action = request.match_info["id"], request.match_info["action"]
+        manager = self.daemon.downloads
+        if action == "pause":
+            download = manager.pause(ref)
+        elif action == "resume":
+            download = manager.resume(ref)
+        elif action == "cancel":
+            download = await manager.cancel(ref)
+        else:
+            return error_response(404, "not_found", "actions: pause, resume, cancel")
+        return web.json_response(download.stats.as_json())
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

@@ -14,7 +14,11 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import platformdirs
+
+from swarmshare.app.downloads import DownloadManager
 from swarmshare.app.home import HomeLock, new_token, remove_control_file, write_control_file
 from swarmshare.app.swarm import Swarm
 from swarmshare.app.translog import TransferLog
@@ -63,6 +67,7 @@ class Daemon:
         self.swarm: Swarm | None = None
         self.translog: TransferLog | None = None
         self.client: PeerClient | None = None
+        self.downloads = DownloadManager(self)
         self.ready = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -95,11 +100,13 @@ class Daemon:
                 self.control_port = control.port
                 write_control_file(s.home, control.port, self.token)
                 self._install_signals()
+                self.downloads.restore()
                 self.ready.set()
                 self._say_started()
                 self._spawn_refresh()
                 await self._stop.wait()
                 self.say("stopping")
+                await self.downloads.close()
         finally:
             remove_control_file(self.settings.home)
             if self.db is not None:
@@ -195,6 +202,7 @@ class Daemon:
                 )
                 for s in self._served.values()
             ]
+            items += self.downloads.partial_items(set(self._served))
             self._catalog = make_catalog(self.peer_id, items)
         return self._catalog
 
@@ -202,14 +210,20 @@ class Daemon:
         """Canonical manifest bytes of a held content."""
         served = self._served.get(content_id)
         if served is None:
-            raise ServeError(404, "unknown_content", "this peer does not hold that content")
+            partial = self.downloads.manifest_bytes(content_id)
+            if partial is None:
+                raise ServeError(404, "unknown_content", "this peer does not hold that content")
+            return partial
         return served.manifest.encoded
 
     def chunk_location(self, content_id: str, index: int) -> tuple[str, ChunkLocation]:
         """Where one chunk of a held content is, after checking its file is unchanged."""
         served = self._served.get(content_id)
         if served is None:
-            raise ServeError(404, "unknown_content", "this peer does not hold that content")
+            partial = self.downloads.chunk_location(content_id, index)
+            if partial is None:
+                raise ServeError(404, "not_held", "this peer does not hold that chunk")
+            return partial
         if not 0 <= index < served.manifest.chunk_total:
             raise ServeError(416, "bad_index", "no such chunk in that content")
         ref = served.manifest.chunk(index)
@@ -252,6 +266,12 @@ class Daemon:
             self._spawn_refresh()
             raise ServeError(410, "changed_on_disk", "the shared file changed on disk")
 
+    def downloads_dir(self) -> Path:
+        """Where downloads go when the caller names no folder."""
+        if self.settings.downloads_dir is not None:
+            return self.settings.downloads_dir
+        return Path(platformdirs.user_downloads_dir())
+
     # ---- status ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, object]:
@@ -273,6 +293,7 @@ class Daemon:
             "uptime": time.time() - self.started,
             "served_chunks": self.served_chunks,
             "served_bytes": self.served_bytes,
+            "downloads": [d.stats.as_json() for d in self.downloads.all()],
             "discovery": {
                 "received": stats.received,
                 "announcements": stats.announcements,

@@ -70,6 +70,7 @@ class Swarm:
         self.client = client
         self.table = PeerTable(peer_id)
         self.listeners: list[EventListener] = []
+        self.catalog_listeners: list[Callable[[Peer], None]] = []
         self.catalog_failures = 0
         self._catalog_version = catalog_version
         self._serving_port = serving_port
@@ -191,6 +192,8 @@ class Swarm:
                     catalog = None
                 if catalog is not None and catalog.peer_id == peer.peer_id:
                     peer.catalog = catalog
+                    for listener in self.catalog_listeners:
+                        listener(peer)
                     await self._notify()
                 again = self._fetching.get(peer.peer_id, False)
                 self._fetching[peer.peer_id] = False

@@ -144,6 +144,8 @@ class _ChunkResponse(web.StreamResponse):
         self.content_length = location.length
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:  # aiohttp calls prepare again once the handler returns
+            return await super().prepare(request)
         loc = self._location
         try:
             handle = open(loc.path, "rb")  # noqa: ASYNC230, SIM115 - open is instant; closed below

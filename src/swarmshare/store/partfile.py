@@ -1,0 +1,234 @@
+"""A download on disk: `DEST.part` (a file, or a folder tree) beside its resume record.
+
+Verified chunks are written at their offsets into the pre-allocated part file(s); the resume
+record `DEST.part.swarmshare` lists the chunks written (a bitmap, replaced atomically). On resume
+every listed chunk is hashed again before it is trusted, so a record that got ahead of the data
+(a crash before the page cache reached the disk) costs a re-fetch, never a wrong byte. When all
+chunks are in, the files are fsynced and the part is renamed to DEST: DEST is never a wrong or
+half-written file.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from swarmshare.core.catalog import bitmap_get, bitmap_new, bitmap_set
+from swarmshare.core.manifest import ChunkRef, Manifest
+from swarmshare.errors import StoreError, UsageError
+from swarmshare.store.hashing import FileStat, ScannedFile
+
+RECORD_SUFFIX = ".part.swarmshare"
+PART_SUFFIX = ".part"
+
+
+class PartFile:
+    """The part file(s) and resume record of one download."""
+
+    def __init__(self, dest: Path, manifest: Manifest) -> None:
+        self.dest = dest
+        self.manifest = manifest
+        self.part = dest.with_name(dest.name + PART_SUFFIX)
+        self.record = dest.with_name(dest.name + RECORD_SUFFIX)
+        self._fds: list[int] = []
+        self.paths: list[str] = []
+
+    # ---- opening ---------------------------------------------------------------------------
+
+    def open(self) -> set[int]:
+        """Create or reopen the part file(s); the chunks the resume record claims."""
+        claimed = self._load_record()
+        if not claimed:
+            self._remove_part()
+        if self.manifest.kind == "file":
+            self.paths = [str(self.part)]
+        else:
+            self.part.mkdir(parents=True, exist_ok=True)
+            root = os.path.realpath(self.part)
+            self.paths = []
+            for entry in self.manifest.files:
+                path = os.path.realpath(os.path.join(root, *entry.path.split("/")))
+                if not path.startswith(root + os.sep):  # validated already; belt and braces
+                    raise StoreError(f"unsafe path in manifest: {entry.path!r}")
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                self.paths.append(path)
+        try:
+            for path, entry in zip(self.paths, self.manifest.files, strict=True):
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                self._fds.append(fd)
+                if os.fstat(fd).st_size != entry.size:
+                    os.ftruncate(fd, entry.size)
+                    _allocate(fd, entry.size)
+        except OSError as exc:
+            self.close()
+            raise disk_error(exc, self.part) from None
+        return claimed
+
+    def verify(self, chunks: set[int]) -> set[int]:
+        """Those of `chunks` whose bytes in the part file hash right (run off the event loop)."""
+        good = set()
+        for index in sorted(chunks):
+            ref = self.manifest.chunk(index)
+            if hashlib.sha256(self.read(ref)).hexdigest() == ref.sha256:
+                good.add(index)
+        return good
+
+    # ---- chunks ----------------------------------------------------------------------------
+
+    def write_if_valid(self, ref: ChunkRef, data: bytes) -> bool:
+        """Hash `data` and write it at its place only if it matches the manifest."""
+        if hashlib.sha256(data).hexdigest() != ref.sha256:
+            return False
+        self.write(ref, data)
+        return True
+
+    def write(self, ref: ChunkRef, data: bytes | memoryview) -> None:
+        """Write verified bytes of one chunk at its offset."""
+        fd = self._fds[ref.file_index]
+        view = memoryview(data)
+        offset = ref.offset
+        try:
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view = view[written:]
+                offset += written
+        except OSError as exc:
+            raise disk_error(exc, self.part) from None
+
+    def read(self, ref: ChunkRef) -> bytes:
+        """The bytes at one chunk's place in the part file."""
+        return os.pread(self._fds[ref.file_index], ref.length, ref.offset)
+
+    # ---- resume record ---------------------------------------------------------------------
+
+    def save_record(self, have: set[int] | bytearray) -> None:
+        """Replace the resume record atomically."""
+        bitmap = have if isinstance(have, bytearray) else _bitmap(have, self.manifest.chunk_total)
+        body = json.dumps(
+            {
+                "content_id": self.manifest.content_id,
+                "chunks": self.manifest.chunk_total,
+                "have": base64.b64encode(bytes(bitmap)).decode(),
+                "saved": time.time(),
+            }
+        )
+        tmp = self.record.with_name(self.record.name + ".tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(body)
+            os.replace(tmp, self.record)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise disk_error(exc, self.record) from None
+
+    def _load_record(self) -> set[int]:
+        try:
+            obj = json.loads(self.record.read_text(encoding="utf-8"))
+            if obj["content_id"] != self.manifest.content_id:
+                return set()
+            bitmap = base64.b64decode(obj["have"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return set()
+        count = self.manifest.chunk_total
+        if len(bitmap) != (count + 7) // 8 or not self.part.exists():
+            return set()
+        return {i for i in range(count) if bitmap_get(bitmap, i)}
+
+    # ---- finishing -------------------------------------------------------------------------
+
+    def finish(self, force: bool) -> list[ScannedFile]:
+        """fsync, rename DEST.part to DEST, drop the record; the final files with their stats."""
+        try:
+            for fd in self._fds:
+                os.fsync(fd)
+            self.close()
+            replaced = ""
+            if self.dest.exists() or self.dest.is_symlink():
+                if not force:
+                    raise UsageError(f"{self.dest} appeared meanwhile; use --force to replace it")
+                if self.dest.is_dir() and not self.dest.is_symlink():
+                    replaced = f"{self.dest}.replaced-{int(time.time())}"
+                    os.rename(self.dest, replaced)
+            os.replace(self.part, self.dest)
+            _fsync_dir(self.dest.parent)
+            with contextlib.suppress(FileNotFoundError):
+                self.record.unlink()
+        except OSError as exc:
+            raise disk_error(exc, self.dest) from None
+        return self.final_files()
+
+    def final_files(self) -> list[ScannedFile]:
+        """The completed files at DEST, for the library."""
+        if self.manifest.kind == "file":
+            paths = [str(self.dest)]
+        else:
+            root = str(self.dest)
+            paths = [os.path.join(root, *e.path.split("/")) for e in self.manifest.files]
+        return [
+            ScannedFile(e.path, os.path.realpath(p), FileStat.of(os.stat(p)))
+            for e, p in zip(self.manifest.files, paths, strict=True)
+        ]
+
+    def discard(self) -> None:
+        """Cancel: remove the part file(s) and the record."""
+        self.close()
+        self._remove_part()
+        with contextlib.suppress(FileNotFoundError):
+            self.record.unlink()
+
+    def close(self) -> None:
+        """Close the part file(s)."""
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+    def _remove_part(self) -> None:
+        if self.part.is_dir() and not self.part.is_symlink():
+            shutil.rmtree(self.part, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.part.unlink()
+
+
+def disk_error(exc: OSError, where: Path) -> StoreError:
+    """One clear line for a failed write, naming a full disk plainly."""
+    if exc.errno == errno.ENOSPC:
+        return StoreError(f"disk full while writing {where}; free space and run the same get")
+    if exc.errno == errno.EDQUOT:
+        return StoreError(f"disk quota exceeded while writing {where}")
+    return StoreError(f"cannot write {where}: {exc.strerror or exc}")
+
+
+def _bitmap(have: set[int], count: int) -> bytearray:
+    bitmap = bitmap_new(count)
+    for index in have:
+        bitmap_set(bitmap, index)
+    return bitmap
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Reserve the space now, so that a full disk shows at start, not half-way."""
+    if size and hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

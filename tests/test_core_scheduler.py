@@ -1,0 +1,174 @@
+"""The download scheduler driven by a simulated swarm in simulated time (no sockets, no clock)."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarmshare.core.scheduler import Request, Scheduler
+
+
+@dataclass
+class SimPeer:
+    peer_id: str
+    kind: str  # honest, liar, dead, staller
+    speed: float  # bytes per second
+    holds: set[int] | None  # None: all
+
+
+def simulate(
+    lengths: list[int], peers: list[SimPeer], seed: int, leave_at: dict[str, float] | None = None
+) -> tuple[Scheduler, dict[int, int], list[Request]]:
+    rng = random.Random(seed)
+    sched = Scheduler(lengths, rng=random.Random(seed))
+    for p in peers:
+        sched.add_peer(p.peer_id, (lambda i: True) if p.holds is None else p.holds.__contains__)
+    by_id = {p.peer_id: p for p in peers}
+    writes: dict[int, int] = {}
+    sent: list[Request] = []
+    events: list[tuple[float, int, str, Request]] = []
+    live: set[Request] = set()
+    started: dict[Request, float] = {}
+    counter = 0
+    now = 0.0
+    leave = dict(leave_at or {})
+    for _ in range(200_000):
+        for cancelled in sched.take_cancels():
+            live.discard(cancelled)
+        for request in sched.next_requests(now):
+            assert request.peer not in sched.dropped
+            assert request.peer in by_id and request.peer not in leave.get("_gone", set())  # type: ignore[operator]
+            holders = [r for r in live if r.chunk == request.chunk]
+            assert not holders or request.endgame, "duplicate request outside the endgame"
+            sent.append(request)
+            live.add(request)
+            started[request] = now
+            peer = by_id[request.peer]
+            counter += 1
+            if peer.kind == "dead":
+                heapq.heappush(events, (now + 0.001, counter, "unreachable", request))
+            elif peer.kind != "staller":
+                took = lengths[request.chunk] / peer.speed * rng.uniform(0.8, 1.5)
+                outcome = "bad_hash" if peer.kind == "liar" else "ok"
+                heapq.heappush(events, (now + took, counter, outcome, request))
+        for cancelled in sched.take_cancels():
+            live.discard(cancelled)
+        if sched.done:
+            return sched, writes, sent
+        deadline = sched.next_deadline()
+        next_event = events[0][0] if events else None
+        next_leave = min((t for k, t in leave.items() if k != "_gone"), default=None)  # type: ignore[type-var]
+        candidates = [t for t in (deadline, next_event, next_leave) if t is not None]
+        assert candidates, "stuck: nothing in flight and nothing to wait for"
+        now = max(now, min(candidates))  # type: ignore[type-var]
+        for peer_id, when in list(leave.items()):
+            if peer_id != "_gone" and when <= now:  # type: ignore[operator]
+                del leave[peer_id]
+                sched.remove_peer(peer_id)
+                live = {r for r in live if r.peer != peer_id}
+        for request in sched.tick(now):
+            live.discard(request)
+        while events and events[0][0] <= now:
+            when, _, outcome, request = heapq.heappop(events)
+            if request not in live:
+                continue  # cut: cancelled, timed out, or its peer left
+            live.discard(request)
+            if outcome == "ok":
+                if sched.chunk_done(request.peer, request.chunk, now, now - started[request]):
+                    writes[request.chunk] = writes.get(request.chunk, 0) + 1
+            else:
+                if outcome == "bad_hash":
+                    BAD_DELIVERED[request.peer] = BAD_DELIVERED.get(request.peer, 0) + 1
+                sched.chunk_failed(request.peer, request.chunk, outcome, now)
+    raise AssertionError("simulation did not finish")
+
+
+BAD_DELIVERED: dict[str, int] = {}
+
+
+swarms = st.builds(
+    lambda n, lens, kinds, speeds, subsets: (
+        [lens[i % len(lens)] for i in range(n)],
+        [SimPeer("honest0", "honest", speeds[0], None)]
+        + [
+            SimPeer(
+                f"p{i}",
+                kind,
+                speeds[(i + 1) % len(speeds)],
+                None if subsets[i % len(subsets)] else set(range(0, n, 2)),
+            )
+            for i, kind in enumerate(kinds)
+        ],
+    ),
+    st.integers(1, 80),
+    st.lists(st.integers(1, 2_000_000), min_size=1, max_size=5),
+    st.lists(st.sampled_from(["honest", "liar", "dead", "staller"]), max_size=5),
+    st.lists(st.floats(1e5, 1e9), min_size=1, max_size=6),
+    st.lists(st.booleans(), min_size=1, max_size=5),
+)
+
+
+@given(swarms, st.integers(0, 2**32))
+@settings(max_examples=300)
+def test_every_chunk_verified_exactly_once(
+    swarm: tuple[list[int], list[SimPeer]], seed: int
+) -> None:
+    lengths, peers = swarm
+    BAD_DELIVERED.clear()
+    sched, writes, _sent = simulate(lengths, peers, seed)
+    assert sched.done
+    assert writes == {i: 1 for i in range(len(lengths))}
+    for peer in peers:
+        bad = BAD_DELIVERED.get(peer.peer_id, 0)
+        assert bad <= 2  # two bad chunks: dropped, and never asked again (checked as sent)
+        if bad == 2:
+            assert peer.peer_id in sched.dropped
+
+
+def test_dropped_peer_is_never_asked_again() -> None:
+    lengths = [100_000] * 40
+    peers = [SimPeer("good", "honest", 1e6, None), SimPeer("liar", "liar", 1e9, None)]
+    sched, writes, sent = simulate(lengths, peers, seed=1)
+    assert "liar" in sched.dropped
+    asked = [i for i, r in enumerate(sent) if r.peer == "liar"]
+    assert len(asked) <= 4  # its first window, then dropped after two bad chunks
+    assert writes == {i: 1 for i in range(40)}
+
+
+def test_peer_leaving_mid_download() -> None:
+    lengths = [64_000] * 50
+    peers = [SimPeer("a", "honest", 1e6, None), SimPeer("b", "honest", 1e6, None)]
+    sched, writes, _ = simulate(lengths, peers, seed=3, leave_at={"b": 0.5})
+    assert sched.done and writes == {i: 1 for i in range(50)}
+
+
+def test_rarest_first_and_spreading() -> None:
+    sched = Scheduler([10] * 4, rng=random.Random(0))
+    sched.add_peer("all", lambda i: True)
+    sched.add_peer("some", lambda i: i < 2)
+    first = [r for r in sched.next_requests(0.0) if not r.endgame]
+    # chunks 2 and 3 are held by one peer only: the complete peer is asked for those
+    assert sorted(r.chunk for r in first if r.peer == "all") == [2, 3]
+    assert sorted(r.chunk for r in first if r.peer == "some") == [0, 1]
+
+
+def test_stall_is_cut_by_timeout_and_retried_elsewhere() -> None:
+    lengths = [1000] * 20
+    peers = [SimPeer("stall", "staller", 1e6, None), SimPeer("ok", "honest", 1e2, None)]
+    sched, writes, _sent = simulate(lengths, peers, seed=5)
+    assert sched.done and writes == {i: 1 for i in range(20)}
+    assert sched.retries > 0 and sched.peers["stall"].benches > 0
+    assert "stall" not in sched.dropped  # benched, not banned: a stall may be a passing thing
+
+
+def test_endgame_duplicates_only_at_the_end() -> None:
+    lengths = [1000] * 30
+    peers = [SimPeer("fast", "honest", 1e6, None), SimPeer("slow", "honest", 1e3, None)]
+    _, writes, sent = simulate(lengths, peers, seed=9)
+    endgame = [r for r in sent if r.endgame]
+    assert endgame, "the fast peer should duplicate the slow peer's last chunks"
+    assert writes == {i: 1 for i in range(30)}
