@@ -149,3 +149,39 @@ def wait_until(predicate: object, timeout: float = 15.0, interval: float = 0.05)
         if time.monotonic() - start > timeout:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def write_test_file(path: Path, size: int, seed: int = 0) -> None:
+    """A file of `size` bytes whose every 64 KiB piece differs (fast to make, no dedup)."""
+    import hashlib
+
+    block = 1 << 20
+    with open(path, "wb") as handle:
+        base = hashlib.sha256(f"{seed}".encode()).digest() * (block // 32)
+        for index in range(0, size, block):
+            piece = bytearray(base[: min(block, size - index)])
+            for off in range(0, len(piece), 65536):
+                stamp = hashlib.sha256(f"{seed}:{index + off}".encode()).digest()
+                piece[off : off + 32] = stamp[: min(32, len(piece) - off)]
+            handle.write(piece)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Byte-for-byte equality, read in pieces."""
+    import filecmp
+
+    return filecmp.cmp(a, b, shallow=False)
+
+
+def control(home: Path, method: str, path: str, body: object = None) -> object:
+    """Call a daemon's control API directly (fast polling in tests)."""
+    import http.client
+    import json
+
+    info = json.loads((home / "control.json").read_text())
+    conn = http.client.HTTPConnection("127.0.0.1", info["port"], timeout=30)
+    payload = None if body is None else json.dumps(body).encode()
+    conn.request(method, "/api/" + path, payload, {"Authorization": f"Bearer {info['token']}"})
+    data = json.loads(conn.getresponse().read())
+    conn.close()
+    return data

@@ -57,6 +57,7 @@ def simulate(
                 heapq.heappush(events, (now + took, counter, outcome, request))
         for cancelled in sched.take_cancels():
             live.discard(cancelled)
+        sched.check_invariants()
         if sched.done:
             return sched, writes, sent
         deadline = sched.next_deadline()
@@ -172,3 +173,15 @@ def test_endgame_duplicates_only_at_the_end() -> None:
     endgame = [r for r in sent if r.endgame]
     assert endgame, "the fast peer should duplicate the slow peer's last chunks"
     assert writes == {i: 1 for i in range(30)}
+
+
+def test_downloaders_started_together_ask_for_different_chunks() -> None:
+    firsts = []
+    for seed in range(4):
+        sched = Scheduler([1000] * 1024, rng=random.Random(seed))
+        sched.add_peer("seeder", lambda i: True)
+        sched.add_peer("partial", lambda i: i % 3 == 0)  # reshuffles buckets: order must hold
+        firsts.append(set(r.chunk for r in sched.next_requests(0.0) if r.peer == "seeder"))
+    for i, a in enumerate(firsts):
+        for b in firsts[i + 1 :]:
+            assert len(a & b) <= len(a) // 2, "downloaders would all fetch the same chunks"

@@ -250,6 +250,12 @@ def discovery_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--name", default=None, help="Name shown to other peers (default: host name)."
         ),
+        click.option(
+            "--chunk-timeout",
+            type=click.FloatRange(0.1, 3600),
+            default=None,
+            help="Seconds a chunk may take before it is asked elsewhere (default: adaptive).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -260,8 +266,12 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
     port = kw.pop("discovery_port")
     peers = tuple(_parse_peer(p, port) for p in kw.pop("peers"))
     name = kw.pop("name") or settings.name
+    chunk_timeout = kw.pop("chunk_timeout")
+    idle = settings.read_idle_timeout if chunk_timeout is None else min(10.0, chunk_timeout)
     return replace(
         settings,
+        chunk_timeout=chunk_timeout,
+        read_idle_timeout=idle,
         discovery_port=port,
         broadcast=tuple(kw.pop("broadcast")),
         peers=peers,

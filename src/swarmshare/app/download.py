@@ -301,11 +301,11 @@ class Download:
             for request in sched.tick(now):
                 self._cut(request, "timeout")
             for request in sched.take_cancels():
-                self._cut(request, None)
+                self._cut(request, "cancelled")
             for request in sched.next_requests(now):
                 self._start(manifest, request)
             for request in sched.take_cancels():
-                self._cut(request, None)
+                self._cut(request, "cancelled")
             self.stats.retried = sched.retries
             self.stats.peers_in_use = len({r.peer for r in self._tasks})
             self.stats.peers_known = len(self._peers)
@@ -347,15 +347,21 @@ class Download:
         assert self.part is not None
         started = time.monotonic()
         try:
-            data = await self.client.chunk(peer.base_url, self.content_id, ref.index, ref.length)
+            data = await self.client.chunk(
+                peer.address, peer.port, self.content_id, ref.index, ref.length
+            )
         except PeerUnavailable as exc:
             self._finish(request, exc.reason, 0, started)
             return
         except RemoteProtocolError:
             self._finish(request, "short", 0, started)
             return
+        # The buffer goes back to the pool only once the thread is done with it, even when this
+        # task is cancelled meanwhile: a recycled buffer must never change under the hash.
+        work = asyncio.ensure_future(asyncio.to_thread(self.part.write_if_valid, ref, data))
+        work.add_done_callback(lambda _w: self.client.buffers.put(data))
         try:
-            good = await asyncio.to_thread(self.part.write_if_valid, ref, data)
+            good = await asyncio.shield(work)
         except StoreError as exc:
             self._finish(request, "disk:" + str(exc), len(data), started)
             return
@@ -392,11 +398,10 @@ class Download:
             self.stats.dropped_peers.append(address)
         self._log(address, request.chunk, nbytes, outcome)
 
-    def _cut(self, request: Request, why: str | None) -> None:
+    def _cut(self, request: Request, why: str) -> None:
         task = self._tasks.pop(request, None)
         if task is not None:
             task.cancel()
-        if why is not None:
             peer = self._peers.get(request.peer)
             self._log(peer.address if peer else request.peer, request.chunk, 0, why)
 

@@ -62,7 +62,7 @@ async def standalone_get(
             PeerClient(
                 local_address=settings.bind, idle_timeout=settings.read_idle_timeout
             ) as client,
-            Swarm(settings, db.peer_id(), client, listen=False) as swarm,
+            Swarm(settings, db.peer_id(), client, listen=True) as swarm,
         ):
             content_id, name = await find_content(swarm, ref, wait)
             dest = resolve_dest(name, output, dest_dir)

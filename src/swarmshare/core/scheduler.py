@@ -105,6 +105,10 @@ class Scheduler:
         self._order = [i for i in range(len(lengths)) if not self.have[i]]
         self._rng.shuffle(self._order)
         self._availability = [0] * len(lengths)
+        # Chunks missing and not requested, bucketed by availability (insertion order is the
+        # random tie-break), so that a pick is O(1) when a peer holds everything.
+        self._buckets: dict[int, dict[int, None]] = {0: dict.fromkeys(self._order)}
+        self._candidate: set[int] = set(self._order)
 
     # ---- events ----------------------------------------------------------------------------
 
@@ -152,6 +156,7 @@ class Scheduler:
             return False
         self.have[chunk] = True
         self.missing -= 1
+        self._uncandidate(chunk)
         for other in list(self._inflight.get(chunk, ())):  # endgame duplicates
             duplicate = self.peers[other].inflight[chunk]
             self._forget(duplicate)
@@ -163,6 +168,7 @@ class Scheduler:
         if not self.have[chunk]:
             self.have[chunk] = True
             self.missing -= 1
+            self._uncandidate(chunk)
 
     def chunk_failed(self, peer_id: str, chunk: int, reason: str, now: float) -> None:
         """A request failed: `reason` is 'bad_hash', 'timeout', 'unreachable', 'short', ..."""
@@ -237,6 +243,7 @@ class Scheduler:
                 request = Request(state.peer_id, chunk, now + self._timeout(state, length), endgame)
                 state.inflight[chunk] = request
                 self._inflight.setdefault(chunk, set()).add(state.peer_id)
+                self._uncandidate(chunk)
                 self._inflight_bytes += length
                 out.append(request)
                 progress = True
@@ -267,35 +274,41 @@ class Scheduler:
         """Missing chunks that no live peer holds."""
         return [i for i in self._order if not self.have[i] and self._availability[i] == 0]
 
+    def check_invariants(self) -> None:
+        """Assert the bookkeeping is consistent (for tests)."""
+        for chunk in self._order:
+            expected = not self.have[chunk] and chunk not in self._inflight
+            assert (chunk in self._candidate) == expected, chunk
+            if expected:
+                assert chunk in self._buckets[self._availability[chunk]], chunk
+        assert sum(len(b) for b in self._buckets.values()) == len(self._candidate)
+
     # ---- internals -------------------------------------------------------------------------
 
     def _pick(self, state: PeerState) -> int | None:
-        best: int | None = None
-        best_avail = 1 << 30
         fallback: int | None = None
-        for chunk in self._order:
-            if self.have[chunk] or chunk in self._inflight or not state.holds(chunk):
-                continue
-            if self._last_failed_on.get(chunk) == state.peer_id:
-                fallback = chunk if fallback is None else fallback
-                continue
-            avail = self._availability[chunk]
-            if avail < best_avail:
-                best, best_avail = chunk, avail
-                if avail <= 1:
-                    break
-        if best is None and fallback is not None:
-            # Only this peer can retry it now, unless another holder is idle-free later.
+        for avail in sorted(self._buckets):
+            if avail == 0:
+                continue  # nobody holds these (this peer included)
+            for chunk in self._buckets[avail]:
+                if not state.holds(chunk):
+                    continue
+                if self._last_failed_on.get(chunk) == state.peer_id:
+                    fallback = chunk if fallback is None else fallback
+                    continue
+                return chunk
+        if fallback is not None:
+            # Only retry on the peer that just failed it when no other live peer holds it.
             others = any(
                 p.holds(fallback) for p in self.peers.values() if p.peer_id != state.peer_id
             )
             return None if others else fallback
-        return best
+        return None
 
     def _pick_endgame(self, state: PeerState) -> int | None:
         if self.missing > ENDGAME_CHUNKS:
             return None
-        if any(not self.have[c] and c not in self._inflight for c in self._order):
+        if self._candidate:
             return None  # chunks still unrequested: not the endgame yet
         choices = [
             c
@@ -327,6 +340,10 @@ class Scheduler:
             if not holders:
                 del self._inflight[request.chunk]
         self._inflight_bytes -= self.lengths[request.chunk]
+        chunk = request.chunk
+        if not self.have[chunk] and chunk not in self._inflight and chunk not in self._candidate:
+            self._candidate.add(chunk)
+            self._buckets.setdefault(self._availability[chunk], {})[chunk] = None
 
     def _resize(self, state: PeerState) -> None:
         if state.rate <= 0:
@@ -344,6 +361,24 @@ class Scheduler:
         return max(CHUNK_TIMEOUT_MIN_SECONDS, 8 * queued / state.rate)
 
     def _count(self, holds: Holds, delta: int) -> None:
-        for chunk in range(len(self.lengths)):
+        # In this download's own random order: chunks moved between buckets keep it, so that
+        # downloaders started together ask for different chunks first.
+        for chunk in self._order:
             if holds(chunk):
-                self._availability[chunk] += delta
+                old = self._availability[chunk]
+                self._availability[chunk] = old + delta
+                if chunk in self._candidate:
+                    bucket = self._buckets[old]
+                    del bucket[chunk]
+                    if not bucket:
+                        del self._buckets[old]
+                    self._buckets.setdefault(old + delta, {})[chunk] = None
+
+    def _uncandidate(self, chunk: int) -> None:
+        if chunk in self._candidate:
+            self._candidate.discard(chunk)
+            avail = self._availability[chunk]
+            bucket = self._buckets[avail]
+            del bucket[chunk]
+            if not bucket:
+                del self._buckets[avail]

@@ -11,7 +11,13 @@ import aiohttp
 from swarmshare.core.catalog import Catalog, decode_catalog
 from swarmshare.core.manifest import Manifest, decode_manifest
 from swarmshare.errors import IntegrityError, RemoteProtocolError, SwarmshareError
-from swarmshare.limits import CONNECT_TIMEOUT_SECONDS, MAX_CATALOG_BYTES, MAX_MANIFEST_BYTES
+from swarmshare.limits import (
+    CONNECT_TIMEOUT_SECONDS,
+    MAX_CATALOG_BYTES,
+    MAX_INFLIGHT_BYTES_TOTAL,
+    MAX_MANIFEST_BYTES,
+)
+from swarmshare.net.chunkconn import BufferPool, ChunkClient, ChunkFetchError
 
 
 class PeerUnavailable(SwarmshareError):
@@ -29,6 +35,10 @@ class PeerClient:
         self._local = local_address if local_address not in (None, "", "0.0.0.0") else None
         self._idle = idle_timeout
         self._session: aiohttp.ClientSession | None = None
+        self.buffers = BufferPool(MAX_INFLIGHT_BYTES_TOTAL)
+        self._chunks = ChunkClient(
+            local_address=self._local, idle_timeout=idle_timeout, pool=self.buffers
+        )
 
     async def __aenter__(self) -> PeerClient:
         connector = aiohttp.TCPConnector(
@@ -49,6 +59,7 @@ class PeerClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._chunks.close()
         if self._session is not None:
             await self._session.close()
 
@@ -68,13 +79,16 @@ class PeerClient:
             raise IntegrityError("manifest does not hash to the content ID")
         return decode_manifest(body)
 
-    async def chunk(self, base_url: str, content_id: str, index: int, length: int) -> bytes:
+    async def chunk(
+        self, host: str, port: int, content_id: str, index: int, length: int
+    ) -> bytearray:
         """Exactly `length` bytes of chunk `index` (not yet verified: the caller hashes it)."""
-        body = await self._get(f"{base_url}/v1/content/{content_id}/chunk/{index}", length)
-        assert body is not None
-        if len(body) != length:
-            raise RemoteProtocolError(f"chunk {index} was {len(body)} bytes, not {length}")
-        return body
+        try:
+            return await self._chunks.fetch(
+                host, port, f"/v1/content/{content_id}/chunk/{index}", length
+            )
+        except ChunkFetchError as exc:
+            raise PeerUnavailable(str(exc), exc.reason) from None
 
     async def _get(
         self, url: str, limit: int, headers: dict[str, str] | None = None

@@ -38,14 +38,21 @@ class PartFile:
         self.part = dest.with_name(dest.name + PART_SUFFIX)
         self.record = dest.with_name(dest.name + RECORD_SUFFIX)
         self._fds: list[int] = []
+        self._extent_cache: dict[int, list[tuple[int, int]] | None] = {}
         self.paths: list[str] = []
 
     # ---- opening ---------------------------------------------------------------------------
 
     def open(self) -> set[int]:
-        """Create or reopen the part file(s); the chunks the resume record claims."""
+        """Create or reopen the part file(s); the chunks worth verifying before fetching.
+
+        Those are the chunks the resume record claims, and every chunk with data in the sparse
+        part file: a chunk written just before a crash, after the record was last saved, is
+        found there too. Hashes decide what is kept, so a stale or foreign part costs nothing
+        but a re-fetch.
+        """
         claimed = self._load_record()
-        if not claimed:
+        if self.part.is_dir() != (self.manifest.kind == "dir") and self.part.exists():
             self._remove_part()
         if self.manifest.kind == "file":
             self.paths = [str(self.part)]
@@ -64,12 +71,72 @@ class PartFile:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
                 self._fds.append(fd)
                 if os.fstat(fd).st_size != entry.size:
-                    os.ftruncate(fd, entry.size)
-                    _allocate(fd, entry.size)
+                    os.ftruncate(fd, entry.size)  # sparse: see _check_space
         except OSError as exc:
             self.close()
             raise disk_error(exc, self.part) from None
-        return claimed
+        candidates = claimed | self._chunks_with_data()
+        self._check_space(len(candidates))
+        return candidates
+
+    def _chunks_with_data(self) -> set[int]:
+        found: set[int] = set()
+        for ref in self.manifest.chunks():
+            extents = self._extents(ref.file_index)
+            if extents is None or any(
+                start < ref.offset + ref.length and ref.offset < end for start, end in extents
+            ):
+                found.add(ref.index)
+        return found
+
+    def _extents(self, file_index: int) -> list[tuple[int, int]] | None:
+        """The data (non-hole) ranges of one part file; None if the system cannot tell."""
+        cache = self._extent_cache
+        if file_index in cache:
+            return cache[file_index]
+        fd = self._fds[file_index]
+        size = self.manifest.files[file_index].size
+        extents: list[tuple[int, int]] | None = []
+        position = 0
+        try:
+            while position < size:
+                try:
+                    start = os.lseek(fd, position, os.SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO:
+                        break
+                    raise
+                end = os.lseek(fd, start, os.SEEK_HOLE)
+                assert extents is not None
+                extents.append((start, end))
+                position = end
+        except (OSError, AttributeError):
+            extents = None
+        cache[file_index] = extents
+        return extents
+
+    def _check_space(self, claimed: int) -> None:
+        """Refuse to start when the disk cannot hold what is left to write.
+
+        The part file is sized sparsely rather than with posix_fallocate: on ext4, writing into
+        fallocated (unwritten) extents measured 14x slower than into a sparse file (3.6 s
+        against 0.26 s per GiB), so free space is checked here instead; a disk that fills up
+        later still stops the download with a clear error (see disk_error).
+        """
+        left = self.manifest.total_size - claimed * max(
+            (f.chunk_size for f in self.manifest.files), default=0
+        )
+        try:
+            st = os.statvfs(self.part.parent)
+        except OSError:
+            return
+        free = st.f_bavail * st.f_frsize
+        if left > free:
+            self.close()
+            raise StoreError(
+                f"not enough disk space for {self.dest.name}: {left} bytes to write,"
+                f" {free} free in {self.part.parent}"
+            )
 
     def verify(self, chunks: set[int]) -> set[int]:
         """Those of `chunks` whose bytes in the part file hash right (run off the event loop)."""
@@ -82,14 +149,14 @@ class PartFile:
 
     # ---- chunks ----------------------------------------------------------------------------
 
-    def write_if_valid(self, ref: ChunkRef, data: bytes) -> bool:
+    def write_if_valid(self, ref: ChunkRef, data: bytes | bytearray) -> bool:
         """Hash `data` and write it at its place only if it matches the manifest."""
         if hashlib.sha256(data).hexdigest() != ref.sha256:
             return False
         self.write(ref, data)
         return True
 
-    def write(self, ref: ChunkRef, data: bytes | memoryview) -> None:
+    def write(self, ref: ChunkRef, data: bytes | bytearray | memoryview) -> None:
         """Write verified bytes of one chunk at its offset."""
         fd = self._fds[ref.file_index]
         view = memoryview(data)
@@ -213,16 +280,6 @@ def _bitmap(have: set[int], count: int) -> bytearray:
     for index in have:
         bitmap_set(bitmap, index)
     return bitmap
-
-
-def _allocate(fd: int, size: int) -> None:
-    """Reserve the space now, so that a full disk shows at start, not half-way."""
-    if size and hasattr(os, "posix_fallocate"):
-        try:
-            os.posix_fallocate(fd, 0, size)
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                raise
 
 
 def _fsync_dir(path: Path) -> None:

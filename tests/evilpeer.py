@@ -1,0 +1,105 @@
+"""A hostile peer for the tests, run as its own process.
+
+It announces itself like a swarmshare peer and serves a real catalogue and manifest for one
+file, but misbehaves on chunks:
+  liar     -- every chunk comes back with the right length and wrong bytes
+  staller  -- headers and half a chunk, then silence (the connection stays open)
+
+Usage: python evilpeer.py MODE FILE BIND DISCOVERY_PORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from swarmshare.core.announce import Announcement, decode_announcement
+from swarmshare.core.catalog import CatalogItem, make_catalog
+from swarmshare.errors import RemoteProtocolError
+from swarmshare.store.hashing import hash_content, scan_path
+
+
+async def main(mode: str, path: str, bind: str, discovery_port: int) -> None:
+    name, kind, files, _ = scan_path(path)
+    manifest = hash_content(name, kind, files)
+    cid = manifest.content_id
+    peer_id = secrets.token_hex(8)
+    catalog = make_catalog(
+        peer_id, [CatalogItem(cid, name, kind, manifest.total_size, manifest.chunk_total)]
+    )
+    data = await asyncio.to_thread(Path(path).read_bytes)
+
+    async def get_catalog(_r: web.Request) -> web.Response:
+        return web.Response(body=catalog.encode(), content_type="application/json")
+
+    async def get_manifest(_r: web.Request) -> web.Response:
+        return web.Response(body=manifest.encoded, content_type="application/json")
+
+    async def get_chunk(request: web.Request) -> web.StreamResponse:
+        ref = manifest.chunk(int(request.match_info["index"]))
+        good = data[ref.offset : ref.offset + ref.length]
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = ref.length
+        await response.prepare(request)
+        if mode == "liar":
+            await response.write(bytes(b ^ 0x5A for b in good))
+        else:
+            await response.write(good[: ref.length // 2])
+            await asyncio.sleep(3600)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/catalog", get_catalog)
+    app.router.add_get(f"/v1/content/{cid}/manifest", get_manifest)
+    app.router.add_get(f"/v1/content/{cid}/chunk/{{index}}", get_chunk)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, bind, 0)
+    await site.start()
+    port = runner.addresses[0][1]
+
+    def announcement(solicit: bool) -> bytes:
+        return Announcement(peer_id, port, f"evil-{mode}", catalog.version, 1.0, solicit).encode()
+
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    sender.bind((bind, 0))
+    sender.setblocking(False)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("", discovery_port))
+    listener.setblocking(False)
+    loop = asyncio.get_running_loop()
+
+    def heard() -> None:
+        try:
+            datagram, source = listener.recvfrom(2048)
+            if decode_announcement(datagram).solicit:
+                sender.sendto(announcement(False), source)
+        except (OSError, RemoteProtocolError):
+            pass
+
+    def heard_unicast() -> None:
+        try:
+            datagram, source = sender.recvfrom(2048)
+            if decode_announcement(datagram).solicit:
+                sender.sendto(announcement(False), source)
+        except (OSError, RemoteProtocolError):
+            pass
+
+    loop.add_reader(listener.fileno(), heard)
+    loop.add_reader(sender.fileno(), heard_unicast)
+    print(json.dumps({"port": port, "id": cid}), flush=True)
+    while True:
+        sender.sendto(announcement(False), ("127.255.255.255", discovery_port))
+        await asyncio.sleep(1.0)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))

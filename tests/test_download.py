@@ -1,0 +1,349 @@
+"""Swarm downloads with real processes on loopback: many seeders, failures, liars, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Swarm
+from helpers import cli, control, same_file, wait_until, write_test_file
+
+MIB = 1 << 20
+HERE = Path(__file__).parent
+
+
+def _served_bytes(peers: list) -> int:  # type: ignore[type-arg]
+    return sum(int(control(p.home, "GET", "status")["served_bytes"]) for p in peers)  # type: ignore[index]
+
+
+def _seed(swarm: Swarm, path: Path, indices: list[int]) -> list:  # type: ignore[type-arg]
+    seeders = [swarm.start(i) for i in indices]
+    for peer in seeders:
+        assert peer.cli("share", str(path)).returncode == 0
+    return seeders
+
+
+def _get_json(
+    home: Path, swarm: Swarm, name: str, out: Path, *extra: str, bind: str = "127.0.0.20"
+) -> dict:  # type: ignore[type-arg]
+    proc = cli(
+        home,
+        "get",
+        name,
+        "-o",
+        str(out),
+        "--json",
+        "--broadcast",
+        "127.255.255.255",
+        "--discovery-port",
+        str(swarm.discovery_port),
+        "--bind",
+        bind,
+        *extra,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def test_three_seeders_one_downloader_through_its_daemon(swarm: Swarm, tmp_path: Path) -> None:
+    src = tmp_path / "video.bin"
+    write_test_file(src, 20 * MIB)
+    _seed(swarm, src, [2, 3, 4])
+    downloader = swarm.start(5)
+    wait_until(lambda: any(i["peers"] == 3 for i in downloader.json("ls")))  # type: ignore[union-attr,index]
+    out = tmp_path / "got"
+    out.mkdir()
+    proc = downloader.cli("get", "video.bin", "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert same_file(out / "video.bin", src)
+    assert summary["verified"] and summary["bad_chunks"] == 0
+    assert set(summary["by_peer"]) == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
+    time.sleep(0.7)
+    log = downloader.json("log", "--limit", "5000")
+    sources = {row["peer"] for row in log if row["direction"] == "down" and row["result"] == "ok"}  # type: ignore[union-attr,index]
+    assert sources == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
+    # It joined the library at once and is announced: a seeder now sees 3 other holders.
+    assert [r["name"] for r in downloader.json("library")] == ["video.bin"]  # type: ignore[union-attr,index]
+    wait_until(lambda: any(i["peers"] == 3 for i in swarm.peers[0].json("ls")))  # type: ignore[union-attr,index]
+
+
+def test_seeder_killed_mid_download(swarm: Swarm, tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    write_test_file(src, 768 * MIB, seed=1)
+    seeders = _seed(swarm, src, [2, 3, 4])
+    downloader = swarm.start(5)
+    wait_until(lambda: any(i["peers"] == 3 for i in downloader.json("ls")))  # type: ignore[union-attr,index]
+    (tmp_path / "out").mkdir()
+    started = control(
+        downloader.home,
+        "POST",
+        "downloads",
+        {"ref": "big.bin", "dest_dir": str(tmp_path / "out"), "wait": 5},
+    )
+    cid = started["id"]  # type: ignore[index]
+    wait_until(
+        lambda: control(downloader.home, "GET", f"downloads/{cid}")["done_bytes"] > 40 * MIB,  # type: ignore[index]
+        interval=0.01,
+    )
+    seeders[0].kill()
+    at_kill = control(downloader.home, "GET", f"downloads/{cid}")
+    assert at_kill["state"] != "done", "the download finished before the kill: test proves nothing"  # type: ignore[index]
+    wait_until(
+        lambda: (
+            control(downloader.home, "GET", f"downloads/{cid}")["state"]  # type: ignore[index]
+            in ("done", "failed")
+        ),
+        timeout=120,
+    )
+    final = control(downloader.home, "GET", f"downloads/{cid}")
+    assert final["state"] == "done", final  # type: ignore[index]
+    assert same_file(tmp_path / "out" / "big.bin", src)
+
+
+def test_liar_and_staller_cannot_spoil_the_file(swarm: Swarm, tmp_path: Path) -> None:
+    src = tmp_path / "doc.bin"
+    write_test_file(src, 6 * MIB, seed=2)
+    evil = []
+    for mode, address in (("liar", "127.0.0.7"), ("staller", "127.0.0.8")):
+        evil.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(HERE / "evilpeer.py"),
+                    mode,
+                    str(src),
+                    address,
+                    str(swarm.discovery_port),
+                ],
+                stdout=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+            )
+        )
+    out = tmp_path / "out"
+    out.mkdir()
+    home = tmp_path / "h"
+    try:
+        for proc in evil:
+            assert proc.stdout is not None and json.loads(proc.stdout.readline())["port"]
+        # At first only the liar and the staller hold the file.
+        getter = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "swarmshare",
+                "--home",
+                str(home),
+                "get",
+                "doc.bin",
+                "-o",
+                str(out),
+                "--json",
+                "--chunk-timeout",
+                "2",
+                "--broadcast",
+                "127.255.255.255",
+                "--discovery-port",
+                str(swarm.discovery_port),
+                "--bind",
+                "127.0.0.20",
+            ],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        wait_until(lambda: _log_has(home, "127.0.0.8", "timeout"), timeout=30, interval=0.2)
+        assert _log_has(home, "127.0.0.7", "bad_hash")
+        honest = swarm.start(2)  # then an honest peer appears
+        honest.cli("share", str(src))
+        stdout, _ = getter.communicate(timeout=120)
+        assert getter.returncode == 0
+    finally:
+        for proc in evil:
+            proc.terminate()
+            proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+    summary = json.loads(stdout)
+    assert same_file(out / "doc.bin", src)
+    assert "127.0.0.7" in summary["dropped_peers"], "two bad chunks: the liar is dropped"
+    assert summary["bad_chunks"] >= 2 and summary["retried"] > 0
+    assert set(summary["by_peer"]) == {"127.0.0.2"}, "every verified chunk came from the honest"
+
+
+def _log_has(home: Path, peer: str, result: str) -> bool:
+    proc = cli(home, "log", "--json", "--limit", "5000")
+    if proc.returncode != 0:
+        return False
+    return any(r["peer"] == peer and r["result"] == result for r in json.loads(proc.stdout))
+
+
+def test_downloader_killed_and_restarted_resumes(swarm: Swarm, tmp_path: Path) -> None:
+    src = tmp_path / "iso.bin"
+    size = 768 * MIB
+    write_test_file(src, size, seed=3)
+    seeders = _seed(swarm, src, [2, 3])
+    out = tmp_path / "out"
+    out.mkdir()
+    home = tmp_path / "h"
+    args = [
+        sys.executable,
+        "-m",
+        "swarmshare",
+        "--home",
+        str(home),
+        "get",
+        "iso.bin",
+        "-o",
+        str(out),
+        "--quiet",
+        "--broadcast",
+        "127.255.255.255",
+        "--discovery-port",
+        str(swarm.discovery_port),
+        "--bind",
+        "127.0.0.20",
+    ]
+    first = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+    record = out / "iso.bin.part.swarmshare"
+    wait_until(record.exists, timeout=60, interval=0.005)
+    time.sleep(0.3)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    assert not (out / "iso.bin").exists(), "killed before the end: no final file yet"
+    assert (out / "iso.bin.part").exists()
+    summary = _get_json(home, swarm, "iso.bin", out)
+    assert summary["resumed_chunks"] > 0
+    assert same_file(out / "iso.bin", src)
+    assert not record.exists() and not (out / "iso.bin.part").exists()
+    time.sleep(0.7)  # the seeders' transfer logs are flushed twice a second
+    total = _served_bytes(seeders)
+    chunk = 1 * MIB
+    assert total <= size + 40 * chunk, f"fetched {total} bytes for a {size}-byte file"
+
+
+def test_flash_crowd_downloaders_feed_each_other(swarm: Swarm, tmp_path: Path) -> None:
+    src = tmp_path / "game.bin"
+    size = 256 * MIB
+    write_test_file(src, size, seed=4)
+    (seeder,) = _seed(swarm, src, [2])
+    crowd = [swarm.start(i) for i in range(3, 9)]
+    wait_until(lambda: all(any(i["peers"] == 1 for i in p.json("ls")) for p in crowd))  # type: ignore[union-attr,index]
+    ids = []
+    for index, peer in enumerate(crowd):
+        dest = tmp_path / f"out{index}"
+        dest.mkdir()
+        ids.append(
+            control(peer.home, "POST", "downloads", {"ref": "game.bin", "dest_dir": str(dest)})[
+                "id"
+            ]
+        )  # type: ignore[index]
+    for peer, cid in zip(crowd, ids, strict=True):
+        wait_until(
+            lambda p=peer, c=cid: (
+                control(p.home, "GET", f"downloads/{c}")["state"]  # type: ignore[misc]
+                in ("done", "failed")
+            ),
+            timeout=240,
+        )
+        assert control(peer.home, "GET", f"downloads/{cid}")["state"] == "done"  # type: ignore[index]
+    for index in range(len(crowd)):
+        assert same_file(tmp_path / f"out{index}" / "game.bin", src)
+    uploaded = _served_bytes([seeder])
+    print(f"flash crowd: the seeder uploaded {uploaded / size:.2f} x the file for 6 downloaders")
+    assert uploaded < 4 * size, f"seeder uploaded {uploaded / size:.2f} x the file"
+
+
+def test_two_gib_download_in_bounded_memory(swarm: Swarm, tmp_path: Path) -> None:
+    src = tmp_path / "huge.bin"
+    size = 2 * 1024 * MIB
+    write_test_file(src, size, seed=5)
+    _seed(swarm, src, [2])
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    summary = _get_json(tmp_path / "h", swarm, "huge.bin", tmp_path / "out.bin")
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"2 GiB download: peak RSS {peak_mib:.0f} MiB (children before: {before / 1024:.0f})")
+    assert summary["total_bytes"] == size
+    assert same_file(tmp_path / "out.bin", src)
+    assert peak_mib < 150
+
+
+def test_ambiguous_and_missing_names(swarm: Swarm, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "same.txt").write_text("one")
+    (tmp_path / "b" / "same.txt").write_text("two")
+    peer = swarm.start(2)
+    peer.cli("share", str(tmp_path / "a" / "same.txt"), str(tmp_path / "b" / "same.txt"))
+    common = [
+        "--broadcast",
+        "127.255.255.255",
+        "--discovery-port",
+        str(swarm.discovery_port),
+        "--bind",
+        "127.0.0.20",
+        "--wait",
+        "2",
+    ]
+    proc = cli(tmp_path / "h", "get", "same.txt", *common)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "2 different contents" in proc.stderr and proc.stderr.count("same.txt") >= 3
+    proc = cli(tmp_path / "h", "get", "nothing.iso", *common)
+    assert proc.returncode != 0 and "nothing called 'nothing.iso'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_existing_destination_is_kept_without_force(swarm: Swarm, tmp_path: Path) -> None:
+    src = tmp_path / "notes.txt"
+    src.write_bytes(os.urandom(100_000))
+    peer = swarm.start(2)
+    peer.cli("share", str(src))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine, do not touch")
+    common = [
+        "-o",
+        str(out),
+        "--broadcast",
+        "127.255.255.255",
+        "--discovery-port",
+        str(swarm.discovery_port),
+        "--bind",
+        "127.0.0.20",
+    ]
+    proc = cli(tmp_path / "h", "get", "notes.txt", *common)
+    assert proc.returncode != 0 and "--force" in proc.stderr
+    assert (out / "notes.txt").read_text() == "mine, do not touch"
+    proc = cli(tmp_path / "h", "get", "notes.txt", "--force", *common)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "notes.txt").read_bytes() == src.read_bytes()
+    # An identical file is a finished download: nothing is fetched again.
+    again = json.loads(cli(tmp_path / "h", "get", "notes.txt", "--json", *common).stdout)
+    assert again["fetched_bytes"] == 0 and again["local_chunks"] == again["chunks_total"]
+
+
+@pytest.mark.parametrize("kind", ["folder"])
+def test_folder_content_arrives_as_a_tree(swarm: Swarm, tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "album"
+    (root / "cd1").mkdir(parents=True)
+    (root / "cd1" / "01 intro.flac").write_bytes(os.urandom(300_000))
+    (root / "cover.png").write_bytes(os.urandom(5_000))
+    (root / "empty.txt").write_bytes(b"")
+    peer = swarm.start(2)
+    peer.cli("share", str(root))
+    out = tmp_path / "out"
+    out.mkdir()
+    summary = _get_json(tmp_path / "h", swarm, "album", out)
+    assert summary["verified"]
+    for rel in ("cd1/01 intro.flac", "cover.png", "empty.txt"):
+        assert (out / "album" / rel).read_bytes() == (root / rel).read_bytes()
+    assert not (out / "album.part").exists()
