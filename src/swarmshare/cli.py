@@ -25,6 +25,7 @@ from rich.table import Table
 from swarmshare import __version__
 from swarmshare.app.control_client import ControlClient
 from swarmshare.app.daemon import Daemon
+from swarmshare.app.demo import run_demo
 from swarmshare.app.standalone import NetworkView, browse, standalone_get
 from swarmshare.errors import AmbiguousError, DaemonError, SwarmshareError, UsageError
 from swarmshare.settings import (
@@ -514,6 +515,28 @@ class DownloadView:
             peers=stats["peers_in_use"],
             retried=stats["retried"],
         )
+
+
+@main.command()
+@click.option(
+    "--size",
+    "size_mib",
+    type=click.IntRange(1, 4096),
+    default=64,
+    show_default=True,
+    help="Size of the generated file in MiB.",
+)
+@click.option(
+    "--peers",
+    type=click.IntRange(2, 20),
+    default=4,
+    show_default=True,
+    help="How many peers (all but one share the file).",
+)
+@click.option("--keep", is_flag=True, help="Keep the demo's folder (homes, logs, files).")
+def demo(size_mib: int, peers: int, keep: bool) -> None:
+    """Run a real swarm on loopback: peers find each other, share, and download a file."""
+    run_demo(size_mib, peers, keep, lambda: DownloadView(enabled=err.is_terminal))
 
 
 @main.command()

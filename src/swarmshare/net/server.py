@@ -123,9 +123,11 @@ class PeerServer:
         response = _ChunkResponse(location)
         try:
             await response.prepare(request)
-        except (ConnectionError, OSError):
+        except OSError:  # the client went away (or the disk failed) mid-chunk
             self.provider.served(peer, cid, name, index, 0, "cut")
-            raise
+            if request.transport is not None:
+                request.transport.close()  # a half-sent body must not be followed by more
+            return response  # aiohttp then meets the closed connection and lets it go quietly
         self.provider.served(peer, cid, name, index, location.length, "ok")
         return response
 

@@ -1,0 +1,198 @@
+"""Benchmark: a 1 GiB file on 3 seeders (127.0.0.2-4), downloaded by a 4th peer (127.0.0.5).
+
+Prints, for `swarmshare get` (standalone, so its own CPU and memory are measured): wall time,
+MB/s, CPU seconds and peak RSS; for aria2c fetching the same file from the 3 peers' plain
+`/file` URLs at once (it verifies nothing): wall time and MB/s, best of a few split settings;
+and one core's hashlib SHA-256 rate. Then the ratios against the goals: swarmshare at least as
+fast as aria2c, and at least 0.6 x one core's SHA-256 rate.
+
+Usage: python bench/download.py [SIZE_MIB]   (default 1024; loopback only)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SEEDERS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+DOWNLOADER = "127.0.0.5"
+ROUNDS = 3
+ARIA_SETTINGS = [["-x", "16", "-s", "16", "-k", "1M"], ["-x", "4", "-s", "12", "-k", "4M"]]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+def swarmshare(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "swarmshare", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+def sha256_rate() -> float:
+    data = os.urandom(1 << 20)
+    start = time.perf_counter()
+    for _ in range(512):
+        hashlib.sha256(data).digest()
+    return 512 * (1 << 20) / (time.perf_counter() - start)
+
+
+def ensure_aria2c() -> str | None:
+    found = shutil.which("aria2c")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-qq", "aria2"], capture_output=True)
+        found = shutil.which("aria2c")
+    return found
+
+
+def children_usage() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="swarmshare-bench-") as tmp:
+        root = Path(tmp)
+        src = root / "big.bin"
+        with open(src, "wb") as handle:
+            for index in range(size_mib):
+                handle.write(hashlib.sha256(str(index).encode()).digest() * 32768)
+        procs = []
+        try:
+            for index, address in enumerate(SEEDERS):
+                home = root / f"seed{index}"
+                swarmshare(home, "share", str(src))
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "swarmshare",
+                            "--home",
+                            str(home),
+                            "run",
+                            "--bind",
+                            address,
+                            "--broadcast",
+                            "127.255.255.255",
+                            "--discovery-port",
+                            str(port),
+                            "--port",
+                            "0",
+                            "--control-port",
+                            "0",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                    )
+                )
+            for index in range(len(SEEDERS)):
+                while not (root / f"seed{index}" / "control.json").exists():
+                    time.sleep(0.05)
+            time.sleep(0.5)
+            ports = [
+                json.loads(swarmshare(root / f"seed{i}", "status", "--json").stdout)["port"]
+                for i in range(len(SEEDERS))
+            ]
+            cid = json.loads(swarmshare(root / "seed0", "library", "--json").stdout)[0]["id"]
+
+            size = size_mib * (1 << 20)
+            aria2c = ensure_aria2c()
+            urls = [
+                f"http://{a}:{p}/v1/content/{cid}/file" for a, p in zip(SEEDERS, ports, strict=True)
+            ]
+            runs = []
+            aria_runs: list[tuple[float, str]] = []
+            for attempt in range(ROUNDS):  # alternate the two, after a sync, to share the noise
+                os.sync()
+                out = root / f"out{attempt}"
+                out.mkdir()
+                cpu0, _ = children_usage()
+                start = time.perf_counter()
+                swarmshare(
+                    root / f"dl{attempt}",
+                    "get",
+                    "big.bin",
+                    "-o",
+                    str(out),
+                    "--quiet",
+                    "--broadcast",
+                    "127.255.255.255",
+                    "--discovery-port",
+                    str(port),
+                    "--bind",
+                    DOWNLOADER,
+                    "--wait",
+                    "3",
+                )
+                wall = time.perf_counter() - start
+                cpu1, rss = children_usage()
+                runs.append((wall, cpu1 - cpu0, rss))
+                shutil.rmtree(out)
+                if aria2c:
+                    for setting in ARIA_SETTINGS:
+                        os.sync()
+                        out = root / "aria"
+                        out.mkdir()
+                        start = time.perf_counter()
+                        subprocess.run(
+                            [
+                                aria2c,
+                                "-q",
+                                "--file-allocation=none",
+                                "-d",
+                                str(out),
+                                "-o",
+                                "big.bin",
+                                *setting,
+                                *urls,
+                            ],
+                            check=True,
+                        )
+                        aria_runs.append((time.perf_counter() - start, " ".join(setting)))
+                        shutil.rmtree(out)
+            wall, cpu, rss = min(runs)
+            aria = min(aria_runs) if aria_runs else None
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(15)
+
+    mbs = size / wall / 1e6
+    sha = sha256_rate()
+    print(f"file: {size_mib} MiB on {len(SEEDERS)} seeders, loopback, page cache warm")
+    print(
+        f"swarmshare get: {wall:.2f} s  {mbs:.0f} MB/s  CPU {cpu:.2f} s  peak RSS {rss:.0f} MiB"
+        f"  (best of {ROUNDS}; includes process start and discovery)"
+    )
+    if aria is not None:
+        print(
+            f"aria2c:         {aria[0]:.2f} s  {size / aria[0] / 1e6:.0f} MB/s  ({aria[1]};"
+            " verifies nothing)"
+        )
+        print(f"ratio swarmshare/aria2c speed: {aria[0] / wall:.2f}  (goal >= 1.0)")
+    else:
+        print("aria2c: not available")
+    print(f"one core SHA-256: {sha / 1e6:.0f} MB/s")
+    print(f"ratio swarmshare/SHA-256 core: {mbs * 1e6 / sha:.2f}  (goal >= 0.6)")
+
+
+if __name__ == "__main__":
+    main()
