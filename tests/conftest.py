@@ -96,7 +96,23 @@ class Swarm:
         self.peers.append(peer)
         return peer.start(wait=wait)
 
+    def peak_rss_mib(self) -> dict[str, float]:
+        """Each live peer's peak resident memory so far (VmHWM), in MiB."""
+        peaks = {}
+        for peer in self.peers:
+            if peer.proc is not None and peer.proc.poll() is None:
+                try:
+                    status = Path(f"/proc/{peer.proc.pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks[peer.name] = int(line.split()[1]) / 1024
+        return peaks
+
     def close(self) -> None:
+        if os.environ.get("SWARMSHARE_TEST_RSS"):
+            print("peak RSS MiB:", self.peak_rss_mib())
         for peer in self.peers:
             if peer.proc is not None and peer.proc.poll() is None:
                 peer.proc.terminate()
