@@ -26,12 +26,14 @@ from swarmshare import __version__
 from swarmshare.app.control_client import ControlClient
 from swarmshare.app.daemon import Daemon
 from swarmshare.app.demo import run_demo
+from swarmshare.app.seedlog import seed_log_lines
 from swarmshare.app.standalone import NetworkView, browse, standalone_get
 from swarmshare.errors import AmbiguousError, DaemonError, SwarmshareError, UsageError
 from swarmshare.settings import (
     DEFAULT_CONTROL_PORT,
     DEFAULT_DISCOVERY_PORT,
     DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_LEGACY_PORT,
     DEFAULT_PEER_PORT,
     Settings,
     default_home,
@@ -298,10 +300,36 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
     show_default=True,
     help="Port of the control API and web page on 127.0.0.1 (0 = any free port).",
 )
+@click.option(
+    "--legacy",
+    is_flag=True,
+    help="Also exchange chunks with peers running the original four scripts.",
+)
+@click.option(
+    "--legacy-port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_LEGACY_PORT,
+    show_default=True,
+    help="TCP port of the seed-compatible chunk server (and of seed uploaders).",
+)
 @click.pass_context
-def run(ctx: click.Context, /, port: int, control_port: int, **kw: Any) -> None:
+def run(
+    ctx: click.Context,
+    /,
+    port: int,
+    control_port: int,
+    legacy: bool,
+    legacy_port: int,
+    **kw: Any,
+) -> None:
     """Run the peer: announce, discover, serve, download. Stop with Ctrl-C."""
-    settings = replace(_with_discovery(_settings(ctx), kw), port=port, control_port=control_port)
+    settings = replace(
+        _with_discovery(_settings(ctx), kw),
+        port=port,
+        control_port=control_port,
+        legacy=legacy,
+        legacy_port=legacy_port,
+    )
 
     def say(line: str) -> None:
         click.echo(f"{time.strftime('%H:%M:%S')} {line}")
@@ -335,12 +363,15 @@ def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> 
         table.add_column(column, justify="right" if column in ("SIZE", "PEERS") else "left")
     for item in items:
         state = "complete" if item["complete"] else "partial"
+        if item.get("legacy"):
+            state = "legacy (original scripts), unverified"
         if item.get("here"):
             state += ", here"
+        size = item["size"]
         table.add_row(
             str(item["id"])[:12],
             str(item["name"]),
-            fmt_size(int(str(item["size"]))),
+            "?" if size is None else fmt_size(int(str(size))),
             str(item["peers"]),
             state,
         )
@@ -446,12 +477,19 @@ def get(
     elif not quiet:
         seconds = max(1e-6, float(stats["seconds"]))
         peers = len(stats["by_peer"]) or "local"
+        check = "SHA-256 verified" if stats["verified"] else "UNVERIFIED"
         out.print(
             f"got {stats['name']} ({fmt_size(stats['total_bytes'])}) in {seconds:.1f} s, "
             f"{fmt_rate(stats['total_bytes'] / seconds)}, from {peers} peer(s); "
-            f"SHA-256 verified -> {stats['dest']}",
+            f"{check} -> {stats['dest']}",
             markup=False,
         )
+        if stats.get("legacy"):
+            err.print(
+                "note: this came from peers running the original scripts, whose protocol has"
+                " no hashes: swarmshare cannot tell whether these bytes are right.",
+                markup=False,
+            )
 
 
 def _get_through_daemon(
@@ -564,9 +602,23 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=50, show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "seed"]),
+    default="table",
+    help="seed: write Upload_log.txt and Download_Log.txt in the original scripts' formats.",
+)
+@click.option(
+    "--dir",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    help="With --format seed: where to write the two files.",
+)
 @click.pass_context
-def log(ctx: click.Context, as_json: bool, limit: int) -> None:
+def log(ctx: click.Context, as_json: bool, limit: int, fmt: str, out_dir: Path) -> None:
     """Show the transfer log: every chunk served and fetched."""
     settings = _settings(ctx)
     client = ControlClient.find(settings.home)
@@ -578,6 +630,17 @@ def log(ctx: click.Context, as_json: bool, limit: int) -> None:
             rows = [dict(r) for r in db.transfers(limit)]
         finally:
             db.close()
+    if fmt == "seed":
+        upload, download = seed_log_lines(rows)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "Upload_log.txt").write_text("".join(f"{line}\n" for line in upload))
+        (out_dir / "Download_Log.txt").write_text("".join(f"{line}\n" for line in download))
+        out.print(
+            f"wrote {out_dir / 'Upload_log.txt'} ({len(upload)} lines) and "
+            f"{out_dir / 'Download_Log.txt'} ({len(download)} lines)",
+            markup=False,
+        )
+        return
     if as_json:
         _print_json(rows)
         return

@@ -57,3 +57,7 @@ class Settings:
     """Seconds a chunk request may take before it is retried elsewhere (None: adaptive)."""
     read_idle_timeout: float = 10.0
     """Seconds without a byte from a peer before a transfer is cut."""
+    legacy: bool = False
+    """Also speak the original four scripts' formats (seed announcements, TCP chunk server)."""
+    legacy_port: int = DEFAULT_LEGACY_PORT
+    """TCP port of the seed-compatible chunk server, and of seed uploaders we fetch from."""

@@ -96,15 +96,19 @@ class ControlServer:
     async def _peers(self, _request: web.Request) -> web.Response:
         swarm = self.daemon.swarm
         assert swarm is not None
-        return web.json_response([peer_json(p) for p in swarm.table.live()])
+        peers = [peer_json(p) for p in swarm.table.live()]
+        if self.daemon.legacy is not None:
+            peers += self.daemon.legacy.peers()
+        return web.json_response(peers)
 
     async def _network(self, _request: web.Request) -> web.Response:
         swarm = self.daemon.swarm
         assert swarm is not None
         held = set(self.daemon.catalog().by_id())
-        return web.json_response(
-            [item.as_json() | {"here": item.id in held} for item in swarm.network()]
-        )
+        items = [item.as_json() | {"here": item.id in held} for item in swarm.network()]
+        if self.daemon.legacy is not None:
+            items += [c.as_json() | {"here": False} for c in self.daemon.legacy.live_contents()]
+        return web.json_response(items)
 
     async def _library(self, _request: web.Request) -> web.Response:
         assert self.daemon.library is not None
@@ -178,8 +182,8 @@ class ControlServer:
         if not isinstance(wait, int | float) or not 0 <= wait <= 600:
             return error_response(400, "bad_request", "wait must be 0..600 seconds")
         folder = Path(dest_dir) if isinstance(dest_dir, str) else self.daemon.downloads_dir()
-        download = await self.daemon.downloads.start(ref, output, folder, force, float(wait))
-        return web.json_response(download.stats.as_json())
+        started = await self.daemon.start_download(ref, output, folder, force, float(wait))
+        return web.json_response(started)
 
     async def _download_action(self, request: web.Request) -> web.Response:
         ref, action = request.match_info["id"], request.match_info["action"]

@@ -20,11 +20,13 @@ import platformdirs
 
 from swarmshare.app.downloads import DownloadManager
 from swarmshare.app.home import HomeLock, new_token, remove_control_file, write_control_file
+from swarmshare.app.legacy import Legacy
 from swarmshare.app.swarm import Swarm
 from swarmshare.app.translog import TransferLog
 from swarmshare.core.catalog import Catalog, CatalogItem, make_catalog
 from swarmshare.core.manifest import Manifest
 from swarmshare.core.peers import PeerEvent, PeerJoined, PeerLeft
+from swarmshare.errors import NotFoundError
 from swarmshare.net.client import PeerClient
 from swarmshare.net.server import PeerServer, ServeError
 from swarmshare.settings import Settings
@@ -68,6 +70,7 @@ class Daemon:
         self.translog: TransferLog | None = None
         self.client: PeerClient | None = None
         self.downloads = DownloadManager(self)
+        self.legacy: Legacy | None = None
         self.ready = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -93,9 +96,13 @@ class Daemon:
                     self.client,
                     catalog_version=lambda: self.catalog().version,
                     serving_port=self.server.port,
+                    on_foreign=self._foreign,
                 ) as self.swarm,
+                contextlib.AsyncExitStack() as optional,
                 ControlServer(self, s.control_port) as control,
             ):
+                if s.legacy:
+                    self.legacy = await optional.enter_async_context(Legacy(self))
                 self.swarm.listeners.append(self._peer_event)
                 self.control_port = control.port
                 write_control_file(s.home, control.port, self.token)
@@ -130,7 +137,33 @@ class Daemon:
         self.say(f"peer {s.name!r} ({self.peer_id}) serving on {s.bind}:{self.server.port}")
         self.say(f"discovery on UDP {s.discovery_port}, announcing to {targets}")
         self.say(f"control and web page on http://127.0.0.1:{self.control_port}/")
+        if self.legacy is not None and self.legacy.server is not None:
+            self.say(
+                f"legacy mode: seed-compatible chunk server on TCP {s.bind}:"
+                f"{self.legacy.server.port}, seed announcements on UDP {s.discovery_port}"
+            )
         self.say(f"sharing {len(self._served)} item(s)")
+
+    def _foreign(self, data: bytes, address: str) -> None:
+        if self.legacy is not None:
+            self.legacy.datagram(data, address)
+
+    async def start_download(
+        self, ref: str, output: str | None, dest_dir: Path, force: bool, wait: float
+    ) -> dict[str, object]:
+        """Start a download of what `ref` names: native content first, else (in legacy mode)
+        a seed content, fetched at once from the original scripts' uploaders."""
+        try:
+            download = await self.downloads.start(ref, output, dest_dir, force, wait)
+        except NotFoundError:
+            if self.legacy is None:
+                raise
+            stats = await self.legacy.download(ref, output, dest_dir, force, wait)
+            if self.library is not None:
+                await asyncio.to_thread(_share_in_thread, self.settings.home, stats.dest)
+                self.reload()
+            return stats.as_json()
+        return download.stats.as_json()
 
     def _peer_event(self, event: PeerEvent) -> None:
         if isinstance(event, PeerJoined):
@@ -260,10 +293,21 @@ class Daemon:
         if self.translog is not None:
             self.translog.add("up", peer, content_id, name, index, nbytes, result)
 
-    def _check_intact(self, path: str, recorded: FileStat) -> None:
+    def served_items(self) -> dict[str, Served]:
+        """The complete contents this peer serves, by content ID."""
+        return self._served
+
+    def file_is_intact(self, path: str, recorded: FileStat) -> bool:
+        """Whether a shared file is still as it was hashed (re-hashing it in the background if
+        not)."""
         assert self.library is not None
-        if not self.library.file_intact(path, recorded):
-            self._spawn_refresh()
+        if self.library.file_intact(path, recorded):
+            return True
+        self._spawn_refresh()
+        return False
+
+    def _check_intact(self, path: str, recorded: FileStat) -> None:
+        if not self.file_is_intact(path, recorded):
             raise ServeError(410, "changed_on_disk", "the shared file changed on disk")
 
     def downloads_dir(self) -> Path:
@@ -294,6 +338,15 @@ class Daemon:
             "served_chunks": self.served_chunks,
             "served_bytes": self.served_bytes,
             "downloads": [d.stats.as_json() for d in self.downloads.all()],
+            "legacy": None
+            if self.legacy is None or self.legacy.server is None
+            else {
+                "port": self.legacy.server.port,
+                "seed_contents": len(self.legacy.live_contents()),
+                "seed_datagrams": self.legacy.heard,
+                "served": self.legacy.server.served_count,
+                "refused": self.legacy.server.refused,
+            },
             "discovery": {
                 "received": stats.received,
                 "announcements": stats.announcements,
@@ -306,3 +359,11 @@ class Daemon:
 
 
 _background_tasks: set[asyncio.Future[None]] = set()
+
+
+def _share_in_thread(home: Path, path: str) -> None:
+    db = Database.open_home(home)
+    try:
+        Library(db).share(path)
+    finally:
+        db.close()

@@ -63,6 +63,7 @@ class Stats:
     error: str = ""
     by_peer: dict[str, int] = field(default_factory=dict)
     dropped_peers: list[str] = field(default_factory=list)
+    unverified: bool = False
 
     @property
     def eta(self) -> float | None:
@@ -95,7 +96,8 @@ class Stats:
             "error": self.error,
             "by_peer": dict(self.by_peer),
             "dropped_peers": list(self.dropped_peers),
-            "verified": self.state == "done",
+            "verified": self.state == "done" and not self.unverified,
+            "legacy": self.unverified,
         }
 
 

@@ -9,6 +9,11 @@ contents: receivers fetch the catalogue over HTTP when its version changes.
 `sol` (solicit) asks every receiver to answer at once, by unicast to the sender's address and
 port; `bye` says the sender is leaving. `port` 0 means "not serving" (a CLI looking around).
 Unknown keys are ignored, so later versions may add fields.
+
+Every announcement also carries `"chunks": []`: the original scripts' listener, which shares the
+port, reads `data["chunks"]` from every datagram and dies on one without it; an empty list
+keeps it alive and adds nothing to its dictionary. (A seed datagram has `chunks` as its only
+key, so the two kinds stay easy to tell apart.)
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class Announcement:
             "iv": self.interval,
             "sol": self.solicit,
             "bye": self.bye,
+            "chunks": [],
         }
         data = json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
         if len(data) > MAX_DATAGRAM_BYTES:  # only a pathological name could do this
