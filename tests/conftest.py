@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -123,3 +124,26 @@ class Swarm:
                 except Exception:
                     peer.proc.kill()
                     peer.proc.wait(5)
+
+
+HARDENING: list[str] = []
+
+
+@pytest.fixture
+def report() -> Callable[..., None]:
+    """Record one line of the hardening summary printed at the end of the run."""
+
+    def add(category: str, tried: int, refused: int, alive: bool, lost: int = 0) -> None:
+        HARDENING.append(
+            f"{category}: {tried} inputs tried, {refused} refused, daemon alive: "
+            f"{'yes' if alive else 'NO'}, bytes lost: {lost}"
+        )
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if HARDENING:
+        terminalreporter.section("hardening summary")
+        for line in HARDENING:
+            terminalreporter.write_line(line)

@@ -28,7 +28,13 @@ from swarmshare.app.daemon import Daemon
 from swarmshare.app.demo import run_demo
 from swarmshare.app.seedlog import seed_log_lines
 from swarmshare.app.standalone import NetworkView, browse, standalone_get
-from swarmshare.errors import AmbiguousError, DaemonError, SwarmshareError, UsageError
+from swarmshare.errors import (
+    AmbiguousError,
+    DaemonError,
+    NotFoundError,
+    SwarmshareError,
+    UsageError,
+)
 from swarmshare.settings import (
     DEFAULT_CONTROL_PORT,
     DEFAULT_DISCOVERY_PORT,
@@ -254,6 +260,18 @@ def discovery_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--name", default=None, help="Name shown to other peers (default: host name)."
         ),
         click.option(
+            "--secret",
+            envvar="SWARMSHARE_SECRET",
+            default=None,
+            help="Private swarm: only peers with this secret see and fetch.",
+        ),
+        click.option(
+            "--secret-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Private swarm: read the secret from this file.",
+        ),
+        click.option(
             "--chunk-timeout",
             type=click.FloatRange(0.1, 3600),
             default=None,
@@ -270,11 +288,20 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
     peers = tuple(_parse_peer(p, port) for p in kw.pop("peers"))
     name = kw.pop("name") or settings.name
     chunk_timeout = kw.pop("chunk_timeout")
+    secret, secret_file = kw.pop("secret"), kw.pop("secret_file")
+    if secret_file is not None:
+        try:
+            secret = secret_file.read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read --secret-file {secret_file}: {exc.strerror}") from None
+    if secret is not None and len(secret) < 8:
+        raise UsageError("a swarm secret must be at least 8 characters")
     idle = settings.read_idle_timeout if chunk_timeout is None else min(10.0, chunk_timeout)
     return replace(
         settings,
         chunk_timeout=chunk_timeout,
         read_idle_timeout=idle,
+        secret=secret,
         discovery_port=port,
         broadcast=tuple(kw.pop("broadcast")),
         peers=peers,
@@ -330,6 +357,10 @@ def run(
         legacy=legacy,
         legacy_port=legacy_port,
     )
+    if legacy and settings.secret:
+        raise UsageError(
+            "--legacy and a swarm secret do not mix: the original scripts cannot prove a secret"
+        )
 
     def say(line: str) -> None:
         click.echo(f"{time.strftime('%H:%M:%S')} {line}")
@@ -509,7 +540,11 @@ def _get_through_daemon(
     }
     stats: dict[str, Any] = client.post("downloads", body, timeout=wait + 30)
     view.current_id = str(stats["id"])
+    deadline = time.monotonic() + wait
     while stats["state"] not in ("done", "failed", "cancelled", "paused"):
+        if stats["state"] == "finding peers" and time.monotonic() > deadline:
+            client.post(f"downloads/{view.current_id}/cancel", {})
+            raise NotFoundError(f"no peer offers {ref} (waited {wait:.0f} s)")
         view.update(stats)
         time.sleep(0.2)
         stats = client.get(f"downloads/{view.current_id}")

@@ -57,6 +57,8 @@ class Settings:
     """Seconds a chunk request may take before it is retried elsewhere (None: adaptive)."""
     read_idle_timeout: float = 10.0
     """Seconds without a byte from a peer before a transfer is cut."""
+    secret: str | None = None
+    """A private swarm's shared secret: sign and require proofs on everything (None: open)."""
     legacy: bool = False
     """Also speak the original four scripts' formats (seed announcements, TCP chunk server)."""
     legacy_port: int = DEFAULT_LEGACY_PORT

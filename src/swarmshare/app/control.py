@@ -75,6 +75,12 @@ class ControlServer:
         host = request.headers.get("Host", "")
         if host not in (f"{CONTROL_HOST}:{self.port}", f"localhost:{self.port}"):
             return error_response(403, "bad_host", "the control API answers 127.0.0.1 only")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in (
+            f"http://{CONTROL_HOST}:{self.port}",
+            f"http://localhost:{self.port}",
+        ):
+            return error_response(403, "bad_origin", "requests from other web pages are refused")
         if request.path.startswith("/api/"):
             given = request.headers.get("Authorization", "")
             expected = f"Bearer {self.daemon.token}"

@@ -23,6 +23,7 @@ from swarmshare.app.home import HomeLock, new_token, remove_control_file, write_
 from swarmshare.app.legacy import Legacy
 from swarmshare.app.swarm import Swarm
 from swarmshare.app.translog import TransferLog
+from swarmshare.core.auth import derive_key
 from swarmshare.core.catalog import Catalog, CatalogItem, make_catalog
 from swarmshare.core.manifest import Manifest
 from swarmshare.core.peers import PeerEvent, PeerJoined, PeerLeft
@@ -86,10 +87,13 @@ class Daemon:
             self.peer_id = self.db.peer_id()
             self.reload()
             s = self.settings
+            key = derive_key(s.secret) if s.secret else None
             async with (
                 TransferLog(self.db) as self.translog,
-                PeerClient(local_address=s.bind, idle_timeout=s.read_idle_timeout) as self.client,
-                PeerServer(self, s.bind, s.port) as self.server,
+                PeerClient(
+                    local_address=s.bind, idle_timeout=s.read_idle_timeout, key=key
+                ) as self.client,
+                PeerServer(self, s.bind, s.port, key=key) as self.server,
                 Swarm(
                     s,
                     self.peer_id,
@@ -337,6 +341,17 @@ class Daemon:
             "uptime": time.time() - self.started,
             "served_chunks": self.served_chunks,
             "served_bytes": self.served_bytes,
+            "private": self.settings.secret is not None,
+            "auth_refused": self.server.auth_refused,
+            "connections_refused": (
+                0
+                if self.server.guard is None
+                else self.server.guard.stats.refused_total
+                + self.server.guard.stats.refused_per_peer
+            ),
+            "slow_connections_cut": 0
+            if self.server.guard is None
+            else self.server.guard.stats.slow_cut,
             "downloads": [d.stats.as_json() for d in self.downloads.all()],
             "legacy": None
             if self.legacy is None or self.legacy.server is None
@@ -353,6 +368,7 @@ class Daemon:
                 "malformed": stats.malformed,
                 "oversized": stats.oversized,
                 "foreign": stats.foreign,
+                "rate_limited": stats.rate_limited,
                 "sent": stats.sent,
             },
         }

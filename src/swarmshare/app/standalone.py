@@ -10,6 +10,7 @@ from swarmshare.app.download import Download, Stats
 from swarmshare.app.downloads import find_content, resolve_dest
 from swarmshare.app.swarm import NetworkItem, Swarm, peer_json
 from swarmshare.app.translog import TransferLog
+from swarmshare.core.auth import derive_key
 from swarmshare.net.client import PeerClient
 from swarmshare.settings import Settings
 from swarmshare.store.db import Database
@@ -32,7 +33,11 @@ async def browse(settings: Settings, wait: float) -> NetworkView:
     finally:
         db.close()
     async with (
-        PeerClient(local_address=settings.bind, idle_timeout=settings.read_idle_timeout) as client,
+        PeerClient(
+            local_address=settings.bind,
+            idle_timeout=settings.read_idle_timeout,
+            key=derive_key(settings.secret) if settings.secret else None,
+        ) as client,
         Swarm(settings, peer_id, client, listen=False) as swarm,
     ):
         await swarm.settle(wait)
@@ -60,7 +65,9 @@ async def standalone_get(
         async with (
             TransferLog(db) as translog,
             PeerClient(
-                local_address=settings.bind, idle_timeout=settings.read_idle_timeout
+                local_address=settings.bind,
+                idle_timeout=settings.read_idle_timeout,
+                key=derive_key(settings.secret) if settings.secret else None,
             ) as client,
             Swarm(settings, db.peer_id(), client, listen=True) as swarm,
         ):

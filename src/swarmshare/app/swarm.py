@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarmshare.core.announce import Announcement
+from swarmshare.core.auth import derive_key
 from swarmshare.core.catalog import CatalogItem
 from swarmshare.core.peers import CatalogStale, Peer, PeerEvent, PeerTable
 from swarmshare.errors import RemoteProtocolError
@@ -87,6 +88,7 @@ class Swarm:
             on_announcement=self._heard,
             on_foreign=on_foreign,
             listen=listen,
+            key=derive_key(settings.secret) if settings.secret else None,
         )
 
     async def __aenter__(self) -> Swarm:

@@ -18,10 +18,12 @@ key, so the two kinds stay easy to tell apart.)
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 from dataclasses import dataclass
 
+from swarmshare.core.auth import MAX_SKEW_SECONDS, sign
 from swarmshare.core.manifest import parse_json
 from swarmshare.errors import RemoteProtocolError
 from swarmshare.limits import MAX_DATAGRAM_BYTES, MAX_PEER_NAME_CHARS
@@ -66,6 +68,35 @@ class Announcement:
         if len(data) > MAX_DATAGRAM_BYTES:  # only a pathological name could do this
             raise ValueError("announcement too large")
         return data
+
+
+def encode_private(ann: Announcement, key: bytes, now: float) -> bytes:
+    """The announcement of a private-swarm peer: tagged `swarmshare_private`, timed, signed."""
+    obj = json.loads(ann.encode())
+    del obj["swarmshare"]
+    obj["swarmshare_private"] = PROTOCOL_VERSION
+    obj["ts"] = round(now, 3)
+    body = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+    obj["mac"] = sign(key, body)
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode_private(data: bytes, key: bytes, now: float) -> Announcement:
+    """A private-swarm announcement signed with `key` and fresh; AnnouncementError otherwise."""
+    if len(data) > MAX_DATAGRAM_BYTES:
+        raise AnnouncementError("datagram over the limit")
+    obj = parse_json(data, AnnouncementError)
+    if not isinstance(obj, dict) or obj.get("swarmshare_private") != PROTOCOL_VERSION:
+        raise AnnouncementError("not a private-swarm announcement")
+    mac, ts = obj.pop("mac", None), obj.get("ts")
+    body = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+    if not isinstance(mac, str) or not hmac.compare_digest(mac, sign(key, body)):
+        raise AnnouncementError("announcement not signed with this swarm's secret")
+    if not isinstance(ts, int | float) or abs(now - ts) > MAX_SKEW_SECONDS:
+        raise AnnouncementError("stale announcement")
+    del obj["swarmshare_private"], obj["ts"]
+    obj["swarmshare"] = PROTOCOL_VERSION
+    return decode_announcement(json.dumps(obj).encode())
 
 
 def is_native(data: bytes) -> bool:

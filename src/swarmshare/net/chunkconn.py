@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
+from swarmshare.core.auth import AUTH_HEADER, request_header
 from swarmshare.errors import RemoteProtocolError, SwarmshareError
 from swarmshare.limits import CONNECT_TIMEOUT_SECONDS
 
@@ -115,7 +117,9 @@ class _Connection(asyncio.BufferedProtocol):
 
     # ---- requests --------------------------------------------------------------------------
 
-    async def request(self, path: str, host: str, length: int) -> tuple[int, bytearray]:
+    async def request(
+        self, path: str, host: str, length: int, extra: str = ""
+    ) -> tuple[int, bytearray]:
         """Send GET PATH and return (status, body); body is `length` bytes when status is 200."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
@@ -125,7 +129,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._body_len = 0
         self._expect = length
         self.transport.write(
-            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: identity\r\n\r\n".encode()
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: identity\r\n{extra}"
+            "\r\n".encode()
         )
         self._arm_timer()
         try:
@@ -226,8 +231,16 @@ class _Connection(asyncio.BufferedProtocol):
 class ChunkClient:
     """Pools of chunk connections, per peer address."""
 
-    def __init__(self, *, local_address: str | None, idle_timeout: float, pool: BufferPool) -> None:
+    def __init__(
+        self,
+        *,
+        local_address: str | None,
+        idle_timeout: float,
+        pool: BufferPool,
+        key: bytes | None = None,
+    ) -> None:
         self._local = local_address
+        self._key = key
         self._idle_timeout = idle_timeout
         self.pool = pool
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
@@ -237,7 +250,11 @@ class ChunkClient:
         """GET one chunk of exactly `length` bytes; ChunkFetchError or RemoteProtocolError."""
         conn = await self._connection(host, port)
         try:
-            status, body = await conn.request(path, f"{host}:{port}", length)
+            extra = ""
+            if self._key is not None:
+                proof = request_header(self._key, "GET", path, time.time())
+                extra = f"{AUTH_HEADER}: {proof}\r\n"
+            status, body = await conn.request(path, f"{host}:{port}", length, extra)
         except BaseException:
             conn.close()
             self._open.discard(conn)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 
 import aiohttp
+from yarl import URL
 
+from swarmshare.core.auth import AUTH_HEADER, request_header
 from swarmshare.core.catalog import Catalog, decode_catalog
 from swarmshare.core.manifest import Manifest, decode_manifest
 from swarmshare.errors import IntegrityError, RemoteProtocolError, SwarmshareError
@@ -31,13 +34,20 @@ class PeerUnavailable(SwarmshareError):
 class PeerClient:
     """HTTP client for other peers' servers; use as `async with PeerClient() as c:`."""
 
-    def __init__(self, *, local_address: str | None = None, idle_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        local_address: str | None = None,
+        idle_timeout: float = 10.0,
+        key: bytes | None = None,
+    ) -> None:
         self._local = local_address if local_address not in (None, "", "0.0.0.0") else None
+        self._key = key
         self._idle = idle_timeout
         self._session: aiohttp.ClientSession | None = None
         self.buffers = BufferPool(MAX_INFLIGHT_BYTES_TOTAL)
         self._chunks = ChunkClient(
-            local_address=self._local, idle_timeout=idle_timeout, pool=self.buffers
+            local_address=self._local, idle_timeout=idle_timeout, pool=self.buffers, key=key
         )
 
     async def __aenter__(self) -> PeerClient:
@@ -94,6 +104,12 @@ class PeerClient:
         self, url: str, limit: int, headers: dict[str, str] | None = None
     ) -> bytes | None:
         assert self._session is not None, "use PeerClient as an async context manager"
+        if self._key is not None:
+            path = URL(url).raw_path_qs
+            headers = {
+                **(headers or {}),
+                AUTH_HEADER: request_header(self._key, "GET", path, time.time()),
+            }
         try:
             async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
                 if resp.status == 304:

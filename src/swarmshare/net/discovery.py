@@ -19,10 +19,19 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from swarmshare.core.announce import Announcement, decode_announcement, is_native
+from swarmshare.core.announce import (
+    Announcement,
+    decode_announcement,
+    decode_private,
+    encode_private,
+    is_native,
+)
+from swarmshare.core.ratelimit import RateLimiter
 from swarmshare.errors import DaemonError, RemoteProtocolError
 from swarmshare.limits import (
     CHANGE_ANNOUNCE_DELAY_SECONDS,
+    DATAGRAM_BURST_PER_SOURCE,
+    DATAGRAMS_PER_SECOND_PER_SOURCE,
     MAX_DATAGRAM_BYTES,
     SOLICIT_REPLY_MAX_DELAY_SECONDS,
 )
@@ -40,6 +49,7 @@ class DiscoveryStats:
     announcements: int = 0
     malformed: int = 0
     oversized: int = 0
+    rate_limited: int = 0
     foreign: int = 0
     sent: int = 0
     send_errors: int = 0
@@ -60,6 +70,7 @@ class Discovery:
         on_announcement: OnAnnouncement,
         on_foreign: OnForeign | None = None,
         listen: bool = True,
+        key: bytes | None = None,
     ) -> None:
         self.port = port
         self.bind = bind
@@ -71,6 +82,8 @@ class Discovery:
         self._on_announcement = on_announcement
         self._on_foreign = on_foreign
         self._listen = listen
+        self._key = key
+        self._limiter = RateLimiter(DATAGRAMS_PER_SECOND_PER_SOURCE, DATAGRAM_BURST_PER_SOURCE)
         self._transports: list[asyncio.DatagramTransport] = []
         self._sender: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -120,14 +133,22 @@ class Discovery:
             ann = Announcement(
                 ann.peer_id, ann.port, ann.name, ann.catalog_version, ann.interval, False, True
             )
-        data = ann.encode()
+        data = self._encode(ann)
         for target in self.targets:
             self._sendto(data, (target, self.port))
         if self.unicast:
             # Unicast peers always get a solicit, so that they answer back across subnets.
-            ask = Announcement(
-                ann.peer_id, ann.port, ann.name, ann.catalog_version, ann.interval, not bye, bye
-            ).encode()
+            ask = self._encode(
+                Announcement(
+                    ann.peer_id,
+                    ann.port,
+                    ann.name,
+                    ann.catalog_version,
+                    ann.interval,
+                    not bye,
+                    bye,
+                )
+            )
             for address in self.unicast:
                 self._sendto(ask, address)
 
@@ -140,6 +161,11 @@ class Discovery:
         """The catalogue changed: announce within CHANGE_ANNOUNCE_DELAY_SECONDS."""
         self._change.set()
 
+    def _encode(self, ann: Announcement) -> bytes:
+        if self._key is None:
+            return ann.encode()
+        return encode_private(ann, self._key, time.time())
+
     def _sendto(self, data: bytes, address: Address) -> None:
         if self._sender is None:
             return
@@ -151,19 +177,29 @@ class Discovery:
 
     def _received(self, data: bytes, address: Address) -> None:
         self.stats.received += 1
+        if not self._limiter.allow(address[0], time.monotonic()):
+            self.stats.rate_limited += 1
+            return
         if len(data) > MAX_DATAGRAM_BYTES:
             self.stats.oversized += 1
             return
-        if not is_native(data):
+        if self._key is not None:
+            try:
+                ann = decode_private(data, self._key, time.time())
+            except RemoteProtocolError:
+                self.stats.foreign += 1  # open peers, other swarms, forgeries: all dropped
+                return
+        elif not is_native(data):
             self.stats.foreign += 1
             if self._on_foreign is not None:
                 self._on_foreign(data, address[0])
             return
-        try:
-            ann = decode_announcement(data)
-        except RemoteProtocolError:
-            self.stats.malformed += 1
-            return
+        else:
+            try:
+                ann = decode_announcement(data)
+            except RemoteProtocolError:
+                self.stats.malformed += 1
+                return
         self.stats.announcements += 1
         if ann.solicit and ann.peer_id != self._make(False).peer_id:
             self._spawn(self._answer(address))
@@ -173,7 +209,7 @@ class Discovery:
         await asyncio.sleep(random.uniform(0, SOLICIT_REPLY_MAX_DELAY_SECONDS))
         ann = self._make(False)
         if ann.port:
-            self._sendto(ann.encode(), address)
+            self._sendto(self._encode(ann), address)
 
     async def _periodic(self) -> None:
         loop = asyncio.get_running_loop()

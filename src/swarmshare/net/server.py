@@ -15,14 +15,25 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from typing import Protocol
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.typedefs import Handler
 
+from swarmshare.core.auth import AUTH_HEADER, AuthError, RequestVerifier
 from swarmshare.core.catalog import Catalog
+from swarmshare.core.ratelimit import RateLimiter
 from swarmshare.errors import DaemonError, SwarmshareError
+from swarmshare.limits import (
+    KEEPALIVE_TIMEOUT_SECONDS,
+    MAX_HEADER_FIELD_BYTES,
+    MAX_HEADER_LINE_BYTES,
+    REQUEST_BURST_PER_PEER,
+    REQUESTS_PER_SECOND_PER_PEER,
+)
+from swarmshare.net.guard import ConnectionGuard
 from swarmshare.store.library import ChunkLocation
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -62,8 +73,12 @@ class ContentProvider(Protocol):
 class PeerServer:
     """The HTTP peer server; use as `async with PeerServer(provider, host, port) as s:`."""
 
-    def __init__(self, provider: ContentProvider, host: str, port: int) -> None:
+    def __init__(
+        self, provider: ContentProvider, host: str, port: int, key: bytes | None = None
+    ) -> None:
         self.provider = provider
+        self.auth_refused = 0
+        self._verifier = RequestVerifier(key) if key is not None else None
         self.host = host
         self.requested_port = port
         self.port = 0
@@ -74,10 +89,22 @@ class PeerServer:
         app.router.add_get("/v1/content/{cid}/file", self._file)
         app.router.add_get("/v1/content/{cid}/file/{path:.+}", self._file)
         app.middlewares.append(_errors_as_json)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=3.0)
+        app.middlewares.append(self._auth)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=3.0,
+            keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
+            max_line_size=MAX_HEADER_LINE_BYTES,
+            max_field_size=MAX_HEADER_FIELD_BYTES,
+        )
+        self._rate = RateLimiter(REQUESTS_PER_SECOND_PER_PEER, REQUEST_BURST_PER_PEER)
+        self.guard: ConnectionGuard | None = None
 
     async def __aenter__(self) -> PeerServer:
         await self._runner.setup()
+        assert self._runner.server is not None
+        self.guard = ConnectionGuard(self._runner.server)
         site = web.TCPSite(self._runner, self.host, self.requested_port, reuse_address=True)
         try:
             await site.start()
@@ -94,6 +121,25 @@ class PeerServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._runner.cleanup()
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.guard is not None:
+            self.guard.started(request.transport)
+        if not self._rate.allow(request.remote or "?", time.monotonic()):
+            return error_response(429, "busy", "too many requests from this address; slow down")
+        if self._verifier is not None:
+            try:
+                self._verifier.verify(
+                    request.headers.get(AUTH_HEADER),
+                    request.method,
+                    request.raw_path,
+                    time.time(),
+                )
+            except AuthError as exc:
+                self.auth_refused += 1
+                return error_response(401, exc.code, str(exc))
+        return await handler(request)
 
     async def _catalog(self, request: web.Request) -> web.StreamResponse:
         catalog = self.provider.catalog()
