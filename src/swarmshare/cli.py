@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 import time
+import webbrowser
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -610,6 +611,20 @@ class DownloadView:
 def demo(size_mib: int, peers: int, keep: bool) -> None:
     """Run a real swarm on loopback: peers find each other, share, and download a file."""
     run_demo(size_mib, peers, keep, lambda: DownloadView(enabled=err.is_terminal))
+
+
+@main.command(name="open")
+@click.option("--print-url", is_flag=True, help="Print the URL instead of opening a browser.")
+@click.pass_context
+def open_page(ctx: click.Context, print_url: bool) -> None:
+    """Open the running peer's web page in a browser."""
+    settings = _settings(ctx)
+    client = ControlClient.find(settings.home)
+    if client is None:
+        raise DaemonError(f"no swarmshare daemon runs for {settings.home} (start: swarmshare run)")
+    url = f"http://127.0.0.1:{client.info.port}/login?token={client.info.token}"
+    if print_url or not webbrowser.open(url):
+        out.print(url, markup=False)
 
 
 @main.command()

@@ -8,7 +8,10 @@ neither another local user nor a web page (DNS rebinding) can drive it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import json
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +28,14 @@ if TYPE_CHECKING:
     from swarmshare.app.daemon import Daemon
 
 CONTROL_HOST = "127.0.0.1"
+COOKIE = "swarmshare_token"
+EVENT_KEEPALIVE_SECONDS = 15.0
+EVENT_MIN_GAP_SECONDS = 0.25
+STATIC_FILES = {
+    "index.html": "text/html",
+    "app.css": "text/css",
+    "app.js": "text/javascript",
+}
 
 
 class ControlServer:
@@ -44,6 +55,11 @@ class ControlServer:
         r.add_post("/api/share", self._share)
         r.add_post("/api/unshare", self._unshare)
         r.add_get("/api/log", self._log)
+        r.add_get("/", self._index)
+        r.add_get("/static/{name}", self._static)
+        r.add_get("/login", self._login)
+        r.add_get("/api/events", self._events)
+        r.add_post("/api/settings", self._settings)
         r.add_get("/api/downloads", self._downloads)
         r.add_post("/api/downloads", self._start_download)
         r.add_get("/api/downloads/{id}", self._download)
@@ -81,11 +97,8 @@ class ControlServer:
             f"http://localhost:{self.port}",
         ):
             return error_response(403, "bad_origin", "requests from other web pages are refused")
-        if request.path.startswith("/api/"):
-            given = request.headers.get("Authorization", "")
-            expected = f"Bearer {self.daemon.token}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                return error_response(401, "bad_token", "missing or wrong control token")
+        if request.path.startswith("/api/") and not self._authorized(request):
+            return error_response(401, "bad_token", "missing or wrong control token")
         try:
             return await handler(request)
         except AmbiguousError as exc:
@@ -95,6 +108,83 @@ class ControlServer:
             )
         except SwarmshareError as exc:
             return error_response(400, "refused", str(exc))
+
+    def _authorized(self, request: web.Request) -> bool:
+        """The token, as a Bearer header (the CLI) or the page's cookie (the browser)."""
+        expected = self.daemon.token.encode()
+        bearer = request.headers.get("Authorization", "")
+        if bearer.startswith("Bearer ") and hmac.compare_digest(bearer[7:].encode(), expected):
+            return True
+        cookie = request.cookies.get(COOKIE, "")
+        return bool(cookie) and hmac.compare_digest(cookie.encode(), expected)
+
+    # ---- the web page ----------------------------------------------------------------------
+
+    async def _index(self, _request: web.Request) -> web.StreamResponse:
+        return _static_file("index.html")
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        return _static_file(request.match_info["name"])
+
+    async def _login(self, request: web.Request) -> web.StreamResponse:
+        """Trade the token (from `swarmshare open`) for a cookie the page's requests carry."""
+        token = request.query.get("token", "")
+        if not hmac.compare_digest(token.encode(), self.daemon.token.encode()):
+            return error_response(401, "bad_token", "open the page with `swarmshare open`")
+        response = web.HTTPFound("/")
+        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
+        return response
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: a snapshot of everything whenever something changes."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        sent = ""
+        while True:
+            changed = self.daemon.change_event
+            body = json.dumps(self.snapshot(), separators=(",", ":"))
+            if body != sent:
+                await response.write(f"data: {body}\n\n".encode())
+                sent = body
+            else:
+                await response.write(b": keep-alive\n\n")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), EVENT_KEEPALIVE_SECONDS)
+            await asyncio.sleep(EVENT_MIN_GAP_SECONDS)  # at most a few snapshots a second
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the page shows."""
+        daemon = self.daemon
+        swarm, library, db = daemon.swarm, daemon.library, daemon.db
+        assert swarm is not None and library is not None and db is not None
+        held = set(daemon.catalog().by_id())
+        network = [item.as_json() | {"here": item.id in held} for item in swarm.network()]
+        peers = [peer_json(p) for p in swarm.table.live()]
+        if daemon.legacy is not None:
+            network += [c.as_json() | {"here": False} for c in daemon.legacy.live_contents()]
+            peers += daemon.legacy.peers()
+        status = daemon.status()
+        return {
+            "status": {
+                k: status[k] for k in ("name", "peer_id", "address", "port", "peers", "items")
+            },
+            "network": network,
+            "peers": peers,
+            "library": [r.as_json() for r in library.contents()],
+            "downloads": [d.stats.as_json() for d in daemon.downloads.all()],
+            "log": [dict(row) for row in reversed(db.transfers(50))],
+            "settings": {"downloads_dir": str(daemon.downloads_dir())},
+        }
+
+    async def _settings(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        folder = body.get("downloads_dir")
+        if not isinstance(folder, str) or not folder.strip():
+            return error_response(400, "bad_request", "give downloads_dir: a folder path")
+        self.daemon.set_downloads_dir(folder.strip())
+        return web.json_response({"downloads_dir": str(self.daemon.downloads_dir())})
 
     async def _status(self, _request: web.Request) -> web.Response:
         return web.json_response(self.daemon.status())
@@ -203,6 +293,22 @@ class ControlServer:
         else:
             return error_response(404, "not_found", "actions: pause, resume, cancel")
         return web.json_response(download.stats.as_json())
+
+
+def _static_file(name: str) -> web.StreamResponse:
+    """One of the page's own files, by exact name (nothing else is served)."""
+    if name not in STATIC_FILES:
+        return error_response(404, "not_found", "no such file")
+    data = resources.files("swarmshare.web").joinpath("static", name).read_bytes()
+    return web.Response(
+        body=data,
+        content_type=STATIC_FILES[name],
+        headers={
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from swarmshare.core.auth import derive_key
 from swarmshare.core.catalog import Catalog, CatalogItem, make_catalog
 from swarmshare.core.manifest import Manifest
 from swarmshare.core.peers import PeerEvent, PeerJoined, PeerLeft
-from swarmshare.errors import NotFoundError
+from swarmshare.errors import NotFoundError, UsageError
 from swarmshare.net.client import PeerClient
 from swarmshare.net.server import PeerServer, ServeError
 from swarmshare.settings import Settings
@@ -73,6 +73,7 @@ class Daemon:
         self.downloads = DownloadManager(self)
         self.legacy: Legacy | None = None
         self.ready = asyncio.Event()
+        self.change_event = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -108,9 +109,12 @@ class Daemon:
                 if s.legacy:
                     self.legacy = await optional.enter_async_context(Legacy(self))
                 self.swarm.listeners.append(self._peer_event)
+                self.swarm.listeners.append(lambda _e: self.touch())
+                self.swarm.catalog_listeners.append(lambda _p: self.touch())
                 self.control_port = control.port
                 write_control_file(s.home, control.port, self.token)
                 self._install_signals()
+                self.translog.on_flush = self.touch
                 self.downloads.restore()
                 self.ready.set()
                 self._say_started()
@@ -140,13 +144,35 @@ class Daemon:
         targets = ", ".join(self.swarm.discovery.targets + [f"{h}:{p}" for h, p in s.peers])
         self.say(f"peer {s.name!r} ({self.peer_id}) serving on {s.bind}:{self.server.port}")
         self.say(f"discovery on UDP {s.discovery_port}, announcing to {targets}")
-        self.say(f"control and web page on http://127.0.0.1:{self.control_port}/")
+        self.say(
+            f"web page: http://127.0.0.1:{self.control_port}/login?token={self.token}"
+            "  (or run: swarmshare open)"
+        )
         if self.legacy is not None and self.legacy.server is not None:
             self.say(
                 f"legacy mode: seed-compatible chunk server on TCP {s.bind}:"
                 f"{self.legacy.server.port}, seed announcements on UDP {s.discovery_port}"
             )
         self.say(f"sharing {len(self._served)} item(s)")
+
+    def touch(self) -> None:
+        """Something the page shows changed: wake whoever waits on `change_event`."""
+        self.change_event.set()
+        self.change_event = asyncio.Event()
+
+    def set_downloads_dir(self, text: str) -> None:
+        """Where downloads started without a folder go (kept in the database)."""
+        folder = Path(text).expanduser()
+        if not folder.is_dir():
+            raise UsageError(f"{folder} is not a folder")
+        assert self.db is not None
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('downloads_dir', ?) ON CONFLICT(key)"
+                " DO UPDATE SET value = excluded.value",
+                (str(folder.resolve()),),
+            )
+        self.touch()
 
     def _foreign(self, data: bytes, address: str) -> None:
         if self.legacy is not None:
@@ -191,6 +217,7 @@ class Daemon:
 
     def catalog_changed(self) -> None:
         """What we hold changed: rebuild the catalogue and announce it if it differs."""
+        self.touch()
         old = self._catalog.version if self._catalog else None
         self._catalog = None
         if self.swarm is not None and self.catalog().version != old:
@@ -318,6 +345,12 @@ class Daemon:
         """Where downloads go when the caller names no folder."""
         if self.settings.downloads_dir is not None:
             return self.settings.downloads_dir
+        if self.db is not None:
+            row = self.db.conn.execute(
+                "SELECT value FROM meta WHERE key = 'downloads_dir'"
+            ).fetchone()
+            if row is not None:
+                return Path(row[0])
         return Path(platformdirs.user_downloads_dir())
 
     # ---- status ----------------------------------------------------------------------------

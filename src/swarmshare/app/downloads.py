@@ -221,6 +221,7 @@ class DownloadManager:
             stall_timeout=None,
             chunk_timeout=daemon.settings.chunk_timeout,
             on_held=lambda _d: self._held_changed(),
+            on_change=lambda _d: daemon.touch(),
         )
 
     def _run(self, content_id: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from swarmshare.store.db import Database, TransferRow, transfer_row
 
@@ -21,6 +22,7 @@ class TransferLog:
         self._db = db
         self._rows: list[TransferRow] = []
         self._task: asyncio.Task[None] | None = None
+        self.on_flush: Callable[[], None] | None = None
 
     async def __aenter__(self) -> TransferLog:
         self._task = asyncio.create_task(self._flusher())
@@ -54,6 +56,8 @@ class TransferLog:
         """Write buffered rows now."""
         rows, self._rows = self._rows, []
         self._db.log_transfers(rows)
+        if rows and self.on_flush is not None:
+            self.on_flush()
 
     async def _flusher(self) -> None:
         while True:

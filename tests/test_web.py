@@ -1,0 +1,101 @@
+"""The web page in a real browser: headless Chromium (Debian's package) driven by Playwright."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import Swarm
+from helpers import cli, wait_until, write_test_file
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+try:
+    from playwright.async_api import async_playwright
+except ImportError:  # pragma: no cover - the dev extra installs it
+    async_playwright = None  # type: ignore[assignment]
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or async_playwright is None,
+    reason="needs Debian's chromium (scripts/check installs it as root) and playwright",
+)
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_page_shows_the_network_and_downloads_with_a_click(swarm: Swarm, tmp_path: Path) -> None:
+    src = tmp_path / "lecture.mp4"
+    write_test_file(src, 3 * 1024 * 1024, seed=31)
+    seeder = swarm.start(2)
+    viewer = swarm.start(3)
+    folder = tmp_path / "Downloads"
+    folder.mkdir()
+    url = cli(viewer.home, "open", "--print-url").stdout.strip()
+    assert url.startswith("http://127.0.0.1:") and "/login?token=" in url
+
+    async def drive() -> None:
+        assert async_playwright is not None
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = await browser.new_page(viewport={"width": 1100, "height": 900})
+            await page.goto(url)
+            await page.fill("#folder", str(folder))
+            await page.get_by_role("button", name="Save").click()
+            await page.get_by_text("Download folder saved.").wait_for()
+            # Shared after the page is open: it must appear live, with no reload.
+            assert seeder.cli("share", str(src)).returncode == 0
+            button = page.get_by_role("button", name="Download lecture.mp4")
+            await button.wait_for(timeout=15000)
+            await page.fill("#filter", "nothing-matches")
+            assert await page.locator("#network tbody tr").count() == 0
+            await page.fill("#filter", "lect")
+            await button.focus()  # keyboard: a real button, activated with Enter
+            await page.keyboard.press("Enter")
+            await page.locator("#downloads li[data-state=done]").wait_for(timeout=30000)
+            await page.wait_for_timeout(800)  # let the log and shares catch up
+            assert await page.get_by_text(str(folder / "lecture.mp4")).count() >= 1
+            await page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            phone = await browser.new_page(viewport={"width": 390, "height": 844})
+            await phone.goto(url)
+            await phone.get_by_role("button", name="Download lecture.mp4").wait_for()
+            width = await phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"the page is {width}px wide on a 390px phone"
+            await phone.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+            if os.environ.get("SWARMSHARE_SCREENSHOTS"):  # refresh the README's pictures
+                await page.screenshot(path=os.environ["SWARMSHARE_SCREENSHOTS"] + "/page.png")
+                await phone.screenshot(path=os.environ["SWARMSHARE_SCREENSHOTS"] + "/phone.png")
+            await browser.close()
+
+    asyncio.run(drive())
+    wait_until(lambda: (folder / "lecture.mp4").exists())
+    assert (folder / "lecture.mp4").read_bytes() == src.read_bytes()
+    assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_page_refuses_without_the_token(swarm: Swarm) -> None:
+    peer = swarm.start(2)
+    url = cli(peer.home, "open", "--print-url").stdout.strip()
+    base = url.split("/login")[0]
+
+    async def drive() -> tuple[int, int]:
+        assert async_playwright is not None
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = await browser.new_page()
+            api = await page.goto(base + "/api/status")
+            login = await page.goto(base + "/login?token=wrong")
+            await browser.close()
+            assert api is not None and login is not None
+            return api.status, login.status
+
+    assert asyncio.run(drive()) == (401, 401)
