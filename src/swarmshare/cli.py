@@ -370,16 +370,21 @@ def run(
     asyncio.run(Daemon(settings, say).run())
 
 
+def look_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--wait and --json, shared by ls and peers."""
+    func = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+    return click.option(
+        "--wait",
+        type=float,
+        default=2.0,
+        show_default=True,
+        help="Without a daemon: seconds to wait for answers.",
+    )(func)
+
+
 @main.command(name="ls")
 @discovery_options
-@click.option(
-    "--wait",
-    type=float,
-    default=2.0,
-    show_default=True,
-    help="Without a daemon: seconds to wait for answers.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@look_options
 @click.pass_context
 def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
     """List what the network shares."""
@@ -412,14 +417,7 @@ def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> 
 
 @main.command()
 @discovery_options
-@click.option(
-    "--wait",
-    type=float,
-    default=2.0,
-    show_default=True,
-    help="Without a daemon: seconds to wait for answers.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@look_options
 @click.pass_context
 def peers(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
     """List the live peers."""

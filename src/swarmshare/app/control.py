@@ -20,7 +20,7 @@ from aiohttp.typedefs import Handler
 
 from swarmshare.app.swarm import peer_json
 from swarmshare.errors import AmbiguousError, DaemonError, SwarmshareError
-from swarmshare.net.server import error_response
+from swarmshare.net.server import error_response, start_site
 from swarmshare.store.db import Database
 from swarmshare.store.library import Library
 
@@ -69,18 +69,12 @@ class ControlServer:
 
     async def __aenter__(self) -> ControlServer:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, CONTROL_HOST, self.requested_port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            raise DaemonError(
-                f"cannot listen for control on {CONTROL_HOST}:{self.requested_port}: "
-                f"{exc.strerror} (pick another --control-port, or 0 for any)"
-            ) from None
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = await start_site(
+            self._runner,
+            CONTROL_HOST,
+            self.requested_port,
+            "the control port: pick another --control-port, or 0 for any",
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -105,18 +105,12 @@ class PeerServer:
         await self._runner.setup()
         assert self._runner.server is not None
         self.guard = ConnectionGuard(self._runner.server)
-        site = web.TCPSite(self._runner, self.host, self.requested_port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            raise DaemonError(
-                f"cannot listen on TCP {self.host}:{self.requested_port}: {exc.strerror}"
-                " (is another swarmshare running? pick another --port)"
-            ) from None
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = await start_site(
+            self._runner,
+            self.host,
+            self.requested_port,
+            "is another swarmshare running? pick another --port",
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -234,6 +228,18 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "bad_request")
         return error_response(exc.status, code, exc.reason)
+
+
+async def start_site(runner: web.AppRunner, host: str, port: int, hint: str) -> int:
+    """Listen on host:port (after runner.setup()); the port really bound. DaemonError, with
+    one clear line naming `hint`, when the address is taken."""
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise DaemonError(f"cannot listen on TCP {host}:{port}: {exc.strerror} ({hint})") from None
+    return int(runner.addresses[-1][1])
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
