@@ -71,6 +71,7 @@ def test_three_seeders_one_downloader_through_its_daemon(swarm: Swarm, tmp_path:
     log = downloader.json("log", "--limit", "5000")
     sources = {row["peer"] for row in log if row["direction"] == "down" and row["result"] == "ok"}  # type: ignore[union-attr,index]
     assert sources == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
+    assert "download video.bin: done 100%" in downloader.cli("status").stdout
     # It joined the library at once and is announced: a seeder now sees 3 other holders.
     assert [r["name"] for r in downloader.json("library")] == ["video.bin"]  # type: ignore[union-attr,index]
     wait_until(lambda: any(i["peers"] == 3 for i in swarm.peers[0].json("ls")))  # type: ignore[union-attr,index]

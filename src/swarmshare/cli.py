@@ -643,9 +643,23 @@ def status(ctx: click.Context, as_json: bool) -> None:
         f"discovery UDP {state['discovery_port']} -> {', '.join(state['broadcast'])}\n"
         f"{state['peers']} peer(s) live, sharing {state['items']} item(s), "
         f"served {state['served_chunks']} chunk(s) ({fmt_size(state['served_bytes'])})\n"
-        f"web page: http://127.0.0.1:{state['control_port']}/",
+        f"web page: swarmshare open (http://127.0.0.1:{state['control_port']}/)",
         markup=False,
     )
+    for d in state["downloads"]:
+        share = f"{d['done_bytes'] * 100 // max(1, d['total_bytes'])}%" if d["total_bytes"] else ""
+        out.print(
+            f"download {d['name']}: {d['state']} {share} -> {d['dest']}"
+            + (f" ({d['error']})" if d["error"] else ""),
+            markup=False,
+        )
+    if state.get("legacy"):
+        legacy = state["legacy"]
+        out.print(
+            f"legacy mode: TCP {legacy['port']}, {legacy['seed_contents']} seed content(s) heard,"
+            f" {legacy['served']} piece(s) served, {legacy['refused']} request(s) refused",
+            markup=False,
+        )
 
 
 @main.command()
