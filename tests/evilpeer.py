@@ -77,24 +77,16 @@ async def main(mode: str, path: str, bind: str, discovery_port: int) -> None:
     listener.setblocking(False)
     loop = asyncio.get_running_loop()
 
-    def heard() -> None:
+    def answer_solicits(sock: socket.socket) -> None:
         try:
-            datagram, source = listener.recvfrom(2048)
+            datagram, source = sock.recvfrom(2048)
             if decode_announcement(datagram).solicit:
                 sender.sendto(announcement(False), source)
         except (OSError, RemoteProtocolError):
             pass
 
-    def heard_unicast() -> None:
-        try:
-            datagram, source = sender.recvfrom(2048)
-            if decode_announcement(datagram).solicit:
-                sender.sendto(announcement(False), source)
-        except (OSError, RemoteProtocolError):
-            pass
-
-    loop.add_reader(listener.fileno(), heard)
-    loop.add_reader(sender.fileno(), heard_unicast)
+    loop.add_reader(listener.fileno(), answer_solicits, listener)
+    loop.add_reader(sender.fileno(), answer_solicits, sender)
     print(json.dumps({"port": port, "id": cid}), flush=True)
     while True:
         sender.sendto(announcement(False), ("127.255.255.255", discovery_port))
