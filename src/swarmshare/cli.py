@@ -25,8 +25,6 @@ from rich.table import Table
 
 from swarmshare import __version__
 from swarmshare.app.control_client import ControlClient
-from swarmshare.app.daemon import Daemon
-from swarmshare.app.demo import run_demo
 from swarmshare.app.seedlog import seed_log_lines
 from swarmshare.app.standalone import NetworkView, browse, standalone_get
 from swarmshare.errors import (
@@ -367,6 +365,8 @@ def run(
         click.echo(f"{time.strftime('%H:%M:%S')} {line}")
         sys.stdout.flush()
 
+    from swarmshare.app.daemon import Daemon  # the server side loads only for `run`
+
     asyncio.run(Daemon(settings, say).run())
 
 
@@ -608,6 +608,8 @@ class DownloadView:
 @click.option("--keep", is_flag=True, help="Keep the demo's folder (homes, logs, files).")
 def demo(size_mib: int, peers: int, keep: bool) -> None:
     """Run a real swarm on loopback: peers find each other, share, and download a file."""
+    from swarmshare.app.demo import run_demo
+
     run_demo(size_mib, peers, keep, lambda: DownloadView(enabled=err.is_terminal))
 
 

@@ -212,7 +212,7 @@ class Download:
         while True:
             for peer, _item in self.swarm.holders(self.content_id):
                 try:
-                    return await self.client.manifest(peer.base_url, self.content_id)
+                    return await self.client.manifest(peer.address, peer.port, self.content_id)
                 except (PeerUnavailable, RemoteProtocolError):
                     continue
             if self.stall_timeout is not None and waited >= self.stall_timeout:

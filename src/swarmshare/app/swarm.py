@@ -187,7 +187,7 @@ class Swarm:
             while again:
                 etag = peer.catalog.version if peer.catalog else None
                 try:
-                    catalog = await self.client.catalog(peer.base_url, etag)
+                    catalog = await self.client.catalog(peer.address, peer.port, etag)
                 except (PeerUnavailable, RemoteProtocolError):
                     self.catalog_failures += 1
                     peer.fetch_failures += 1

@@ -10,7 +10,7 @@ announced intervals, or that says bye, is gone. No clock here: callers pass `now
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from swarmshare.core.announce import Announcement
 from swarmshare.core.catalog import Catalog
@@ -31,7 +31,6 @@ class Peer:
     announced_version: str
     catalog: Catalog | None = None
     fetch_failures: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def expires_at(self) -> float:
@@ -42,12 +41,6 @@ class Peer:
     def catalog_stale(self) -> bool:
         """Whether the announced catalogue differs from the one held."""
         return self.catalog is None or self.catalog.version != self.announced_version
-
-    @property
-    def base_url(self) -> str:
-        """The peer server's URL."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)

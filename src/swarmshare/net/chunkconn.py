@@ -71,6 +71,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._body: bytearray | None = None
         self._body_len = 0
         self._expect = 0
+        self._limit = 0
         self._status = 0
         self._keep_alive = True
         self._waiter: asyncio.Future[tuple[int, bytearray]] | None = None
@@ -118,9 +119,14 @@ class _Connection(asyncio.BufferedProtocol):
     # ---- requests --------------------------------------------------------------------------
 
     async def request(
-        self, path: str, host: str, length: int, extra: str = ""
+        self, path: str, host: str, length: int, extra: str = "", limit: int = 0
     ) -> tuple[int, bytearray]:
-        """Send GET PATH and return (status, body); body is `length` bytes when status is 200."""
+        """Send GET PATH and return (status, body).
+
+        With `length` >= 0 a 200 body must be exactly that long (a chunk); with -1 it may be any
+        length up to `limit` (a catalogue, a manifest). A 304 has an empty body.
+        """
+        self._limit = limit
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
@@ -180,16 +186,23 @@ class _Connection(asyncio.BufferedProtocol):
                 raise RemoteProtocolError("chunked replies are not part of the chunk protocol")
             elif key == b"connection":
                 self._keep_alive = value.lower() != b"close"
+        if self._status == 304:
+            length = 0 if length is None else length
         if length is None:
             raise RemoteProtocolError("reply without Content-Length")
-        if self._status == 200 and length != self._expect:
+        if self._status == 200 and self._expect < 0:
+            if length > self._limit:
+                raise RemoteProtocolError(f"reply of {length} bytes is over the limit")
+            self._expect = length
+            self._body = bytearray(length)
+        elif self._status == 200 and length != self._expect:
             raise ChunkFetchError(f"chunk of {length} bytes, not {self._expect}", "short")
         if self._status != 200:
             if length > MAX_ERROR_BODY_BYTES:
                 raise RemoteProtocolError("error reply too long")
             self._expect = length
             self._body = bytearray(length)
-        else:
+        elif self._body is None:
             self._body = self._pool.get(self._expect)
         rest = self._head_len - (end + 4)
         if rest > self._expect:
@@ -248,18 +261,32 @@ class ChunkClient:
 
     async def fetch(self, host: str, port: int, path: str, length: int) -> bytearray:
         """GET one chunk of exactly `length` bytes; ChunkFetchError or RemoteProtocolError."""
+        return (await self.get(host, port, path, length=length))[1]
+
+    async def get(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        *,
+        length: int = -1,
+        limit: int = 0,
+        headers: str = "",
+    ) -> tuple[int, bytearray]:
+        """GET `path`: (200 or 304, body). A body of exactly `length` bytes, or with length -1
+        of any length up to `limit`. Other statuses raise ChunkFetchError with the error code."""
         conn = await self._connection(host, port)
         try:
-            extra = ""
+            extra = headers
             if self._key is not None:
                 proof = request_header(self._key, "GET", path, time.time())
-                extra = f"{AUTH_HEADER}: {proof}\r\n"
-            status, body = await conn.request(path, f"{host}:{port}", length, extra)
+                extra += f"{AUTH_HEADER}: {proof}\r\n"
+            status, body = await conn.request(path, f"{host}:{port}", length, extra, limit)
         except BaseException:
             conn.close()
             self._open.discard(conn)
             raise
-        if status != 200:
+        if status not in (200, 304):
             conn.close()
             self._open.discard(conn)
             raise ChunkFetchError(f"HTTP {status} from {host}:{port}", _error_code(body))
@@ -273,7 +300,7 @@ class ChunkClient:
         else:
             conn.close()
             self._open.discard(conn)
-        return body
+        return status, body
 
     def close(self) -> None:
         """Close every connection."""

@@ -1,25 +1,18 @@
-"""The peer client: fetch catalogues, manifests and chunks from other peers over HTTP."""
+"""The peer client: fetch catalogues, manifests and chunks from other peers over HTTP.
+
+Everything goes over the small kept-alive HTTP/1.1 client of chunkconn.py: the peer server
+answers every GET with a Content-Length, so no general HTTP client (and its start-up cost) is
+needed on this side.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
-import time
 
-import aiohttp
-from yarl import URL
-
-from swarmshare.core.auth import AUTH_HEADER, request_header
 from swarmshare.core.catalog import Catalog, decode_catalog
 from swarmshare.core.manifest import Manifest, decode_manifest
-from swarmshare.errors import IntegrityError, RemoteProtocolError, SwarmshareError
-from swarmshare.limits import (
-    CONNECT_TIMEOUT_SECONDS,
-    MAX_CATALOG_BYTES,
-    MAX_INFLIGHT_BYTES_TOTAL,
-    MAX_MANIFEST_BYTES,
-)
+from swarmshare.errors import IntegrityError, SwarmshareError
+from swarmshare.limits import MAX_CATALOG_BYTES, MAX_INFLIGHT_BYTES_TOTAL, MAX_MANIFEST_BYTES
 from swarmshare.net.chunkconn import BufferPool, ChunkClient, ChunkFetchError
 
 
@@ -32,7 +25,7 @@ class PeerUnavailable(SwarmshareError):
 
 
 class PeerClient:
-    """HTTP client for other peers' servers; use as `async with PeerClient() as c:`."""
+    """Client for other peers' servers; use as `async with PeerClient() as c:`."""
 
     def __init__(
         self,
@@ -41,110 +34,51 @@ class PeerClient:
         idle_timeout: float = 10.0,
         key: bytes | None = None,
     ) -> None:
-        self._local = local_address if local_address not in (None, "", "0.0.0.0") else None
-        self._key = key
-        self._idle = idle_timeout
-        self._session: aiohttp.ClientSession | None = None
+        local = local_address if local_address not in (None, "", "0.0.0.0") else None
         self.buffers = BufferPool(MAX_INFLIGHT_BYTES_TOTAL)
-        self._chunks = ChunkClient(
-            local_address=self._local, idle_timeout=idle_timeout, pool=self.buffers, key=key
+        self._http = ChunkClient(
+            local_address=local, idle_timeout=idle_timeout, pool=self.buffers, key=key
         )
 
     async def __aenter__(self) -> PeerClient:
-        connector = aiohttp.TCPConnector(
-            limit=256,
-            limit_per_host=32,
-            local_addr=(self._local, 0) if self._local else None,
-            ttl_dns_cache=None,
-            use_dns_cache=False,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=self._idle
-            ),
-            trust_env=False,
-            auto_decompress=False,
-        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._chunks.close()
-        if self._session is not None:
-            await self._session.close()
+        self._http.close()
 
-    async def catalog(self, base_url: str, etag: str | None = None) -> Catalog | None:
+    async def catalog(self, host: str, port: int, etag: str | None = None) -> Catalog | None:
         """A peer's catalogue, or None when it is unchanged since `etag`."""
-        headers = {"If-None-Match": f'"{etag}"'} if etag else {}
-        body = await self._get(base_url + "/v1/catalog", MAX_CATALOG_BYTES, headers)
-        if body is None:
+        headers = f'If-None-Match: "{etag}"\r\n' if etag else ""
+        status, body = await self._get(host, port, "/v1/catalog", MAX_CATALOG_BYTES, headers)
+        if status == 304:
             return None
-        return decode_catalog(body)
+        return decode_catalog(bytes(body))
 
-    async def manifest(self, base_url: str, content_id: str) -> Manifest:
+    async def manifest(self, host: str, port: int, content_id: str) -> Manifest:
         """A content's manifest, accepted only if it hashes to `content_id`."""
-        body = await self._get(f"{base_url}/v1/content/{content_id}/manifest", MAX_MANIFEST_BYTES)
-        assert body is not None
-        if hashlib.sha256(body).hexdigest() != content_id:
+        _, body = await self._get(
+            host, port, f"/v1/content/{content_id}/manifest", MAX_MANIFEST_BYTES
+        )
+        data = bytes(body)
+        if hashlib.sha256(data).hexdigest() != content_id:
             raise IntegrityError("manifest does not hash to the content ID")
-        return decode_manifest(body)
+        return decode_manifest(data)
 
     async def chunk(
         self, host: str, port: int, content_id: str, index: int, length: int
     ) -> bytearray:
         """Exactly `length` bytes of chunk `index` (not yet verified: the caller hashes it)."""
         try:
-            return await self._chunks.fetch(
+            return await self._http.fetch(
                 host, port, f"/v1/content/{content_id}/chunk/{index}", length
             )
         except ChunkFetchError as exc:
             raise PeerUnavailable(str(exc), exc.reason) from None
 
     async def _get(
-        self, url: str, limit: int, headers: dict[str, str] | None = None
-    ) -> bytes | None:
-        assert self._session is not None, "use PeerClient as an async context manager"
-        if self._key is not None:
-            path = URL(url).raw_path_qs
-            headers = {
-                **(headers or {}),
-                AUTH_HEADER: request_header(self._key, "GET", path, time.time()),
-            }
+        self, host: str, port: int, path: str, limit: int, headers: str = ""
+    ) -> tuple[int, bytearray]:
         try:
-            async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
-                if resp.status == 304:
-                    return None
-                if resp.status != 200:
-                    code = await _error_code(resp)
-                    raise PeerUnavailable(f"{url}: HTTP {resp.status} {code}", code)
-                if resp.content_length is not None and resp.content_length > limit:
-                    raise RemoteProtocolError(f"{url}: reply of {resp.content_length} bytes")
-                return await _read_limited(resp, limit)
-        except TimeoutError:
-            raise PeerUnavailable(f"{url}: timed out", "timeout") from None
-        except aiohttp.ClientPayloadError as exc:
-            raise PeerUnavailable(f"{url}: transfer cut ({exc})", "short") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise PeerUnavailable(f"{url}: {exc}", "unreachable") from None
-
-
-async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    parts: list[bytes] = []
-    total = 0
-    async for piece in resp.content.iter_chunked(1 << 18):
-        total += len(piece)
-        if total > limit:
-            raise RemoteProtocolError(f"reply over {limit} bytes")
-        parts.append(piece)
-    if resp.content_length is not None and total != resp.content_length:
-        raise PeerUnavailable("reply shorter than announced", "short")
-    return b"".join(parts)
-
-
-async def _error_code(resp: aiohttp.ClientResponse) -> str:
-    try:
-        body = await asyncio.wait_for(resp.content.read(4096), 2.0)
-        code = json.loads(body)["error"]["code"]
-        return code if isinstance(code, str) and code.isidentifier() else "http_error"
-    except Exception:
-        return "http_error"
+            return await self._http.get(host, port, path, limit=limit, headers=headers)
+        except ChunkFetchError as exc:
+            raise PeerUnavailable(str(exc), exc.reason) from None
