@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -66,6 +67,7 @@ class Daemon:
         self._catalog: Catalog | None = None
         self._stop = asyncio.Event()
         self._refreshing = False
+        self._tasks: set[asyncio.Future[None]] = set()
         self.server: PeerServer | None = None
         self.swarm: Swarm | None = None
         self.translog: TransferLog | None = None
@@ -250,10 +252,10 @@ class Daemon:
 
         self._background(run())
 
-    def _background(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
-        _background_tasks.add(task)
-        task.add_done_callback(_background_tasks.discard)
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ---- ContentProvider (for the peer server) ---------------------------------------------
 
@@ -405,9 +407,6 @@ class Daemon:
                 "sent": stats.sent,
             },
         }
-
-
-_background_tasks: set[asyncio.Future[None]] = set()
 
 
 def _share_in_thread(home: Path, path: str) -> None:

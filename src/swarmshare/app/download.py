@@ -294,7 +294,6 @@ class Download:
     async def _swarm_loop(self, manifest: Manifest, have: set[int]) -> None:
         loop = asyncio.get_running_loop()
         sched = Scheduler(manifest.chunk_lengths(), have, timeout=self.chunk_timeout)
-        self._sched = sched
         stalled_since: float | None = None
         last_save = loop.time()
         self._sync_peers(sched)
@@ -410,7 +409,7 @@ class Download:
     def _sync_peers(self, sched: Scheduler) -> None:
         live: dict[str, Peer] = {}
         for peer, item in self.swarm.holders(self.content_id):
-            if item.chunks != sched_len(sched) or item.size != self.stats.total_bytes:
+            if item.chunks != len(sched.lengths) or item.size != self.stats.total_bytes:
                 continue  # a catalogue that disagrees with the manifest: ignore that peer
             live[peer.peer_id] = peer
             key = (peer.address, peer.port, item.have)
@@ -470,11 +469,6 @@ class Download:
 
     def _poke(self, _event: object = None) -> None:
         self._wake.set()
-
-
-def sched_len(sched: Scheduler) -> int:
-    """Number of chunks a scheduler covers."""
-    return len(sched.lengths)
 
 
 def _all(_index: int) -> bool:

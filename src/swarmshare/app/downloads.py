@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from swarmshare.app.download import Download
 from swarmshare.app.swarm import NetworkItem, Swarm
 from swarmshare.core.catalog import CatalogItem
-from swarmshare.core.manifest import decode_manifest
+from swarmshare.core.manifest import Manifest, decode_manifest
 from swarmshare.core.refs import resolve_ref
 from swarmshare.errors import NotFoundError, SwarmshareError, UsageError
 from swarmshare.store.library import ChunkLocation
@@ -204,7 +204,7 @@ class DownloadManager:
     # ---- internals -------------------------------------------------------------------------
 
     def _make(
-        self, cid: str, name: str, dest: Path, force: bool, manifest: object = None
+        self, cid: str, name: str, dest: Path, force: bool, manifest: Manifest | None = None
     ) -> Download:
         daemon = self.daemon
         assert daemon.swarm is not None and daemon.client is not None
@@ -217,7 +217,7 @@ class DownloadManager:
             library=daemon.library,
             translog=daemon.translog,
             force=force,
-            manifest=manifest,  # type: ignore[arg-type]
+            manifest=manifest,
             stall_timeout=None,
             chunk_timeout=daemon.settings.chunk_timeout,
             on_held=lambda _d: self._held_changed(),

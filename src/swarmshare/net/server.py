@@ -13,7 +13,6 @@ Errors are JSON: {"error": {"code": "unknown_content", "message": "..."}}.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from typing import Protocol
@@ -245,11 +244,3 @@ async def start_site(runner: web.AppRunner, host: str, port: int, hint: str) -> 
 def error_response(status: int, code: str, message: str) -> web.Response:
     """A JSON error body with a stable code."""
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-def file_size(path: str) -> int:
-    """Size of a file, 0 if it is gone."""
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
