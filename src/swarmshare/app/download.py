@@ -36,6 +36,7 @@ from swarmshare.store.partfile import PartFile
 
 RATE_WINDOW_SECONDS = 2.0
 WAKE_SECONDS = 0.25
+FLUSH_EVERY_BYTES = 128 * 1024 * 1024
 
 
 @dataclass
@@ -142,6 +143,8 @@ class Download:
         self._peers: dict[str, Peer] = {}
         self._peer_keys: dict[str, tuple[object, ...]] = {}
         self._samples: deque[tuple[float, int]] = deque()
+        self._flush: asyncio.Future[None] | None = None
+        self._unflushed = 0
 
     # ---- the whole download ----------------------------------------------------------------
 
@@ -167,6 +170,7 @@ class Download:
                 task.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             self._tasks.clear()
+            await self._flushed()  # never close the part file under a running flush
             self._save_record(force=True)
             if self.part is not None:
                 self.part.close()
@@ -204,6 +208,7 @@ class Download:
             await self._swarm_loop(manifest, have)
         self.stats.state = "finishing"
         self._save_record(force=True)
+        await self._flushed()
         files = await asyncio.to_thread(self.part.finish, self.force)
         self._complete(manifest, files)
 
@@ -387,6 +392,7 @@ class Download:
                 assert self.bitmap is not None
                 bitmap_set(self.bitmap, request.chunk)
                 self._count_done({request.chunk})
+                self._maybe_flush(nbytes)
                 self.stats.by_peer[address] = self.stats.by_peer.get(address, 0) + 1
                 self._on_held(self)
             self._log(address, request.chunk, nbytes, "ok" if new else "duplicate")
@@ -432,6 +438,22 @@ class Download:
     def holds(self, index: int) -> bool:
         """Whether chunk `index` is verified and written (for serving while downloading)."""
         return self.bitmap is not None and bitmap_get(self.bitmap, index)
+
+    def _maybe_flush(self, nbytes: int) -> None:
+        """Start writing back what is on the disk cache every FLUSH_EVERY_BYTES, one flush at
+        a time, in a thread, while the transfer goes on."""
+        self._unflushed += nbytes
+        running = self._flush is not None and not self._flush.done()
+        if self._unflushed < FLUSH_EVERY_BYTES or running or self.part is None:
+            return
+        self._unflushed = 0
+        self._flush = asyncio.ensure_future(asyncio.to_thread(self.part.flush))
+
+    async def _flushed(self) -> None:
+        if self._flush is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._flush)
+            self._flush = None
 
     def _count_done(self, chunks: set[int]) -> None:
         assert self.manifest is not None
