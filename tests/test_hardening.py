@@ -432,6 +432,47 @@ def test_any_chunk_reply_is_taken_or_refused_never_crashes(reply: bytes, shape: 
     asyncio.run(scenario())
 
 
+def test_kept_alive_connection_closed_or_overfed_by_the_peer_is_just_replaced() -> None:
+    """A peer that closes an idle kept-alive connection (its keep-alive timeout), or sends bytes
+    after a complete reply, costs that connection only: no error reaches the event loop, and
+    the next request opens a new connection and succeeds."""
+    trailer = [b"", b"unasked-for bytes"]
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        errors: list[dict[str, object]] = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        served = 0
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal served
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n" + b"x" * 16)
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            writer.write(trailer[served % 2])
+            served += 1
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = ChunkClient(local_address=None, idle_timeout=2.0, pool=BufferPool(1 << 20))
+        try:
+            for _ in range(4):
+                body = await client.fetch("127.0.0.1", port, "/v1/content/x/chunk/0", 16)
+                assert bytes(body) == b"x" * 16
+                await asyncio.sleep(0.3)  # the peer closes (or overfeeds) the idle connection
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
+        assert served == 4  # every request after the first needed a new connection
+        assert errors == []
+
+    asyncio.run(scenario())
+
+
 def test_store_errors_name_the_disk(tmp_path: Path) -> None:
     manifest = Manifest.build("a", "file", [file_entry("a", 3, ["0" * 64])])
     part = PartFile(tmp_path / "missing-dir" / "a", manifest)

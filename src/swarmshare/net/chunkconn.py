@@ -89,10 +89,17 @@ class _Connection(asyncio.BufferedProtocol):
         self._fail(ChunkFetchError("connection closed by peer", "short"))
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        # asyncio asks for a buffer before every read, the one that finds EOF included, and
+        # treats an empty one as a fatal error: when nothing is expected (an idle kept-alive
+        # connection the peer closes) or the reply is complete or its head too long, hand out
+        # scratch space; buffer_updated refuses whatever lands there.
+        if self._waiter is None or self._waiter.done():
+            return memoryview(bytearray(256))
         if self._body is not None:
-            return memoryview(self._body)[self._body_len :]
+            if self._body_len < len(self._body):
+                return memoryview(self._body)[self._body_len :]
+            return memoryview(bytearray(256))
         if self._head_len >= MAX_HEADER_BYTES:
-            # Headers too long: give a scratch buffer; buffer_updated reports the error.
             return memoryview(bytearray(4096))
         return memoryview(self._head)[self._head_len :]
 
@@ -144,6 +151,7 @@ class _Connection(asyncio.BufferedProtocol):
         finally:
             self._cancel_timer()
             self._waiter = None
+            self._body = None  # the caller owns it now
 
     def close(self) -> None:
         """Drop the connection."""
