@@ -4,6 +4,7 @@ and fuzzed replies. Each category adds a line to the hardening summary at the en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -404,6 +405,23 @@ def test_get_on_a_full_disk_says_so_and_resumes_later(
 # ---- fuzzed chunk replies -----------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def chunk_client_against(
+    answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[Callable[[], Awaitable[bytearray]]]:
+    """A real server on loopback answering with `answer`, and a function fetching a 16-byte
+    chunk from it through the chunk client."""
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = ChunkClient(local_address=None, idle_timeout=2.0, pool=BufferPool(1 << 20))
+    try:
+        yield lambda: client.fetch("127.0.0.1", port, "/v1/content/x/chunk/0", 16)
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()
+
+
 @given(st.binary(max_size=600), st.sampled_from([0, 1, 2]))
 @settings(max_examples=120)
 def test_any_chunk_reply_is_taken_or_refused_never_crashes(reply: bytes, shape: int) -> None:
@@ -416,18 +434,11 @@ def test_any_chunk_reply_is_taken_or_refused_never_crashes(reply: bytes, shape: 
             await writer.drain()
             writer.close()
 
-        server = await asyncio.start_server(answer, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        client = ChunkClient(local_address=None, idle_timeout=2.0, pool=BufferPool(1 << 20))
-        try:
-            body = await client.fetch("127.0.0.1", port, "/v1/content/x/chunk/0", 16)
-            assert len(body) == 16  # taken only when exactly the asked length arrived
-        except (ChunkFetchError, RemoteProtocolError):
-            pass
-        finally:
-            client.close()
-            server.close()
-            await server.wait_closed()
+        async with chunk_client_against(answer) as fetch:
+            try:
+                assert len(await fetch()) == 16  # taken only when exactly that length arrived
+            except (ChunkFetchError, RemoteProtocolError):
+                pass
 
     asyncio.run(scenario())
 
@@ -455,18 +466,10 @@ def test_kept_alive_connection_closed_or_overfed_by_the_peer_is_just_replaced() 
             await writer.drain()
             writer.close()
 
-        server = await asyncio.start_server(answer, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        client = ChunkClient(local_address=None, idle_timeout=2.0, pool=BufferPool(1 << 20))
-        try:
+        async with chunk_client_against(answer) as fetch:
             for _ in range(4):
-                body = await client.fetch("127.0.0.1", port, "/v1/content/x/chunk/0", 16)
-                assert bytes(body) == b"x" * 16
+                assert bytes(await fetch()) == b"x" * 16
                 await asyncio.sleep(0.3)  # the peer closes (or overfeeds) the idle connection
-        finally:
-            client.close()
-            server.close()
-            await server.wait_closed()
         assert served == 4  # every request after the first needed a new connection
         assert errors == []
 
