@@ -3,7 +3,7 @@ received straight into the chunk's own buffer.
 
 aiohttp serves every other request; chunks come through this small client because it removes
 the copies that dominate a fast transfer: `asyncio.BufferedProtocol` has the kernel write the
-body directly into a preallocated bytearray, which is then hashed and written to disk as is.
+body directly into a pooled, page-aligned buffer, which is then hashed and written to disk as is.
 
 It speaks only what the peer server sends for a chunk: a status line, headers with a
 Content-Length, and exactly that many body bytes. Anything else -- no length, a chunked body, an
@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import mmap
 import time
+from typing import TypeAlias
 
 from swarmshare.core.auth import AUTH_HEADER, request_header
 from swarmshare.errors import RemoteProtocolError, SwarmshareError
@@ -26,24 +28,32 @@ MAX_ERROR_BODY_BYTES = 64 * 1024
 IDLE_CONNECTIONS_PER_PEER = 32
 
 
+Buffer: TypeAlias = bytearray | mmap.mmap
+"""A received body: chunk buffers are page-aligned anonymous memory (see BufferPool)."""
+
+
 class BufferPool:
-    """Reused chunk buffers: a download recycles the same few bytearrays instead of allocating
-    (and faulting in) a fresh one per chunk, which keeps memory flat and saves the zeroing."""
+    """Reused chunk buffers: a download recycles the same few buffers instead of allocating
+    (and faulting in) a fresh one per chunk, which keeps memory flat and saves the zeroing.
+
+    Buffers are anonymous memory maps, so they start on a page boundary: the part file can
+    write them with direct I/O (see PartFile.write), straight from this memory to the disk.
+    """
 
     def __init__(self, max_bytes: int) -> None:
-        self._free: dict[int, list[bytearray]] = {}
+        self._free: dict[int, list[Buffer]] = {}
         self._held = 0
         self._max = max_bytes
 
-    def get(self, size: int) -> bytearray:
+    def get(self, size: int) -> Buffer:
         """A buffer of exactly `size` bytes (contents undefined)."""
         free = self._free.get(size)
         if free:
             self._held -= size
             return free.pop()
-        return bytearray(size)
+        return mmap.mmap(-1, size) if size else bytearray()
 
-    def put(self, buffer: bytearray) -> None:
+    def put(self, buffer: Buffer) -> None:
         """Give a buffer back once its bytes are no longer needed."""
         size = len(buffer)
         if size and self._held + size <= self._max:
@@ -68,13 +78,13 @@ class _Connection(asyncio.BufferedProtocol):
         self._idle_timeout = idle_timeout
         self._head = bytearray(MAX_HEADER_BYTES)
         self._head_len = 0
-        self._body: bytearray | None = None
+        self._body: Buffer | None = None
         self._body_len = 0
         self._expect = 0
         self._limit = 0
         self._status = 0
         self._keep_alive = True
-        self._waiter: asyncio.Future[tuple[int, bytearray]] | None = None
+        self._waiter: asyncio.Future[tuple[int, Buffer]] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
 
@@ -127,7 +137,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     async def request(
         self, path: str, host: str, length: int, extra: str = "", limit: int = 0
-    ) -> tuple[int, bytearray]:
+    ) -> tuple[int, Buffer]:
         """Send GET PATH and return (status, body).
 
         With `length` >= 0 a 200 body must be exactly that long (a chunk); with -1 it may be any
@@ -267,7 +277,7 @@ class ChunkClient:
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
 
-    async def fetch(self, host: str, port: int, path: str, length: int) -> bytearray:
+    async def fetch(self, host: str, port: int, path: str, length: int) -> Buffer:
         """GET one chunk of exactly `length` bytes; ChunkFetchError or RemoteProtocolError."""
         return (await self.get(host, port, path, length=length))[1]
 
@@ -280,7 +290,7 @@ class ChunkClient:
         length: int = -1,
         limit: int = 0,
         headers: str = "",
-    ) -> tuple[int, bytearray]:
+    ) -> tuple[int, Buffer]:
         """GET `path`: (200 or 304, body). A body of exactly `length` bytes, or with length -1
         of any length up to `limit`. Other statuses raise ChunkFetchError with the error code."""
         conn = await self._connection(host, port)
@@ -346,7 +356,7 @@ class ChunkClient:
         return conn
 
 
-def _error_code(body: bytes | bytearray) -> str:
+def _error_code(body: bytes | Buffer) -> str:
     with contextlib.suppress(Exception):
         code = json.loads(bytes(body))["error"]["code"]
         if isinstance(code, str) and code.isidentifier():

@@ -13,7 +13,7 @@ from swarmshare.core.catalog import Catalog, decode_catalog
 from swarmshare.core.manifest import Manifest, decode_manifest
 from swarmshare.errors import IntegrityError, SwarmshareError
 from swarmshare.limits import MAX_CATALOG_BYTES, MAX_INFLIGHT_BYTES_TOTAL, MAX_MANIFEST_BYTES
-from swarmshare.net.chunkconn import BufferPool, ChunkClient, ChunkFetchError
+from swarmshare.net.chunkconn import Buffer, BufferPool, ChunkClient, ChunkFetchError
 
 
 class PeerUnavailable(SwarmshareError):
@@ -64,9 +64,7 @@ class PeerClient:
             raise IntegrityError("manifest does not hash to the content ID")
         return decode_manifest(data)
 
-    async def chunk(
-        self, host: str, port: int, content_id: str, index: int, length: int
-    ) -> bytearray:
+    async def chunk(self, host: str, port: int, content_id: str, index: int, length: int) -> Buffer:
         """Exactly `length` bytes of chunk `index` (not yet verified: the caller hashes it)."""
         try:
             return await self._http.fetch(
@@ -77,7 +75,7 @@ class PeerClient:
 
     async def _get(
         self, host: str, port: int, path: str, limit: int, headers: str = ""
-    ) -> tuple[int, bytearray]:
+    ) -> tuple[int, Buffer]:
         try:
             return await self._http.get(host, port, path, limit=limit, headers=headers)
         except ChunkFetchError as exc:
