@@ -291,7 +291,7 @@ NEEDS_MOUNT = pytest.mark.skipif(
 
 
 @NEEDS_MOUNT
-def test_disk_full_mid_write_keeps_part_and_record_consistent(
+def test_disk_filling_up_mid_download_cannot_stop_it_or_is_reported_cleanly(
     tmp_path: Path, report: Report
 ) -> None:
     src = tmp_path / "src.bin"
@@ -306,9 +306,30 @@ sys.path[:0] = {sys.path!r}
 from pathlib import Path
 from swarmshare.core.manifest import decode_manifest
 from swarmshare.errors import StoreError
+import swarmshare.store.partfile as partfile
 from swarmshare.store.partfile import PartFile
 manifest = decode_manifest(bytes.fromhex({manifest.encoded.hex()!r}))
 data = Path({str(src)!r}).read_bytes()
+
+# Where the space can be reserved, a disk that fills up after the start cannot stop the
+# download: the other program gets the error.
+reserved = PartFile(Path({str(disk)!r}) / "reserved.bin", manifest)
+reserved.open()
+try:
+    Path({str(disk)!r}, "filler").write_bytes(b"x" * (3 * 1024 * 1024))
+    print("filler fitted")
+except OSError:
+    pass
+for ref in manifest.chunks():
+    reserved.write(ref, data[ref.offset:ref.offset + ref.length])
+reserved.finish(force=False)
+assert Path({str(disk)!r}, "reserved.bin").read_bytes() == data
+os.remove(Path({str(disk)!r}, "reserved.bin"))
+os.remove(Path({str(disk)!r}, "filler"))
+
+# Where it cannot (a file system without fallocate), the write that meets the full disk fails
+# with a clear error, and the part and its record stay consistent.
+partfile.PREALLOCATE = False
 part = PartFile(Path({str(disk)!r}) / "src.bin", manifest)
 part.open()
 Path({str(disk)!r}, "filler").write_bytes(b"x" * (3 * 1024 * 1024))  # the disk fills up
@@ -348,6 +369,7 @@ print(len(written), manifest.chunk_total, len(good), error, sep="|")
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
+    assert "filler fitted" not in proc.stdout
     written, total, good, error = proc.stdout.strip().split("|")
     assert 0 < int(written) < int(total)
     assert "disk full" in error

@@ -18,6 +18,7 @@ import json
 import mmap
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from swarmshare.errors import StoreError, UsageError
 from swarmshare.store.hashing import FileStat, ScannedFile
 
 RECORD_SUFFIX = ".part.swarmshare"
+PREALLOCATE = True  # reserve the part's disk space up front where the file system can
 DIRECT_IO_ALIGN = 4096  # offsets, lengths and addresses: a multiple of any disk's block size
 PART_SUFFIX = ".part"
 
@@ -74,14 +76,30 @@ class PartFile:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
                 self._fds.append(fd)
                 if os.fstat(fd).st_size != entry.size:
-                    os.ftruncate(fd, entry.size)  # sparse: see _check_space
+                    os.ftruncate(fd, entry.size)
                 self._direct.append(_open_direct(path))
         except OSError as exc:
             self.close()
             raise disk_error(exc, self.part) from None
         candidates = claimed | self._chunks_with_data()
         self._check_space(len(candidates))
+        self._preallocate()
         return candidates
+
+    def _preallocate(self) -> None:
+        """Reserve the disk space of every part file now, so that a disk filling up later
+        (another program, another download) cannot stop this one half-way. Unwritten
+        reserved space still reads as a hole, which is how resume finds the chunks written."""
+        if not PREALLOCATE:
+            return
+        for fd, entry in zip(self._fds, self.manifest.files, strict=True):
+            error = _fallocate(fd, entry.size)
+            if error == errno.ENOSPC:
+                self.close()
+                raise StoreError(
+                    f"not enough disk space for {self.dest.name}: cannot reserve"
+                    f" {entry.size} bytes in {self.part.parent}"
+                )
 
     def _chunks_with_data(self) -> set[int]:
         found: set[int] = set()
@@ -120,13 +138,9 @@ class PartFile:
         return extents
 
     def _check_space(self, claimed: int) -> None:
-        """Refuse to start when the disk cannot hold what is left to write.
-
-        The part file is sized sparsely rather than with posix_fallocate: on ext4, writing into
-        fallocated (unwritten) extents measured 14x slower than into a sparse file (3.6 s
-        against 0.26 s per GiB), so free space is checked here instead; a disk that fills up
-        later still stops the download with a clear error (see disk_error).
-        """
+        """Refuse to start when the disk cannot hold what is left to write (with a clear
+        count); where space cannot be reserved (see _preallocate), a disk that fills up later
+        still stops the download with a clear error (see disk_error) and loses nothing."""
         left = self.manifest.total_size - claimed * max(
             (f.chunk_size for f in self.manifest.files), default=0
         )
@@ -300,6 +314,25 @@ class PartFile:
         else:
             with contextlib.suppress(FileNotFoundError):
                 self.part.unlink()
+
+
+def _fallocate(fd: int, size: int) -> int:
+    """Reserve `size` bytes of `fd` with fallocate(2); 0 or the errno. Only where the system
+    call exists (Linux): glibc's posix_fallocate would emulate it on file systems without it by
+    writing every block, which is what the sparse file avoids."""
+    if size == 0 or not sys.platform.startswith("linux"):
+        return 0
+    import ctypes
+
+    try:
+        call = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return 0
+    call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    call.restype = ctypes.c_int
+    if call(fd, 0, 0, size) == 0:
+        return 0
+    return ctypes.get_errno()
 
 
 def _open_direct(path: str) -> int | None:
