@@ -6,22 +6,12 @@ import asyncio
 import json
 import sys
 import time
-import webbrowser
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 from swarmshare import __version__
 from swarmshare.app.control_client import ControlClient
@@ -47,6 +37,10 @@ from swarmshare.store.db import Database
 from swarmshare.store.hashing import scan_path
 from swarmshare.store.library import Library
 from swarmshare.ui import err, fmt_ago, fmt_rate, fmt_size, fmt_time, out
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+    from rich.table import Table
 
 BIG_SHARE_BYTES = 32 * 1024 * 1024
 
@@ -148,25 +142,52 @@ class _share_progress:
     """A progress bar on stderr for hashing big shares; nothing for small ones."""
 
     def __init__(self, total: int, label: str, quiet: bool) -> None:
-        self._show = total >= BIG_SHARE_BYTES and not quiet and err.is_terminal
-        self._progress = Progress(
-            TextColumn("hashing {task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-            disable=not self._show,
+        show = total >= BIG_SHARE_BYTES and not quiet and err.is_terminal
+        self._progress = (
+            _progress_bar("hashing {task.description}", transient=True) if show else None
         )
-        self._task = self._progress.add_task(label, total=total)
+        self._task = self._progress.add_task(label, total=total) if self._progress else None
 
     def __enter__(self) -> Callable[[int], None]:
-        self._progress.start()
-        return lambda n: self._progress.advance(self._task, n)
+        progress, task = self._progress, self._task
+        if progress is None or task is None:
+            return lambda n: None
+        progress.start()
+        return lambda n: progress.advance(task, n)
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _table() -> Table:
+    from rich.table import Table
+
+    return Table(box=None, pad_edge=False)
+
+
+def _progress_bar(description: str, *extra: str, transient: bool = False) -> Progress:
+    """A rich progress bar on stderr: description, bar, bytes, rate, time left, `extra` texts.
+    (rich.progress is imported here, not at start: most commands never draw one.)"""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        *(TextColumn(text) for text in extra),
+        console=err.console,
+        transient=transient,
+    )
 
 
 @main.command()
@@ -193,7 +214,7 @@ def library(ctx: click.Context, as_json: bool) -> None:
     if not records:
         out.print("nothing shared yet: swarmshare share PATH")
         return
-    table = Table(box=None, pad_edge=False)
+    table = _table()
     for column in ("ID", "NAME", "SIZE", "CHUNKS", "PATH"):
         table.add_column(column, justify="right" if column in ("SIZE", "CHUNKS") else "left")
     for r in records:
@@ -395,7 +416,7 @@ def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> 
     if not items:
         out.print("nothing on the network yet (no peers answered)")
         return
-    table = Table(box=None, pad_edge=False)
+    table = _table()
     for column in ("ID", "NAME", "SIZE", "PEERS", "STATE"):
         table.add_column(column, justify="right" if column in ("SIZE", "PEERS") else "left")
     for item in items:
@@ -428,7 +449,7 @@ def peers(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
     if not found:
         out.print("no peers found")
         return
-    table = Table(box=None, pad_edge=False)
+    table = _table()
     for column in ("NAME", "ADDRESS", "PORT", "LAST SEEN", "ITEMS", "PEER ID"):
         table.add_column(column)
     for p in found:
@@ -558,27 +579,32 @@ class DownloadView:
 
     def __init__(self, enabled: bool) -> None:
         self.current_id = ""
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[peers]} peer(s)  {task.fields[retried]} retried"),
-            console=err,
-            disable=not enabled,
+        self._progress = (
+            _progress_bar(
+                "{task.description}", "{task.fields[peers]} peer(s)  {task.fields[retried]} retried"
+            )
+            if enabled
+            else None
         )
-        self._task = self._progress.add_task("finding peers", total=None, peers=0, retried=0)
+        self._task = (
+            self._progress.add_task("finding peers", total=None, peers=0, retried=0)
+            if self._progress
+            else None
+        )
 
     def __enter__(self) -> DownloadView:
-        self._progress.start()
+        if self._progress is not None:
+            self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self._progress is not None:
+            self._progress.stop()
 
     def update(self, stats: dict[str, Any]) -> None:
         self.current_id = str(stats["id"])
+        if self._progress is None or self._task is None:
+            return
         self._progress.update(
             self._task,
             description=str(stats["name"]),
@@ -623,6 +649,8 @@ def open_page(ctx: click.Context, print_url: bool) -> None:
     if client is None:
         raise DaemonError(f"no swarmshare daemon runs for {settings.home} (start: swarmshare run)")
     url = f"http://127.0.0.1:{client.info.port}/login?token={client.info.token}"
+    import webbrowser
+
     if print_url or not webbrowser.open(url):
         out.print(url, markup=False)
 
@@ -711,7 +739,7 @@ def log(ctx: click.Context, as_json: bool, limit: int, fmt: str, out_dir: Path) 
     if not rows:
         out.print("no transfers yet")
         return
-    table = Table(box=None, pad_edge=False)
+    table = _table()
     for column in ("TIME", "DIR", "PEER", "CONTENT", "CHUNK", "BYTES", "RESULT"):
         table.add_column(column)
     for r in rows:

@@ -3,11 +3,41 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class LazyConsole:
+    """A rich Console made on first use: commands that print nothing through rich (`get
+    --json`, `share` in a script) do not pay for importing it at every start."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        """The rich Console itself (for progress bars)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+        return self._console
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether this stream is a terminal."""
+        return self.console.is_terminal
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        """rich's Console.print."""
+        self.console.print(*objects, **options)
+
+
+out = LazyConsole(stderr=False)
+err = LazyConsole(stderr=True)
 
 
 def fmt_size(nbytes: float) -> str:
