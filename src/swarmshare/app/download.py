@@ -144,6 +144,7 @@ class Download:
         self._peer_keys: dict[str, tuple[object, ...]] = {}
         self._samples: deque[tuple[float, int]] = deque()
         self._flush: asyncio.Future[None] | None = None
+        self._works: set[asyncio.Future[bool]] = set()
         self._unflushed = 0
 
     # ---- the whole download ----------------------------------------------------------------
@@ -170,6 +171,10 @@ class Download:
                 task.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             self._tasks.clear()
+            # Hashing and writing run in threads, which cannot be cancelled: let them end
+            # before the part file closes (a write into a closed and reused descriptor would
+            # land in some other file).
+            await asyncio.gather(*self._works, return_exceptions=True)
             await self._flushed()  # never close the part file under a running flush
             self._save_record(force=True)
             if self.part is not None:
@@ -366,6 +371,8 @@ class Download:
         # task is cancelled meanwhile: a recycled buffer must never change under the hash.
         work = asyncio.ensure_future(asyncio.to_thread(self.part.write_if_valid, ref, data))
         work.add_done_callback(lambda _w: self.client.buffers.put(data))
+        self._works.add(work)
+        work.add_done_callback(self._works.discard)
         try:
             good = await asyncio.shield(work)
         except StoreError as exc:
