@@ -23,5 +23,16 @@ def test_demo_runs_a_loopback_swarm_and_cleans_up(tmp_path: Path) -> None:
     assert "identical: True" in out  # cat.png
     assert "127.0.0.2" in out and "127.0.0.3" in out  # both seeders served chunks
     assert "all demo processes stopped" in out
+    # Before: the downloader sees the seeders holding the file; after: a seeder sees the
+    # downloader holding both files.
+    before, after = out.split("Swarming")
+
+    def held_by(text: str, name: str) -> str:
+        return next(line for line in text.splitlines() if f"  {name}  " in line).rstrip()
+
+    assert held_by(before, "demo-video.bin").endswith("peer-1, peer-2")
+    swarming = after.split(">>")[0]
+    assert held_by(swarming, "demo-video.bin").endswith("peer-2, peer-3")
+    assert held_by(swarming, "cat.png").endswith("peer-3")
     leftover = subprocess.run(["pgrep", "-f", "swarmshare-demo-"], capture_output=True)
     assert leftover.stdout == b"", "demo peers left running"

@@ -149,7 +149,7 @@ def run_demo(size_mib: int, peers: int, keep: bool, show_progress: Callable[[], 
             15,
             "the shares did not reach the downloader",
         )
-        out.print(_network_table(downloader.api().get("network")))
+        out.print(_network_table(downloader.api().get("network"), swarm))
 
         step(f"{downloader.name} downloads demo-video.bin from all {len(seeders)} seeders at once")
         dest = root / "downloads"
@@ -186,8 +186,11 @@ def run_demo(size_mib: int, peers: int, keep: bool, show_progress: Callable[[], 
             10,
             "the new holder was not announced",
         )
-        out.print(_network_table(seeders[0].api().get("network")))
-        out.print(f"  ({seeders[0].name}'s view: {downloader.name} now holds both files too)")
+        out.print(_network_table(seeders[0].api().get("network"), swarm))
+        out.print(
+            f"  ({seeders[0].name}'s view, itself not listed: {downloader.name} now holds both"
+            " files too)"
+        )
     finally:
         step("Stopping every peer")
         for peer in swarm:
@@ -245,17 +248,20 @@ def _download(
     return stats
 
 
-def _network_table(items: list[dict[str, Any]]) -> Table:
+def _network_table(items: list[dict[str, Any]], swarm: list[DemoPeer]) -> Table:
+    """What one peer sees on the network, with the names of the other peers holding each."""
+    names = {peer.api().get("status")["peer_id"]: peer.name for peer in swarm}
     table = Table(box=None, pad_edge=False)
-    for column in ("ID", "NAME", "SIZE", "PEERS", "STATE"):
+    for column in ("ID", "NAME", "SIZE", "PEERS", "HELD BY"):
         table.add_column(column)
     for item in items:
+        holders = [*item["complete_peers"], *item["partial_peers"]]
         table.add_row(
             str(item["id"])[:12],
             item["name"],
             fmt_size(item["size"]),
             str(item["peers"]),
-            "complete" if item["complete"] else "partial",
+            ", ".join(sorted(names.get(h, h[:8]) for h in holders)),
         )
     return table
 
