@@ -5,8 +5,10 @@ MB/s, CPU seconds and peak RSS; for aria2c fetching the same file from the 3 pee
 `/file` URLs at once (it verifies nothing): wall time and MB/s, best of a few split settings;
 and one core's hashlib SHA-256 rate. Then the ratios against the goals: swarmshare at least as
 fast as aria2c, and at least 0.6 x one core's SHA-256 rate. Also: the seeders' CPU during the
-swarmshare run (how busy the whole machine was), and what writing the file through the page
-cache costs here by itself (aria2c pays it; swarmshare writes by direct I/O).
+swarmshare run (how busy the whole machine was, and the shortest time that CPU work allows on
+this machine's cores, where the seeders and the downloader share them), and what writing the
+file through the page cache costs here by itself (aria2c may pay it; swarmshare writes by
+direct I/O).
 
 Usage: python bench/download.py [SIZE_MIB]   (default 1024; loopback only)
 """
@@ -230,6 +232,11 @@ def main() -> None:
         f"seeders' CPU meanwhile: {seeders:.2f} s; all peers together kept"
         f" {(cpu + seeders) / (wall * cores):.0%} of the {cores} cores busy"
     )
+    ceiling = size / ((cpu + seeders) / cores)
+    print(
+        f"CPU ceiling: with all {cores} cores busy on exactly this work, the get could not take"
+        f" less than {(cpu + seeders) / cores:.2f} s ({ceiling / 1e6:.0f} MB/s)"
+    )
     if aria is not None:
         print(
             f"aria2c:         {aria[0]:.2f} s  {size / aria[0] / 1e6:.0f} MB/s  ({aria[1]};"
@@ -245,7 +252,8 @@ def main() -> None:
     print(f"one core SHA-256: {sha / 1e6:.0f} MB/s")
     print(
         f"ratio swarmshare/SHA-256 core: {mbs * 1e6 / sha:.2f} whole get,"
-        f" {size / transfer / sha:.2f} transfer alone  (goal >= 0.6)"
+        f" {size / transfer / sha:.2f} transfer alone, {ceiling / sha:.2f} at the CPU ceiling"
+        "  (goal >= 0.6)"
     )
 
 
