@@ -43,6 +43,7 @@ class PartFile:
         self.record = dest.with_name(dest.name + RECORD_SUFFIX)
         self._fds: list[int] = []
         self._direct: list[int | None] = []  # the same files opened for direct I/O, if allowed
+        self._direct_refused: set[int] = set()  # files whose direct writes were refused
         self._extent_cache: dict[int, list[tuple[int, int]] | None] = {}
         self.paths: list[str] = []
 
@@ -185,6 +186,7 @@ class PartFile:
         direct = self._direct[ref.file_index] if self._direct else None
         if (
             direct is not None
+            and ref.file_index not in self._direct_refused
             and isinstance(data, mmap.mmap)
             and ref.offset % DIRECT_IO_ALIGN == 0
             and len(data) % DIRECT_IO_ALIGN == 0
@@ -195,9 +197,9 @@ class PartFile:
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise disk_error(exc, self.part) from None
-                self._direct[ref.file_index] = None  # not for this file system after all
-                with contextlib.suppress(OSError):
-                    os.close(direct)
+                # Not for this file system after all. The descriptor stays open until close():
+                # another thread may be writing through it right now.
+                self._direct_refused.add(ref.file_index)
         try:
             self._pwrite_all(self._fds[ref.file_index], memoryview(data), ref.offset)
         except OSError as exc:
