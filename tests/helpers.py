@@ -14,8 +14,17 @@ def cli(
     timeout: float = 60,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
+    max_open_files: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `swarmshare --home HOME ARGS...` as a real process and capture its output."""
+    """Run `swarmshare --home HOME ARGS...` as a real process and capture its output
+    (`max_open_files`: the process may open only that many descriptors)."""
+
+    def limit_files() -> None:
+        import resource
+
+        if max_open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+
     return subprocess.run(
         [sys.executable, "-m", "swarmshare", "--home", str(home), *args],
         capture_output=True,
@@ -24,6 +33,7 @@ def cli(
         cwd=cwd,
         env={**os.environ, "COLUMNS": "200", **(env or {})},
         stdin=subprocess.DEVNULL,
+        preexec_fn=limit_files if max_open_files is not None else None,
     )
 
 

@@ -31,7 +31,13 @@ def _seed(swarm: Swarm, path: Path, indices: list[int]) -> list:  # type: ignore
 
 
 def _get_json(
-    home: Path, swarm: Swarm, name: str, out: Path, *extra: str, bind: str = "127.0.0.20"
+    home: Path,
+    swarm: Swarm,
+    name: str,
+    out: Path,
+    *extra: str,
+    bind: str = "127.0.0.20",
+    max_open_files: int | None = None,
 ) -> dict:  # type: ignore[type-arg]
     proc = cli(
         home,
@@ -48,6 +54,7 @@ def _get_json(
         bind,
         *extra,
         timeout=300,
+        max_open_files=max_open_files,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
@@ -379,3 +386,20 @@ def test_folder_content_arrives_as_a_tree(swarm: Swarm, tmp_path: Path, kind: st
     for rel in ("cd1/01 intro.flac", "cover.png", "empty.txt"):
         assert (out / "album" / rel).read_bytes() == (root / rel).read_bytes()
     assert not (out / "album.part").exists()
+
+
+def test_folder_of_more_files_than_the_process_may_open(swarm: Swarm, tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    for index in range(400):
+        folder = root / f"day{index // 50}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"img{index:03}.jpg").write_bytes(os.urandom(3_000 + index))
+    peer = swarm.start(2)
+    assert peer.cli("share", str(root)).returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    # 400 files, 256 descriptors: the part's files cannot all be open at once.
+    summary = _get_json(tmp_path / "h", swarm, "photos", out, max_open_files=256)
+    assert summary["verified"] and summary["chunks_done"] == 400
+    for path in root.rglob("*.jpg"):
+        assert (out / "photos" / path.relative_to(root)).read_bytes() == path.read_bytes()

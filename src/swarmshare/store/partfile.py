@@ -19,16 +19,21 @@ import mmap
 import os
 import shutil
 import sys
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 from swarmshare.core.catalog import bitmap_get, bitmap_new, bitmap_set
 from swarmshare.core.manifest import ChunkRef, Manifest
 from swarmshare.errors import StoreError, UsageError
+from swarmshare.limits import MAX_OPEN_PART_FILES
 from swarmshare.store.hashing import FileStat, ScannedFile
 
 RECORD_SUFFIX = ".part.swarmshare"
 PREALLOCATE = True  # reserve the part's disk space up front where the file system can
+DIRECT_IO_FLAG = getattr(os, "O_DIRECT", 0)  # 0 where the system has no direct I/O
 DIRECT_IO_ALIGN = 4096  # offsets, lengths and addresses: a multiple of any disk's block size
 PART_SUFFIX = ".part"
 
@@ -41,9 +46,8 @@ class PartFile:
         self.manifest = manifest
         self.part = dest.with_name(dest.name + PART_SUFFIX)
         self.record = dest.with_name(dest.name + RECORD_SUFFIX)
-        self._fds: list[int] = []
-        self._direct: list[int | None] = []  # the same files opened for direct I/O, if allowed
-        self._direct_refused: set[int] = set()  # files whose direct writes were refused
+        self._files = _OpenFiles([], 0)  # opened in open()
+        self._direct_refused: set[int] = set()  # files whose direct I/O was refused
         self._extent_cache: dict[int, list[tuple[int, int]] | None] = {}
         self.paths: list[str] = []
 
@@ -72,13 +76,13 @@ class PartFile:
                     raise StoreError(f"unsafe path in manifest: {entry.path!r}")
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 self.paths.append(path)
+        self._files.close()
+        self._files = _OpenFiles(self.paths, MAX_OPEN_PART_FILES)
         try:
-            for path, entry in zip(self.paths, self.manifest.files, strict=True):
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-                self._fds.append(fd)
-                if os.fstat(fd).st_size != entry.size:
-                    os.ftruncate(fd, entry.size)
-                self._direct.append(_open_direct(path))
+            for index, entry in enumerate(self.manifest.files):
+                with self._files.use(index) as fd:
+                    if os.fstat(fd).st_size != entry.size:
+                        os.ftruncate(fd, entry.size)
         except OSError as exc:
             self.close()
             raise disk_error(exc, self.part) from None
@@ -93,8 +97,9 @@ class PartFile:
         reserved space still reads as a hole, which is how resume finds the chunks written."""
         if not PREALLOCATE:
             return
-        for fd, entry in zip(self._fds, self.manifest.files, strict=True):
-            error = _fallocate(fd, entry.size)
+        for index, entry in enumerate(self.manifest.files):
+            with self._files.use(index) as fd:
+                error = _fallocate(fd, entry.size)
             if error == errno.ENOSPC:
                 self.close()
                 raise StoreError(
@@ -117,22 +122,22 @@ class PartFile:
         cache = self._extent_cache
         if file_index in cache:
             return cache[file_index]
-        fd = self._fds[file_index]
         size = self.manifest.files[file_index].size
         extents: list[tuple[int, int]] | None = []
         position = 0
         try:
-            while position < size:
-                try:
-                    start = os.lseek(fd, position, os.SEEK_DATA)
-                except OSError as exc:
-                    if exc.errno == errno.ENXIO:
-                        break
-                    raise
-                end = os.lseek(fd, start, os.SEEK_HOLE)
-                assert extents is not None
-                extents.append((start, end))
-                position = end
+            with self._files.use(file_index) as fd:
+                while position < size:
+                    try:
+                        start = os.lseek(fd, position, os.SEEK_DATA)
+                    except OSError as exc:
+                        if exc.errno == errno.ENXIO:
+                            break
+                        raise
+                    end = os.lseek(fd, start, os.SEEK_HOLE)
+                    assert extents is not None
+                    extents.append((start, end))
+                    position = end
         except (OSError, AttributeError):
             extents = None
         cache[file_index] = extents
@@ -183,25 +188,26 @@ class PartFile:
         nobody reads yet, and little left for the fsync at the end. Anything else, or a file
         system that refuses direct I/O, takes the ordinary buffered write.
         """
-        direct = self._direct[ref.file_index] if self._direct else None
         if (
-            direct is not None
+            DIRECT_IO_FLAG
             and ref.file_index not in self._direct_refused
             and isinstance(data, mmap.mmap)
             and ref.offset % DIRECT_IO_ALIGN == 0
             and len(data) % DIRECT_IO_ALIGN == 0
         ):
             try:
-                self._pwrite_all(direct, memoryview(data), ref.offset)
+                with self._files.use(ref.file_index, direct=True) as fd:
+                    self._pwrite_all(fd, memoryview(data), ref.offset)
                 return
+            except _DirectRefused:
+                self._direct_refused.add(ref.file_index)  # not on this file system
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise disk_error(exc, self.part) from None
-                # Not for this file system after all. The descriptor stays open until close():
-                # another thread may be writing through it right now.
-                self._direct_refused.add(ref.file_index)
+                self._direct_refused.add(ref.file_index)  # not for this file after all
         try:
-            self._pwrite_all(self._fds[ref.file_index], memoryview(data), ref.offset)
+            with self._files.use(ref.file_index) as fd:
+                self._pwrite_all(fd, memoryview(data), ref.offset)
         except OSError as exc:
             raise disk_error(exc, self.part) from None
 
@@ -215,13 +221,14 @@ class PartFile:
     def flush(self) -> None:
         """Push written data to the disk now (run off the event loop, while chunks arrive), so
         that the fsync before the final rename has little left to do."""
-        for fd in list(self._fds):
-            with contextlib.suppress(OSError):
+        for index in self._files.open_indices():
+            with contextlib.suppress(OSError), self._files.use(index) as fd:
                 os.fdatasync(fd)
 
     def read(self, ref: ChunkRef) -> bytes:
         """The bytes at one chunk's place in the part file."""
-        return os.pread(self._fds[ref.file_index], ref.length, ref.offset)
+        with self._files.use(ref.file_index) as fd:
+            return os.pread(fd, ref.length, ref.offset)
 
     # ---- resume record ---------------------------------------------------------------------
 
@@ -264,8 +271,9 @@ class PartFile:
     def finish(self, force: bool) -> list[ScannedFile]:
         """fsync, rename DEST.part to DEST, drop the record; the final files with their stats."""
         try:
-            for fd in self._fds:
-                os.fsync(fd)
+            for index in range(len(self.manifest.files)):
+                with self._files.use(index) as fd:
+                    os.fsync(fd)
             self.close()
             replaced = ""
             if self.dest.exists() or self.dest.is_symlink():
@@ -303,12 +311,7 @@ class PartFile:
 
     def close(self) -> None:
         """Close the part file(s)."""
-        for fd in [*self._fds, *self._direct]:
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._fds.clear()
-        self._direct.clear()
+        self._files.close()
 
     def _remove_part(self) -> None:
         if self.part.is_dir() and not self.part.is_symlink():
@@ -337,15 +340,75 @@ def _fallocate(fd: int, size: int) -> int:
     return ctypes.get_errno()
 
 
-def _open_direct(path: str) -> int | None:
-    """`path` opened for direct I/O writes, or None where the system or file system has none."""
-    flag = getattr(os, "O_DIRECT", 0)
-    if not flag:
-        return None
-    try:
-        return os.open(path, os.O_WRONLY | flag)
-    except OSError:
-        return None
+class _DirectRefused(Exception):
+    """The file system would not open a file for direct I/O."""
+
+
+class _OpenFiles:
+    """Descriptors of the part's files, opened when first used and kept open, at most about
+    `limit` of them: a folder may hold 100,000 files where a process may open 1,024.
+
+    Used from worker threads at once: a descriptor in use is never closed under its user
+    (`use` counts them); the least recently used idle ones are closed beyond the limit.
+    """
+
+    def __init__(self, paths: list[str], limit: int) -> None:
+        self._paths = paths
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._open: OrderedDict[tuple[int, bool], list[int]] = OrderedDict()  # [fd, users]
+        self._closed = False
+
+    @contextlib.contextmanager
+    def use(self, index: int, direct: bool = False) -> Iterator[int]:
+        """The descriptor of file `index` (created if missing; `direct`: opened for direct
+        I/O writes, or _DirectRefused). OSError when closed or when the file cannot open."""
+        key = (index, direct)
+        with self._lock:
+            if self._closed:
+                raise OSError(errno.EBADF, "the part file is closed")
+            entry = self._open.get(key)
+            if entry is None:
+                entry = self._open[key] = [self._open_fd(index, direct), 0]
+            self._open.move_to_end(key)
+            entry[1] += 1
+            self._trim()
+        try:
+            yield entry[0]
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                self._trim()
+
+    def open_indices(self) -> list[int]:
+        """The files with a buffered descriptor open now."""
+        with self._lock:
+            return [index for index, direct in self._open if not direct]
+
+    def close(self) -> None:
+        """Close every descriptor; later uses fail."""
+        with self._lock:
+            self._closed = True
+            for fd, _users in self._open.values():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._open.clear()
+
+    def _open_fd(self, index: int, direct: bool) -> int:
+        if not direct:
+            return os.open(self._paths[index], os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            return os.open(self._paths[index], os.O_WRONLY | DIRECT_IO_FLAG)
+        except OSError:
+            raise _DirectRefused from None
+
+    def _trim(self) -> None:
+        while len(self._open) > self._limit:
+            idle = next((key for key, (_fd, users) in self._open.items() if users == 0), None)
+            if idle is None:
+                return
+            with contextlib.suppress(OSError):
+                os.close(self._open.pop(idle)[0])
 
 
 def disk_error(exc: OSError, where: Path) -> StoreError:
