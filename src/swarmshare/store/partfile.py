@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import mmap
@@ -22,7 +23,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from swarmshare.core.catalog import bitmap_get, bitmap_new, bitmap_set
@@ -325,19 +326,30 @@ def _fallocate(fd: int, size: int) -> int:
     """Reserve `size` bytes of `fd` with fallocate(2); 0 or the errno. Only where the system
     call exists (Linux): glibc's posix_fallocate would emulate it on file systems without it by
     writing every block, which is what the sparse file avoids."""
-    if size == 0 or not sys.platform.startswith("linux"):
+    call = _fallocate_call()
+    if size == 0 or call is None:
         return 0
+    if call(fd, 0, 0, size) == 0:
+        return 0
+    import ctypes
+
+    return ctypes.get_errno()
+
+
+@functools.cache
+def _fallocate_call() -> Callable[[int, int, int, int], int] | None:
+    """libc's fallocate, looked up once (a folder's part has a file per manifest entry)."""
+    if not sys.platform.startswith("linux"):
+        return None
     import ctypes
 
     try:
         call = ctypes.CDLL(None, use_errno=True).fallocate
     except (OSError, AttributeError):
-        return 0
+        return None
     call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
     call.restype = ctypes.c_int
-    if call(fd, 0, 0, size) == 0:
-        return 0
-    return ctypes.get_errno()
+    return call
 
 
 class _DirectRefused(Exception):
