@@ -97,6 +97,18 @@ class Swarm:
         self.peers.append(peer)
         return peer.start(wait=wait)
 
+    def discovery(self, bind: str = "127.0.0.20") -> list[str]:
+        """Options that put a standalone command (get, ls) on this swarm's loopback
+        discovery, sending from `bind`."""
+        return [
+            "--broadcast",
+            "127.255.255.255",
+            "--discovery-port",
+            str(self.discovery_port),
+            "--bind",
+            bind,
+        ]
+
     def peak_rss_mib(self) -> dict[str, float]:
         """Each live peer's peak resident memory so far (VmHWM), in MiB."""
         peaks = {}

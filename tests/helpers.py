@@ -8,6 +8,11 @@ import sys
 from pathlib import Path
 
 
+def swarmshare_command(home: Path, *args: str) -> list[str]:
+    """The argv of `swarmshare --home HOME ARGS...` run by this Python."""
+    return [sys.executable, "-m", "swarmshare", "--home", str(home), *args]
+
+
 def cli(
     home: Path,
     *args: str,
@@ -26,7 +31,7 @@ def cli(
             resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
 
     return subprocess.run(
-        [sys.executable, "-m", "swarmshare", "--home", str(home), *args],
+        swarmshare_command(home, *args),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -101,7 +106,7 @@ class PeerProcess:
         (self.home / "control.json").unlink(missing_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child from here on
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "swarmshare", "--home", str(self.home), *self.args],
+            swarmshare_command(self.home, *self.args),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

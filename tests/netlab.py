@@ -15,9 +15,10 @@ import itertools
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from helpers import swarmshare_command
 
 LAB_RANGE = "10.199.0.0/16"
 _counter = itertools.count()
@@ -60,6 +61,10 @@ class Host:
     def exec_args(self, *args: str) -> list[str]:
         """A command line that runs inside this host."""
         return ["ip", "netns", "exec", self.netns, *args]
+
+    def swarmshare(self, *args: str) -> list[str]:
+        """`swarmshare --home HOME ARGS`, run inside this host."""
+        return self.exec_args(*swarmshare_command(self.home / "home", *args))
 
 
 class NetLab:
@@ -120,9 +125,7 @@ class NetLab:
         host = self.hosts[name]
         with open(host.home / log, "ab") as out:
             proc = subprocess.Popen(
-                host.exec_args(
-                    sys.executable, "-m", "swarmshare", "--home", str(host.home / "home"), *args
-                ),
+                host.swarmshare(*args),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -135,9 +138,7 @@ class NetLab:
         """Run `swarmshare --home HOME ARGS` inside a host and wait for it."""
         host = self.hosts[name]
         return subprocess.run(
-            host.exec_args(
-                sys.executable, "-m", "swarmshare", "--home", str(host.home / "home"), *args
-            ),
+            host.swarmshare(*args),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Swarm
-from helpers import cli, control, same_file, wait_until, write_test_file
+from helpers import cli, control, same_file, swarmshare_command, wait_until, write_test_file
 
 MIB = 1 << 20
 HERE = Path(__file__).parent
@@ -46,12 +46,7 @@ def _get_json(
         "-o",
         str(out),
         "--json",
-        "--broadcast",
-        "127.255.255.255",
-        "--discovery-port",
-        str(swarm.discovery_port),
-        "--bind",
-        bind,
+        *swarm.discovery(bind),
         *extra,
         timeout=300,
         max_open_files=max_open_files,
@@ -144,12 +139,8 @@ def test_liar_and_staller_cannot_spoil_the_file(swarm: Swarm, tmp_path: Path) ->
             assert proc.stdout is not None and json.loads(proc.stdout.readline())["port"]
         # At first only the liar and the staller hold the file.
         getter = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "swarmshare",
-                "--home",
-                str(home),
+            swarmshare_command(
+                home,
                 "get",
                 "doc.bin",
                 "-o",
@@ -157,13 +148,8 @@ def test_liar_and_staller_cannot_spoil_the_file(swarm: Swarm, tmp_path: Path) ->
                 "--json",
                 "--chunk-timeout",
                 "2",
-                "--broadcast",
-                "127.255.255.255",
-                "--discovery-port",
-                str(swarm.discovery_port),
-                "--bind",
-                "127.0.0.20",
-            ],
+                *swarm.discovery(),
+            ),
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
@@ -202,24 +188,7 @@ def test_downloader_killed_and_restarted_resumes(swarm: Swarm, tmp_path: Path) -
     out = tmp_path / "out"
     out.mkdir()
     home = tmp_path / "h"
-    args = [
-        sys.executable,
-        "-m",
-        "swarmshare",
-        "--home",
-        str(home),
-        "get",
-        "iso.bin",
-        "-o",
-        str(out),
-        "--quiet",
-        "--broadcast",
-        "127.255.255.255",
-        "--discovery-port",
-        str(swarm.discovery_port),
-        "--bind",
-        "127.0.0.20",
-    ]
+    args = swarmshare_command(home, "get", "iso.bin", "-o", str(out), "--quiet", *swarm.discovery())
     first = subprocess.Popen(args, stdin=subprocess.DEVNULL)
     record = out / "iso.bin.part.swarmshare"
     wait_until(record.exists, timeout=60, interval=0.005)
@@ -286,22 +255,15 @@ def test_two_gib_download_in_bounded_memory(swarm: Swarm, tmp_path: Path) -> Non
             sys.executable,
             "-c",
             wrapper,
-            sys.executable,
-            "-m",
-            "swarmshare",
-            "--home",
-            str(tmp_path / "h"),
-            "get",
-            "huge.bin",
-            "-o",
-            str(tmp_path / "out.bin"),
-            "--json",
-            "--broadcast",
-            "127.255.255.255",
-            "--discovery-port",
-            str(swarm.discovery_port),
-            "--bind",
-            "127.0.0.20",
+            *swarmshare_command(
+                tmp_path / "h",
+                "get",
+                "huge.bin",
+                "-o",
+                str(tmp_path / "out.bin"),
+                "--json",
+                *swarm.discovery(),
+            ),
         ],
         capture_output=True,
         text=True,
@@ -323,16 +285,7 @@ def test_ambiguous_and_missing_names(swarm: Swarm, tmp_path: Path) -> None:
     (tmp_path / "b" / "same.txt").write_text("two")
     peer = swarm.start(2)
     peer.cli("share", str(tmp_path / "a" / "same.txt"), str(tmp_path / "b" / "same.txt"))
-    common = [
-        "--broadcast",
-        "127.255.255.255",
-        "--discovery-port",
-        str(swarm.discovery_port),
-        "--bind",
-        "127.0.0.20",
-        "--wait",
-        "2",
-    ]
+    common = [*swarm.discovery(), "--wait", "2"]
     proc = cli(tmp_path / "h", "get", "same.txt", *common)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "2 different contents" in proc.stderr and proc.stderr.count("same.txt") >= 3
@@ -349,16 +302,7 @@ def test_existing_destination_is_kept_without_force(swarm: Swarm, tmp_path: Path
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine, do not touch")
-    common = [
-        "-o",
-        str(out),
-        "--broadcast",
-        "127.255.255.255",
-        "--discovery-port",
-        str(swarm.discovery_port),
-        "--bind",
-        "127.0.0.20",
-    ]
+    common = ["-o", str(out), *swarm.discovery()]
     proc = cli(tmp_path / "h", "get", "notes.txt", *common)
     assert proc.returncode != 0 and "--force" in proc.stderr
     assert (out / "notes.txt").read_text() == "mine, do not touch"

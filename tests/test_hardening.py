@@ -28,7 +28,7 @@ from swarmshare.store.hashing import hash_content, scan_path
 from swarmshare.store.partfile import PartFile
 
 from conftest import Swarm
-from helpers import cli, wait_until, write_test_file
+from helpers import cli, swarmshare_command, wait_until, write_test_file
 
 Report = Callable[..., None]
 
@@ -387,24 +387,9 @@ def test_get_on_a_full_disk_says_so_and_resumes_later(
     seeder.cli("share", str(src))
     disk = tmp_path / "disk"
     disk.mkdir()
-    get = [
-        sys.executable,
-        "-m",
-        "swarmshare",
-        "--home",
-        str(tmp_path / "h"),
-        "get",
-        "movie.bin",
-        "-o",
-        str(disk),
-        "--broadcast",
-        "127.255.255.255",
-        "--discovery-port",
-        str(swarm.discovery_port),
-        "--bind",
-        "127.0.0.20",
-        "--quiet",
-    ]
+    get = swarmshare_command(
+        tmp_path / "h", "get", "movie.bin", "-o", str(disk), *swarm.discovery(), "--quiet"
+    )
     command = " ".join(f"'{part}'" for part in get)
     script = (
         f"mount -t tmpfs -o size=4m tmpfs {disk} && ({command}; echo rc=$?) && "

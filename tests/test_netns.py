@@ -84,18 +84,7 @@ def test_seeder_link_cut_mid_download(lab: NetLab, tmp_path: Path) -> None:
     out.mkdir()
     host = lab.hosts["d"]
     getter = subprocess.Popen(
-        host.exec_args(
-            sys.executable,
-            "-m",
-            "swarmshare",
-            "--home",
-            str(host.home / "home"),
-            "get",
-            "disk.img",
-            "-o",
-            str(out),
-            "--json",
-        ),
+        host.swarmshare("get", "disk.img", "-o", str(out), "--json"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
