@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -16,11 +17,10 @@ import click
 from swarmshare import __version__
 from swarmshare.app.control_client import ControlClient
 from swarmshare.app.seedlog import seed_log_lines
-from swarmshare.app.standalone import NetworkView, browse, standalone_get
+from swarmshare.app.session import FINISHED, Session, open_session
 from swarmshare.errors import (
     AmbiguousError,
     DaemonError,
-    NotFoundError,
     SwarmshareError,
     UsageError,
 )
@@ -33,9 +33,6 @@ from swarmshare.settings import (
     Settings,
     default_home,
 )
-from swarmshare.store.db import Database
-from swarmshare.store.hashing import scan_path
-from swarmshare.store.library import Library
 from swarmshare.ui import err, fmt_ago, fmt_rate, fmt_size, fmt_time, out
 
 if TYPE_CHECKING:
@@ -63,8 +60,14 @@ class SwarmshareGroup(click.Group):
             _fail(f"{exc.strerror or exc}{where}")
 
 
+def _error_line(message: str) -> None:
+    """`error: MESSAGE` on stderr; the message is text, never markup."""
+    err.print("[bold red]error:[/] ", markup=True, highlight=False, end="")
+    err.print(message, markup=False, highlight=False)
+
+
 def _fail(message: str, details: list[str] | None = None, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    _error_line(message)
     for line in details or []:
         err.print(f"  {line}", markup=False)
     sys.exit(code)
@@ -90,14 +93,6 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
-def _open_library(settings: Settings) -> Library:
-    try:
-        db = Database.open_home(settings.home)
-    except OSError as exc:
-        raise UsageError(f"cannot use data directory {settings.home}: {exc.strerror}") from None
-    return Library(db)
-
-
 def _print_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
@@ -108,56 +103,57 @@ def _print_json(value: object) -> None:
 @click.pass_context
 def share(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
     """Share files or folders with the network (hashes them; files stay where they are)."""
-    settings = _settings(ctx)
-    library = _open_library(settings)
-    results: list[dict[str, object]] = []
+    with _session(ctx) as session:
+        progress = None if as_json else _share_progress
+        results = session.share(list(paths), progress)
     failures = 0
-    for path in paths:
-        try:
-            total = sum(f.stat.size for f in scan_path(path)[2])
-            with _share_progress(total, path, quiet=as_json) as advance:
-                result = library.share(path, progress=advance)
-        except SwarmshareError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    for result in results:
+        if "error" in result:
+            _error_line(str(result["error"]))
             failures += 1
             continue
-        for skipped in result.skipped:
+        for skipped in result.get("skipped", []):
             err.print(f"skipped {skipped}", markup=False)
-        record = result.record
-        results.append(record.as_json() | {"unchanged": result.unchanged})
         if not as_json:
-            note = " (unchanged)" if result.unchanged else ""
+            note = " (unchanged)" if result["unchanged"] else ""
             out.print(
-                f"shared  {record.short_id}  {record.name}  {fmt_size(record.size)}{note}",
+                f"shared  {str(result['id'])[:12]}  {result['name']}  "
+                f"{fmt_size(int(result['size']))}{note}",
                 markup=False,
             )
-    _notify_daemon(settings)
     if as_json:
-        _print_json(results)
+        _print_json([r for r in results if "error" not in r])
     if failures:
         sys.exit(1)
 
 
-class _share_progress:
-    """A progress bar on stderr for hashing big shares; nothing for small ones."""
+@contextlib.contextmanager
+def _session(ctx: click.Context, settings: Settings | None = None) -> Iterator[Session]:
+    """The session of this command (the daemon's, or the app run here), closed after."""
+    session = open_session(settings or _settings(ctx))
+    try:
+        yield session
+    finally:
+        session.close()
 
-    def __init__(self, total: int, label: str, quiet: bool) -> None:
-        show = total >= BIG_SHARE_BYTES and not quiet and err.is_terminal
-        self._progress = (
-            _progress_bar("hashing {task.description}", transient=True) if show else None
-        )
-        self._task = self._progress.add_task(label, total=total) if self._progress else None
 
-    def __enter__(self) -> Callable[[int], None]:
-        progress, task = self._progress, self._task
-        if progress is None or task is None:
-            return lambda n: None
-        progress.start()
-        return lambda n: progress.advance(task, n)
+def _share_progress(label: str, total: int) -> Callable[[int], None]:
+    """A progress bar on stderr for hashing a big share; nothing for small ones."""
+    if total < BIG_SHARE_BYTES or not err.is_terminal:
+        return lambda n: None
+    progress = _progress_bar("hashing {task.description}", transient=True)
+    task = progress.add_task(label, total=total)
+    progress.start()
+    done = 0
 
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        progress.advance(task, n)
+        if done >= total:
+            progress.stop()
+
+    return advance
 
 
 def _table() -> Table:
@@ -195,10 +191,9 @@ def _progress_bar(description: str, *extra: str, transient: bool = False) -> Pro
 @click.pass_context
 def unshare(ctx: click.Context, ref: str) -> None:
     """Stop sharing a content, named by ID prefix or name (the files stay on disk)."""
-    settings = _settings(ctx)
-    record = _open_library(settings).unshare(ref)
-    _notify_daemon(settings)
-    out.print(f"unshared  {record.short_id}  {record.name}", markup=False)
+    with _session(ctx) as session:
+        record = session.unshare(ref)
+    out.print(f"unshared  {str(record['id'])[:12]}  {record['name']}", markup=False)
 
 
 @main.command()
@@ -206,10 +201,10 @@ def unshare(ctx: click.Context, ref: str) -> None:
 @click.pass_context
 def library(ctx: click.Context, as_json: bool) -> None:
     """List what this peer shares."""
-    lib = _open_library(_settings(ctx))
-    records = lib.contents()
+    with _session(ctx) as session:
+        records = session.library()
     if as_json:
-        _print_json([r.as_json() | {"intact": lib.is_intact(r.id)} for r in records])
+        _print_json(records)
         return
     if not records:
         out.print("nothing shared yet: swarmshare share PATH")
@@ -218,16 +213,15 @@ def library(ctx: click.Context, as_json: bool) -> None:
     for column in ("ID", "NAME", "SIZE", "CHUNKS", "PATH"):
         table.add_column(column, justify="right" if column in ("SIZE", "CHUNKS") else "left")
     for r in records:
-        flag = "" if lib.is_intact(r.id) else " [changed on disk]"
-        table.add_row(r.short_id, r.name + flag, fmt_size(r.size), str(r.chunks), r.root)
+        flag = "" if r["intact"] else " [changed on disk]"
+        table.add_row(
+            str(r["id"])[:12],
+            str(r["name"]) + flag,
+            fmt_size(r["size"]),
+            str(r["chunks"]),
+            r["root"],
+        )
     out.print(table)
-
-
-def _notify_daemon(settings: Settings) -> None:
-    """Tell a running daemon that the library changed, so that it announces at once."""
-    client = ControlClient.find(settings.home)
-    if client is not None:
-        client.post("reload", {})
 
 
 def _parse_peer(value: str, default_port: int) -> tuple[str, int]:
@@ -382,13 +376,21 @@ def run(
             "--legacy and a swarm secret do not mix: the original scripts cannot prove a secret"
         )
 
-    def say(line: str) -> None:
-        click.echo(f"{time.strftime('%H:%M:%S')} {line}")
-        sys.stdout.flush()
-
+    _log_to_stdout()
     from swarmshare.app.daemon import Daemon  # the server side loads only for `run`
 
-    asyncio.run(Daemon(settings, say).run())
+    asyncio.run(Daemon(settings).run())
+
+
+def _log_to_stdout() -> None:
+    """The daemon's lines, time-stamped, on standard output."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("swarmshare")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def look_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -409,7 +411,8 @@ def look_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.pass_context
 def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
     """List what the network shares."""
-    items = _look(ctx, wait, kw).items
+    with _session(ctx, _with_discovery(_settings(ctx), kw)) as session:
+        items = session.network(wait)
     if as_json:
         _print_json(items)
         return
@@ -442,7 +445,8 @@ def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> 
 @click.pass_context
 def peers(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
     """List the live peers."""
-    found = _look(ctx, wait, kw).peers
+    with _session(ctx, _with_discovery(_settings(ctx), kw)) as session:
+        found = session.peers(wait)
     if as_json:
         _print_json(found)
         return
@@ -464,14 +468,6 @@ def peers(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
     out.print(table)
 
 
-def _look(ctx: click.Context, wait: float, kw: dict[str, Any]) -> NetworkView:
-    settings = _with_discovery(_settings(ctx), kw)
-    client = ControlClient.find(settings.home)
-    if client is not None:
-        return NetworkView(client.get("network"), client.get("peers"))
-    return asyncio.run(browse(settings, wait))
-
-
 @main.command()
 @click.argument("ref")
 @click.option("-o", "--output", metavar="DEST", help="File or folder to write to.")
@@ -485,6 +481,13 @@ def _look(ctx: click.Context, wait: float, kw: dict[str, Any]) -> NetworkView:
 @click.option("--force", is_flag=True, help="Replace DEST if it exists and differs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary, no progress bar.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option(
+    "--legacy-port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_LEGACY_PORT,
+    show_default=True,
+    help="TCP port of the original scripts' uploaders (for their contents).",
+)
 @discovery_options
 @click.pass_context
 def get(
@@ -496,82 +499,99 @@ def get(
     force: bool,
     as_json: bool,
     quiet: bool,
+    legacy_port: int,
     **kw: Any,
 ) -> None:
-    """Download NAME, ID prefix or ID from every peer that holds it, verifying every chunk."""
-    settings = _with_discovery(_settings(ctx), kw)
+    """Download NAME, ID prefix or ID from every peer that holds it, verifying every chunk.
+
+    DEST: a folder (an existing one, or any path ending in /, created if missing) gets the
+    content under its own name; any other path is the exact file or folder to write. An
+    existing DEST that differs is replaced only with --force (the old one is removed once the
+    new one is complete); an identical one is left as it is. With no holder for --wait seconds
+    (at the start or later) the download pauses and the command says so.
+    """
+    settings = replace(_with_discovery(_settings(ctx), kw), legacy_port=legacy_port)
     view = DownloadView(enabled=not (quiet or as_json))
-    client = ControlClient.find(settings.home)
-    try:
-        with view:
-            if client is not None:
-                stats = _get_through_daemon(client, ref, output, force, wait, view)
-            else:
-                stats = asyncio.run(
-                    standalone_get(
-                        settings,
-                        ref,
-                        output,
-                        Path.cwd(),
-                        force=force,
-                        wait=wait,
-                        on_change=lambda st: view.update(st.as_json()),
-                    )
-                ).as_json()
-    except KeyboardInterrupt:
-        if client is not None and view.current_id:
-            client.post(f"downloads/{view.current_id}/pause", {})
-        err.print("paused: run the same command again to resume")
-        sys.exit(130)
+    with _session(ctx, settings) as session, view:
+        stats = _follow(session, view, ref, output, force, wait)
     if as_json:
         _print_json(stats)
     elif not quiet:
-        seconds = max(1e-6, float(stats["seconds"]))
-        peers = len(stats["by_peer"]) or "local"
-        check = "SHA-256 verified" if stats["verified"] else "UNVERIFIED"
-        out.print(
-            f"got {stats['name']} ({fmt_size(stats['total_bytes'])}) in {seconds:.1f} s, "
-            f"{fmt_rate(stats['total_bytes'] / seconds)}, from {peers} peer(s); "
-            f"{check} -> {stats['dest']}",
-            markup=False,
-        )
-        if stats.get("legacy"):
-            err.print(
-                "note: this came from peers running the original scripts, whose protocol has"
-                " no hashes: swarmshare cannot tell whether these bytes are right.",
-                markup=False,
-            )
+        _say_got(stats)
 
 
-def _get_through_daemon(
-    client: ControlClient,
+def _follow(
+    session: Session,
+    view: DownloadView,
     ref: str,
     output: str | None,
     force: bool,
     wait: float,
-    view: DownloadView,
 ) -> dict[str, Any]:
-    body = {
-        "ref": ref,
-        "output": str(Path(output).absolute()) if output else None,
-        "dest_dir": str(Path.cwd()),
-        "force": force,
-        "wait": wait,
-    }
-    stats: dict[str, Any] = client.post("downloads", body, timeout=wait + 30)
-    view.current_id = str(stats["id"])
-    deadline = time.monotonic() + wait
-    while stats["state"] not in ("done", "failed", "cancelled", "paused"):
-        if stats["state"] == "finding peers" and time.monotonic() > deadline:
-            client.post(f"downloads/{view.current_id}/cancel", {})
-            raise NotFoundError(f"no peer offers {ref} (waited {wait:.0f} s)")
-        view.update(stats)
-        time.sleep(0.2)
-        stats = client.get(f"downloads/{view.current_id}")
+    """Start the download and show it until it ends; Ctrl-C pauses it (acknowledged)."""
+    stats = session.start_download(ref, output, str(Path.cwd()), force, wait)
+    return _follow_started(session, view, stats)
+
+
+def _follow_started(session: Session, view: DownloadView, stats: dict[str, Any]) -> dict[str, Any]:
+    """Show a started download until it ends; Ctrl-C pauses it (acknowledged)."""
+    download_id = str(stats["id"])
+    version = -1
+    try:
+        while stats["state"] not in FINISHED:
+            view.update(stats)
+            stats = session.watch(download_id, version, 1.0)
+            version = int(stats.get("version", version))
+    except KeyboardInterrupt:
+        with _no_interrupts():
+            session.pause(download_id)
+        view.stop()
+        err.print("paused: run the same command again to resume", markup=False)
+        sys.exit(130)
     view.update(stats)
+    if stats["state"] == "paused" and stats.get("no_holder"):
+        view.stop()
+        _fail(f"{stats['error']}; paused: run the same command again to resume")
     if stats["state"] != "done":
-        raise SwarmshareError(stats["error"] or f"download {stats['state']}")
+        view.stop()
+        _fail(str(stats["error"] or f"download {stats['state']}"))
     return stats
+
+
+@contextlib.contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """While a pause is being acknowledged, a second Ctrl-C must not cut it short."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _say_got(stats: dict[str, Any]) -> None:
+    check = "SHA-256 verified" if stats["verified"] else "UNVERIFIED"
+    if stats.get("already_there"):
+        out.print(
+            f"already there: {stats['name']} ({fmt_size(stats['total_bytes'])}) is complete"
+            f" at {stats['dest']}; {check}, nothing written",
+            markup=False,
+        )
+        return
+    seconds = max(1e-6, float(stats.get("transfer_seconds") or stats["seconds"]))
+    fetched = int(stats["fetched_bytes"])
+    peers = len(stats["by_peer"])
+    source = f"from {peers} peer(s)" if peers else "from files already here"
+    out.print(
+        f"got {stats['name']} ({fmt_size(stats['total_bytes'])}) in {seconds:.1f} s, "
+        f"{fmt_rate(fetched / seconds)}, {source}; {check} -> {stats['dest']}",
+        markup=False,
+    )
+    if stats.get("legacy"):
+        err.print(
+            "note: this came from peers running the original scripts, whose protocol has"
+            " no hashes: swarmshare cannot tell whether these bytes are right.",
+            markup=False,
+        )
 
 
 class DownloadView:
@@ -598,6 +618,10 @@ class DownloadView:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Take the bar off the screen (before a message)."""
         if self._progress is not None:
             self._progress.stop()
 
@@ -660,11 +684,8 @@ def open_page(ctx: click.Context, print_url: bool) -> None:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show the running daemon's state."""
-    settings = _settings(ctx)
-    client = ControlClient.find(settings.home)
-    if client is None:
-        raise DaemonError(f"no swarmshare daemon runs for {settings.home} (start: swarmshare run)")
-    state = client.get("status")
+    with _session(ctx) as session:
+        state = session.status()
     if as_json:
         _print_json(state)
         return
@@ -712,16 +733,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def log(ctx: click.Context, as_json: bool, limit: int, fmt: str, out_dir: Path) -> None:
     """Show the transfer log: every chunk served and fetched."""
-    settings = _settings(ctx)
-    client = ControlClient.find(settings.home)
-    if client is not None:
-        rows: list[dict[str, Any]] = client.get(f"log?limit={limit}")
-    else:
-        db = Database.open_home(settings.home)
-        try:
-            rows = [dict(r) for r in db.transfers(limit)]
-        finally:
-            db.close()
+    with _session(ctx) as session:
+        rows = session.log(limit)
     if fmt == "seed":
         upload, download = seed_log_lines(rows)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -753,3 +766,76 @@ def log(ctx: click.Context, as_json: bool, limit: int, fmt: str, out_dir: Path) 
             r["result"],
         )
     out.print(table)
+
+
+@main.command(name="downloads")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def downloads_command(ctx: click.Context, as_json: bool) -> None:
+    """List downloads: running, paused (part file kept), failed, and finished ones."""
+    with _session(ctx) as session:
+        found = session.downloads()
+    if as_json:
+        _print_json(found)
+        return
+    if not found:
+        out.print("no downloads")
+        return
+    table = _table()
+    for column in ("ID", "NAME", "STATE", "DONE", "DEST"):
+        table.add_column(column)
+    for d in found:
+        share = f"{d['done_bytes'] * 100 // max(1, d['total_bytes'])}%" if d["total_bytes"] else ""
+        state = d["state"] + (f" ({d['error']})" if d["error"] and d["state"] != "done" else "")
+        table.add_row(str(d["id"])[:12], str(d["name"]), state, share, str(d["dest"]))
+    out.print(table)
+
+
+def _download_action(
+    ctx: click.Context, action: str, ref: str, wait: float | None = None
+) -> dict[str, Any]:
+    with _session(ctx) as session:
+        if action == "pause":
+            with _no_interrupts():
+                return session.pause(ref)
+        if action == "resume":
+            stats = session.resume(ref, wait)
+            if not session.daemon:  # no daemon to carry on: follow it here
+                view = DownloadView(enabled=err.is_terminal)
+                with view:
+                    return _follow_started(session, view, stats)
+            return stats
+        return session.cancel(ref)
+
+
+@main.command()
+@click.argument("ref")
+@click.pass_context
+def pause(ctx: click.Context, ref: str) -> None:
+    """Pause a download (by ID prefix); its part file is kept for resume."""
+    d = _download_action(ctx, "pause", ref)
+    out.print(f"paused  {str(d['id'])[:12]}  {d['name']}  ({d['state']})", markup=False)
+
+
+@main.command()
+@click.argument("ref")
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 3600),
+    default=None,
+    help="Pause again after this many seconds with no holder (default: wait on).",
+)
+@click.pass_context
+def resume(ctx: click.Context, ref: str, wait: float | None) -> None:
+    """Resume a paused or failed download (by ID prefix)."""
+    d = _download_action(ctx, "resume", ref, wait)
+    out.print(f"{d['state']}  {str(d['id'])[:12]}  {d['name']}", markup=False)
+
+
+@main.command()
+@click.argument("ref")
+@click.pass_context
+def cancel(ctx: click.Context, ref: str) -> None:
+    """Cancel a download (by ID prefix) and delete its part file."""
+    d = _download_action(ctx, "cancel", ref)
+    out.print(f"cancelled  {str(d['id'])[:12]}  {d['name']}", markup=False)

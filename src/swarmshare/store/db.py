@@ -112,6 +112,20 @@ class Database:
         row = self.conn.execute("SELECT value FROM meta WHERE key='peer_id'").fetchone()
         return str(row[0])
 
+    def meta(self, key: str) -> str | None:
+        """A stored setting (e.g. the download folder), or None."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a setting."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key)"
+                " DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
     def log_transfers(self, rows: list[TransferRow]) -> None:
         """Append rows to the transfer log in one transaction."""
         if not rows:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from swarmshare.core.manifest import Manifest, decode_manifest
 from swarmshare.core.refs import resolve_ref
-from swarmshare.errors import NotFoundError, UsageError
+from swarmshare.errors import NotFoundError, SwarmshareError, UsageError
 from swarmshare.store.db import Database
 from swarmshare.store.hashing import FileStat, Progress, ScannedFile, hash_content, scan_path
 
@@ -227,3 +229,33 @@ def _matches(path: str, recorded: FileStat) -> bool:
         return FileStat.of(os.stat(path)) == recorded
     except OSError:
         return False
+
+
+def refresh_home(home: Path) -> tuple[list[ContentRecord], list[ContentRecord]]:
+    """`Library.refresh` on a connection of its own (for a worker thread)."""
+    db = Database.open_home(home)
+    try:
+        return Library(db).refresh()
+    finally:
+        db.close()
+
+
+def share_paths(
+    home: Path, paths: list[str], progress: Callable[[str, int], Callable[[int], None]] | None
+) -> list[ShareResult | SwarmshareError]:
+    """Share each path on a connection of its own; an error per path that could not be."""
+    db = Database.open_home(home)
+    try:
+        library = Library(db)
+        results: list[ShareResult | SwarmshareError] = []
+        for path in paths:
+            try:
+                advance = None
+                if progress is not None:
+                    advance = progress(path, sum(f.stat.size for f in scan_path(path)[2]))
+                results.append(library.share(path, progress=advance))
+            except SwarmshareError as exc:
+                results.append(exc)
+        return results
+    finally:
+        db.close()

@@ -51,6 +51,7 @@ class PartFile:
         self._direct_refused: set[int] = set()  # files whose direct I/O was refused
         self._extent_cache: dict[int, list[tuple[int, int]] | None] = {}
         self.paths: list[str] = []
+        self.closed = False
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -313,6 +314,7 @@ class PartFile:
     def close(self) -> None:
         """Close the part file(s)."""
         self._files.close()
+        self.closed = True
 
     def _remove_part(self) -> None:
         if self.part.is_dir() and not self.part.is_symlink():
