@@ -62,3 +62,8 @@ REQUEST_BURST_PER_PEER = 10000.0
 # Discovery datagrams per source address
 DATAGRAMS_PER_SECOND_PER_SOURCE = 200.0
 DATAGRAM_BURST_PER_SOURCE = 400.0
+
+# Transfer log
+MAX_TRANSFER_LOG_ROWS = 200_000  # oldest dropped beyond this (a row is about 150 bytes)
+REFUSAL_WINDOW_SECONDS = 10.0  # the same refusal (peer, content, result) again: one row, counted
+MAX_REFUSAL_KEYS = 4096  # refusals being counted at once (memory); beyond, rows are written
