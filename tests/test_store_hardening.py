@@ -4,19 +4,27 @@ names that would collide on other file systems. Real files, real SQLite, real pr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
 import stat
+import unicodedata
 from pathlib import Path
 
 import pytest
 
 from swarmshare.app.translog import TransferLog
+from swarmshare.core.chunking import chunk_count, chunk_size_for
+from swarmshare.core.manifest import Manifest, ManifestError, decode_manifest, file_entry
+from swarmshare.errors import StoreError
 from swarmshare.store.db import Database
+from swarmshare.store.partfile import PartFile
 
 from conftest import Swarm
 from helpers import assert_one_line_error, cli
+
+MIB = 1 << 20
 
 # ---- 15.14: a damaged database ----------------------------------------------------------------
 
@@ -165,3 +173,81 @@ def test_flood_of_requests_for_unknown_content_writes_a_row_not_a_row_each(
     flood = [r for r in rows if r["peer"] == "127.0.0.9"]
     assert sum(r["count"] for r in flood) == 2000
     assert len(flood) <= 2  # one row per window (a window may close during the flood)
+
+
+# ---- 15.16: refused downloads leave nothing new; names that collide elsewhere -----------------
+
+
+def _huge_manifest(free: int, first_chunk: bytes) -> Manifest:
+    """One file larger than the free space left (a sparse part costs nothing), whose first
+    chunk is `first_chunk`."""
+    size = free + 64 * MIB
+    chunk_size = chunk_size_for(size)
+    assert len(first_chunk) == chunk_size
+    digests = [hashlib.sha256(first_chunk).hexdigest()] + ["0" * 64] * (
+        chunk_count(size, chunk_size) - 1
+    )
+    return Manifest.build("huge.bin", "file", [file_entry("huge.bin", size, digests)])
+
+
+def test_download_refused_for_disk_space_leaves_no_part_behind(tmp_path: Path) -> None:
+    st = os.statvfs(tmp_path)
+    free = st.f_bavail * st.f_frsize
+    if free > 8 * 1024**4:
+        pytest.skip("more free space than a manifest may describe")
+    chunk = os.urandom(chunk_size_for(free + 64 * MIB))
+    manifest = _huge_manifest(free, chunk)
+    part = PartFile(tmp_path / "huge.bin", manifest)
+    with pytest.raises(StoreError, match="not enough disk space"):
+        part.open()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    # A part holding resumable data from an earlier run is kept, data and record both.
+    earlier = PartFile(tmp_path / "huge.bin", manifest)
+    with open(earlier.part, "wb") as handle:
+        handle.write(chunk)
+    earlier.save_record({0})
+    with pytest.raises(StoreError, match="not enough disk space"):
+        PartFile(tmp_path / "huge.bin", manifest).open()
+    with open(earlier.part, "rb") as handle:
+        assert handle.read(len(chunk)) == chunk
+    assert earlier.record.exists()
+
+
+def test_folder_names_differing_only_by_case_or_normalization_are_refused(
+    tmp_path: Path,
+) -> None:
+    nfc, nfd = unicodedata.normalize("NFC", "café.txt"), unicodedata.normalize("NFD", "café.txt")
+    for pair in (["Readme.txt", "README.txt"], [nfc, nfd], ["Docs/a.txt", "docs/b.txt"]):
+        entries = [file_entry(path, 3, ["0" * 64]) for path in pair]
+        with pytest.raises(ManifestError, match="differ only by case or Unicode normalization"):
+            Manifest.build("top", "dir", entries)
+        raw = json.dumps(
+            {
+                "swarmshare_manifest": 1,
+                "name": "top",
+                "kind": "dir",
+                "files": [
+                    {"path": p, "size": 3, "chunk_size": chunk_size_for(3), "chunks": ["0" * 64]}
+                    for p in sorted(pair)
+                ],
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+        with pytest.raises(ManifestError, match="differ only by case"):
+            decode_manifest(raw)
+    assert Manifest.build("top", "dir", [file_entry("a.txt", 3, ["0" * 64])])
+
+
+def test_share_names_the_two_colliding_names(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "Cat.jpg").write_text("one")
+    (folder / "cat.jpg").write_text("two")
+    (folder / "dog.jpg").write_text("three")
+    proc = cli(tmp_path / "home", "share", str(folder))
+    assert_one_line_error(proc, "'Cat.jpg' and 'cat.jpg'", "differ only by case")
+    (folder / "cat.jpg").rename(folder / "kitten.jpg")
+    assert cli(tmp_path / "home", "share", str(folder)).returncode == 0
