@@ -19,6 +19,7 @@ from swarmshare.core.chunking import chunk_count, chunk_size_for
 from swarmshare.core.manifest import Manifest, ManifestError, decode_manifest, file_entry
 from swarmshare.errors import StoreError
 from swarmshare.store.db import Database
+from swarmshare.store.library import Library, RefreshResult
 from swarmshare.store.partfile import PartFile
 
 from conftest import Swarm
@@ -251,3 +252,37 @@ def test_share_names_the_two_colliding_names(tmp_path: Path) -> None:
     assert_one_line_error(proc, "'Cat.jpg' and 'cat.jpg'", "differ only by case")
     (folder / "cat.jpg").rename(folder / "kitten.jpg")
     assert cli(tmp_path / "home", "share", str(folder)).returncode == 0
+
+
+# ---- 15.13: a shared file changing while the refresh hashes it ---------------------------------
+
+
+def test_file_still_being_written_at_refresh_is_unsettled_then_rehashed(tmp_path: Path) -> None:
+    db = Database.open_home(tmp_path / "home")
+    try:
+        library = Library(db)
+        path = tmp_path / "video.bin"
+        path.write_bytes(os.urandom(2 * MIB))
+        old = library.share(str(path)).record
+        with open(path, "ab") as handle:
+            handle.write(b"the writer starts")
+        assert not library.is_intact(old.id)
+
+        def still_writing(_n: int) -> None:
+            with open(path, "ab") as handle:
+                handle.write(b"and goes on")
+
+        result = library.refresh(progress=still_writing)
+        assert result == RefreshResult(unsettled=(old,))
+        assert library.resolve("video.bin") == old  # not forgotten: unshare still finds it
+        assert not library.is_intact(old.id)  # and not served: its files no longer match
+
+        result = library.refresh()  # the writer is done: the file settled
+        assert [r.name for r in result.rehashed] == ["video.bin"]
+        assert not result.dropped and not result.unsettled
+        new = result.rehashed[0]
+        assert new.id != old.id and library.is_intact(new.id)
+        assert [r.id for r in library.contents()] == [new.id]
+        assert library.unshare("video.bin") == new
+    finally:
+        db.close()

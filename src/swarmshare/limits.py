@@ -67,3 +67,6 @@ DATAGRAM_BURST_PER_SOURCE = 400.0
 MAX_TRANSFER_LOG_ROWS = 200_000  # oldest dropped beyond this (a row is about 150 bytes)
 REFUSAL_WINDOW_SECONDS = 10.0  # the same refusal (peer, content, result) again: one row, counted
 MAX_REFUSAL_KEYS = 4096  # refusals being counted at once (memory); beyond, rows are written
+
+# Shared files
+REFRESH_RETRY_SECONDS = 2.0  # a shared file still being written is hashed again after this

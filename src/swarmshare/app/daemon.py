@@ -29,12 +29,13 @@ from swarmshare.core.catalog import Catalog, CatalogItem, make_catalog
 from swarmshare.core.manifest import Manifest
 from swarmshare.core.peers import PeerEvent, PeerJoined, PeerLeft
 from swarmshare.errors import NotFoundError, UsageError
+from swarmshare.limits import REFRESH_RETRY_SECONDS
 from swarmshare.net.client import PeerClient
 from swarmshare.net.server import PeerServer, ServeError
 from swarmshare.settings import Settings
 from swarmshare.store.db import Database
 from swarmshare.store.hashing import FileStat
-from swarmshare.store.library import ChunkLocation, ContentRecord, Library
+from swarmshare.store.library import ChunkLocation, ContentRecord, Library, RefreshResult
 
 Say = Callable[[str], None]
 
@@ -231,7 +232,7 @@ class Daemon:
             return
         self._refreshing = True
 
-        def work() -> tuple[list[ContentRecord], list[ContentRecord]]:
+        def work() -> RefreshResult:
             db = Database.open_home(self.settings.home)
             try:
                 return Library(db).refresh()
@@ -240,13 +241,22 @@ class Daemon:
 
         async def run() -> None:
             try:
-                rehashed, dropped = await asyncio.to_thread(work)
-                for record in rehashed:
+                result = await asyncio.to_thread(work)
+                for record in result.rehashed:
                     self.say(f"re-hashed changed file: {record.name} is now {record.short_id}")
-                for record in dropped:
+                for record in result.dropped:
                     self.say(f"stopped sharing {record.name}: gone from disk")
-                if rehashed or dropped:
+                for record in result.unsettled:
+                    self.say(f"not sharing {record.name} while it is being written; retrying")
+                if result.rehashed or result.dropped or result.unsettled:
                     self.reload()
+                for record in result.unsettled:  # kept in the library, out of the catalogue
+                    self._served.pop(record.id, None)
+                if result.unsettled:
+                    self.catalog_changed()
+                    asyncio.get_running_loop().call_later(
+                        REFRESH_RETRY_SECONDS, self._spawn_refresh
+                    )
             finally:
                 self._refreshing = False
 
