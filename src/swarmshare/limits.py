@@ -51,8 +51,8 @@ RESUME_RECORD_INTERVAL_SECONDS = 0.5
 
 # Peer server connections and requests
 MAX_CONNECTIONS_TOTAL = 512
-MAX_CONNECTIONS_PER_PEER = 64
-FIRST_REQUEST_TIMEOUT_SECONDS = 10.0
+MAX_CONNECTIONS_PER_PEER = 32  # one address's share: it takes 16 addresses to fill every slot
+REQUEST_TIMEOUT_SECONDS = 10.0  # from connecting, or from the last reply, to the next request
 KEEPALIVE_TIMEOUT_SECONDS = 15.0
 MAX_HEADER_LINE_BYTES = 8190
 MAX_HEADER_FIELD_BYTES = 8190
