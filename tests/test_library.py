@@ -69,8 +69,9 @@ def test_changed_file_is_detected_and_rehashed(library: Library, tmp_path: Path)
     assert library.is_intact(old.id)
     path.write_text("version two!")
     assert not library.is_intact(old.id)
-    rehashed, dropped = library.refresh()
-    assert [r.name for r in rehashed] == ["notes.txt"] and dropped == []
+    result = library.refresh()
+    rehashed, dropped = result.rehashed, result.dropped
+    assert [r.name for r in rehashed] == ["notes.txt"] and dropped == ()
     assert rehashed[0].id != old.id
     assert [r.id for r in library.contents()] == [rehashed[0].id]
 
@@ -80,8 +81,8 @@ def test_vanished_file_is_dropped(library: Library, tmp_path: Path) -> None:
     path.write_text("bye")
     record = library.share(str(path)).record
     path.unlink()
-    rehashed, dropped = library.refresh()
-    assert rehashed == [] and [r.id for r in dropped] == [record.id]
+    result = library.refresh()
+    assert result.rehashed == () and [r.id for r in result.dropped] == [record.id]
     assert library.contents() == []
 
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from swarmshare.app.translog import TransferLog
 from swarmshare.core.catalog import Catalog, CatalogItem, make_catalog
 from swarmshare.core.manifest import Manifest
+from swarmshare.limits import REFRESH_RETRY_SECONDS
 from swarmshare.net.server import ServeError
 from swarmshare.store.hashing import FileStat
 from swarmshare.store.library import ChunkLocation, ContentRecord, Library, refresh_home
@@ -197,13 +198,20 @@ class Shelf:
 
         async def run() -> None:
             try:
-                rehashed, dropped = await asyncio.to_thread(refresh_home, self._home)
-                for record in rehashed:
+                result = await asyncio.to_thread(refresh_home, self._home)
+                for record in result.rehashed:
                     log.info("re-hashed changed file: %s is now %s", record.name, record.short_id)
-                for record in dropped:
+                for record in result.dropped:
                     log.info("stopped sharing %s: gone from disk", record.name)
-                if rehashed or dropped:
+                for record in result.unsettled:
+                    log.info("not sharing %s while it is being written; retrying", record.name)
+                if result.rehashed or result.dropped or result.unsettled:
                     self.reload()
+                for record in result.unsettled:  # kept in the library, out of the catalogue
+                    self._served.pop(record.id, None)
+                if result.unsettled:
+                    self.changed()
+                    asyncio.get_running_loop().call_later(REFRESH_RETRY_SECONDS, self.refresh)
             finally:
                 self._refreshing = False
 

@@ -32,7 +32,7 @@ from swarmshare.limits import (
     REQUEST_BURST_PER_PEER,
     REQUESTS_PER_SECOND_PER_PEER,
 )
-from swarmshare.net.guard import ConnectionGuard
+from swarmshare.net.guard import ConnectionGuard, GuardLimits
 from swarmshare.store.library import ChunkLocation
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -73,9 +73,15 @@ class PeerServer:
     """The HTTP peer server; use as `async with PeerServer(provider, host, port) as s:`."""
 
     def __init__(
-        self, provider: ContentProvider, host: str, port: int, key: bytes | None = None
+        self,
+        provider: ContentProvider,
+        host: str,
+        port: int,
+        key: bytes | None = None,
+        guard_limits: GuardLimits | None = None,
     ) -> None:
         self.provider = provider
+        self._guard_limits = guard_limits
         self.auth_refused = 0
         self._verifier = RequestVerifier(key) if key is not None else None
         self.host = host
@@ -87,6 +93,7 @@ class PeerServer:
         app.router.add_get("/v1/content/{cid}/chunk/{index}", self._chunk)
         app.router.add_get("/v1/content/{cid}/file", self._file)
         app.router.add_get("/v1/content/{cid}/file/{path:.+}", self._file)
+        app.middlewares.append(self._guarded)
         app.middlewares.append(_errors_as_json)
         app.middlewares.append(self._auth)
         self._runner = web.AppRunner(
@@ -103,7 +110,7 @@ class PeerServer:
     async def __aenter__(self) -> PeerServer:
         await self._runner.setup()
         assert self._runner.server is not None
-        self.guard = ConnectionGuard(self._runner.server)
+        self.guard = ConnectionGuard(self._runner.server, self._guard_limits)
         self.port = await start_site(
             self._runner,
             self.host,
@@ -114,6 +121,12 @@ class PeerServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._runner.cleanup()
+
+    @web.middleware
+    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.guard is None:
+            return await handler(request)
+        return await self.guard.middleware(request, handler)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:

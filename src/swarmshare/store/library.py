@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarmshare.core.manifest import Manifest, decode_manifest
+from swarmshare.core.manifest import Manifest, ManifestError, decode_manifest
 from swarmshare.core.refs import resolve_ref
-from swarmshare.errors import NotFoundError, SwarmshareError, UsageError
+from swarmshare.errors import NotFoundError, StoreError, SwarmshareError, UsageError
 from swarmshare.store.db import Database
 from swarmshare.store.hashing import FileStat, Progress, ScannedFile, hash_content, scan_path
 
@@ -57,6 +57,16 @@ class ShareResult:
     record: ContentRecord
     unchanged: bool
     skipped: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    """What `refresh` did: contents re-hashed (their new records), dropped (gone from disk),
+    and unsettled (still changing: kept in the library, not served, hashed again next time)."""
+
+    rehashed: tuple[ContentRecord, ...] = ()
+    dropped: tuple[ContentRecord, ...] = ()
+    unsettled: tuple[ContentRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,20 +195,28 @@ class Library:
         """Whether one file is still as it was hashed."""
         return _matches(path, recorded)
 
-    def refresh(self) -> tuple[list[ContentRecord], list[ContentRecord]]:
-        """Re-hash contents whose files changed, drop those that vanished: (rehashed, dropped)."""
+    def refresh(self, progress: Progress | None = None) -> RefreshResult:
+        """Re-hash contents whose files changed on disk, drop those that vanished.
+
+        A content whose files are still being written (they change while hashed, or cannot be
+        read) is left as it is: its record stays (so `unshare` finds it) but its files no
+        longer match, so it is not served; the next refresh hashes it again."""
         rehashed: list[ContentRecord] = []
         dropped: list[ContentRecord] = []
+        unsettled: list[ContentRecord] = []
         for record in self.contents():
             if self.is_intact(record.id):
                 continue
-            with self.db.transaction() as conn:
-                conn.execute("DELETE FROM contents WHERE id = ?", (record.id,))
             try:
-                rehashed.append(self.share(record.root).record)
-            except UsageError:
+                # `add` replaces the old record in the same transaction as it adds the new one.
+                rehashed.append(self.share(record.root, progress).record)
+            except (UsageError, ManifestError):  # gone, or nothing left that can be shared
+                with self.db.transaction() as conn:
+                    conn.execute("DELETE FROM contents WHERE id = ?", (record.id,))
                 dropped.append(record)
-        return rehashed, dropped
+            except StoreError:  # changed while hashed (FileChangedError), or unreadable now
+                unsettled.append(record)
+        return RefreshResult(tuple(rehashed), tuple(dropped), tuple(unsettled))
 
     def find_chunk(self, sha256: str) -> ChunkLocation | None:
         """A chunk with this hash in any intact shared file, or None."""
@@ -231,7 +249,7 @@ def _matches(path: str, recorded: FileStat) -> bool:
         return False
 
 
-def refresh_home(home: Path) -> tuple[list[ContentRecord], list[ContentRecord]]:
+def refresh_home(home: Path) -> RefreshResult:
     """`Library.refresh` on a connection of its own (for a worker thread)."""
     db = Database.open_home(home)
     try:
