@@ -1,0 +1,97 @@
+"""What a hostile peer can send to the pure core, fed as values: catalogues with absurd numbers,
+announcement floods, spoofed claims. Each test counts work or outcomes, never time."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarmshare.core import catalog as catalog_module
+from swarmshare.core.catalog import CatalogError, CatalogItem, decode_catalog, make_catalog
+from swarmshare.limits import MAX_CHUNKS_PER_CONTENT, MAX_CONTENT_BYTES
+
+PEER = "0123456789abcdef"
+
+
+def _catalog_bytes(**item: object) -> bytes:
+    raw = {"id": "a" * 64, "name": "x.bin", "kind": "file", "size": 5, "chunks": 1, "have": None}
+    raw.update(item)
+    return json.dumps({"peer": PEER, "items": [raw]}).encode()
+
+
+def test_catalog_numbers_are_bounded() -> None:
+    assert decode_catalog(_catalog_bytes(size=MAX_CONTENT_BYTES)).items[0].size == MAX_CONTENT_BYTES
+    for bad in [
+        _catalog_bytes(size=10**400),
+        _catalog_bytes(size=MAX_CONTENT_BYTES + 1),
+        _catalog_bytes(size=-1),
+        _catalog_bytes(size=1e300),
+        _catalog_bytes(chunks=MAX_CHUNKS_PER_CONTENT + 1),
+        _catalog_bytes(chunks=-1),
+        _catalog_bytes(chunks=10**400),
+        _catalog_bytes(size=True),
+    ]:
+        with pytest.raises(CatalogError):
+            decode_catalog(bad)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**500)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "id": st.sampled_from(["a" * 64, "b" * 63]) | json_values,
+            "name": st.sampled_from(["ok.txt", "../x", ""]) | json_values,
+            "kind": st.sampled_from(["file", "dir"]) | json_values,
+            "size": json_values,
+            "chunks": json_values,
+            "have": st.sampled_from([None, "gA==", "!!"]) | json_values,
+        },
+    )
+)
+@settings(max_examples=300)
+def test_any_catalogue_item_decodes_or_raises_the_remote_error(item: dict[str, object]) -> None:
+    data = json.dumps({"peer": PEER, "items": [item]}).encode()
+    try:
+        catalog = decode_catalog(data)
+    except CatalogError:
+        return
+    for entry in catalog.items:  # whatever decodes is within the limits `ls` can show
+        assert 0 <= entry.size <= MAX_CONTENT_BYTES
+        assert 0 <= entry.chunks <= MAX_CHUNKS_PER_CONTENT
+        f"{entry.size / 1e9:.1f} GB"
+
+
+def test_catalogue_version_and_index_are_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    encodes = 0
+    real = catalog_module._encode_items
+
+    def counting(items: object) -> bytes:
+        nonlocal encodes
+        encodes += 1
+        return real(items)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(catalog_module, "_encode_items", counting)
+    items = [CatalogItem(f"{i:064x}", f"f{i}", "file", i, 1) for i in range(1000)]
+    catalog = make_catalog(PEER, items)
+    for _ in range(200):  # 200 announcements heard, 200 `holders()` calls
+        assert catalog.version
+        assert catalog.by_id()[f"{7:064x}"].size == 7
+    catalog.encode()
+    assert encodes == 1
+    assert catalog.by_id() is catalog.by_id()
