@@ -1,7 +1,11 @@
-"""A hostile peer for the tests, run as its own process.
+"""Hostile peers for the tests.
 
-It announces itself like a swarmshare peer and serves a real catalogue and manifest for one
-file, but misbehaves on chunks:
+`HostilePeer` runs in the test's own process: it serves whatever catalogue and manifests it is
+given, counts the requests it gets, and sends any announcement (any peer ID, version, interval,
+or raw bytes) from its own loopback address.
+
+`main` runs as its own process. It announces itself like a swarmshare peer and serves a real
+catalogue and manifest for one file, but misbehaves on chunks:
   liar     -- every chunk comes back with the right length and wrong bytes
   staller  -- headers and half a chunk, then silence (the connection stays open)
 
@@ -15,6 +19,7 @@ import json
 import secrets
 import socket
 import sys
+from collections import Counter
 from pathlib import Path
 
 from aiohttp import web
@@ -23,6 +28,84 @@ from swarmshare.core.announce import Announcement, decode_announcement
 from swarmshare.core.catalog import CatalogItem, make_catalog
 from swarmshare.errors import RemoteProtocolError
 from swarmshare.store.hashing import hash_content, scan_path
+
+
+class HostilePeer:
+    """An in-process peer that says whatever the test wants; `async with HostilePeer(...)`."""
+
+    def __init__(self, bind: str, discovery_port: int, peer_id: str | None = None) -> None:
+        self.bind = bind
+        self.discovery_port = discovery_port
+        self.peer_id = peer_id or secrets.token_hex(8)
+        self.catalog_body = make_catalog(self.peer_id, []).encode()
+        self.manifests: dict[str, bytes] = {}
+        self.requests: Counter[str] = Counter()
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._sender: socket.socket | None = None
+
+    async def __aenter__(self) -> HostilePeer:
+        app = web.Application()
+        app.router.add_get("/v1/catalog", self._catalog)
+        app.router.add_get("/v1/content/{cid}/manifest", self._manifest)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.bind, 0).start()
+        self.port = int(self._runner.addresses[0][1])
+        self._sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sender.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        self._sender.bind((self.bind, 0))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._sender is not None:
+            self._sender.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def serve_catalog(self, items: list[CatalogItem], peer_id: str | None = None) -> str:
+        """Serve a catalogue of `items` (under `peer_id`); its version."""
+        catalog = make_catalog(peer_id or self.peer_id, items)
+        self.catalog_body = catalog.encode()
+        return catalog.version
+
+    def announce(
+        self,
+        *,
+        peer_id: str | None = None,
+        version: str = "0",
+        interval: float = 1.0,
+        bye: bool = False,
+        port: int | None = None,
+        to: str = "127.255.255.255",
+    ) -> None:
+        """Send one announcement from this peer's address."""
+        ann = Announcement(
+            peer_id or self.peer_id,
+            self.port if port is None else port,
+            "hostile",
+            version,
+            interval,
+            False,
+            bye,
+        )
+        self.send_raw(ann.encode(), to)
+
+    def send_raw(self, data: bytes, to: str = "127.255.255.255") -> None:
+        """Send any datagram bytes from this peer's address to the discovery port."""
+        assert self._sender is not None
+        self._sender.sendto(data, (to, self.discovery_port))
+
+    async def _catalog(self, _request: web.Request) -> web.Response:
+        self.requests["catalog"] += 1
+        return web.Response(body=self.catalog_body, content_type="application/json")
+
+    async def _manifest(self, request: web.Request) -> web.Response:
+        self.requests["manifest"] += 1
+        body = self.manifests.get(request.match_info["cid"])
+        if body is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=body, content_type="application/json")
 
 
 async def main(mode: str, path: str, bind: str, discovery_port: int) -> None:

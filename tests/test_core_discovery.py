@@ -134,23 +134,29 @@ def test_peer_table_lifecycle_in_simulated_time() -> None:
     events = table.heard(_ann("a" * 16), "127.0.0.2", 0.0)
     assert [type(e) for e in events] == [PeerJoined, CatalogStale]
     peer = table.peers["a" * 16]
-    assert table.heard(_ann("a" * 16), "127.0.0.2", 1.0) == [CatalogStale(peer)]  # never fetched
-    peer.catalog = make_catalog("a" * 16, [])
-    peer.announced_version = peer.catalog.version
-    assert table.heard(_ann("a" * 16, peer.catalog.version), "127.0.0.2", 2.0) == []
-    assert table.heard(_ann("a" * 16, "99"), "127.0.0.2", 2.5) == [CatalogStale(peer)]
-    assert table.next_deadline() == 2.5 + 3 * 1.0
-    assert table.expire(5.4) == []
-    gone = table.expire(5.5)
+    assert table.heard(_ann("a" * 16), "127.0.0.2", 1.0) == []  # its fetch is under way
+    catalog = make_catalog("a" * 16, [])
+    table.fetched(peer, catalog, 1.0)
+    assert peer.catalog_stale and peer.fetch_wanted  # it announced "1", served another version
+    assert table.tick(1.5) == []
+    assert table.tick(3.0) == [CatalogStale(peer)]  # at most every CATALOG_REFETCH_MIN_SECONDS
+    table.fetched(peer, catalog, 3.0)
+    assert table.heard(_ann("a" * 16, catalog.version), "127.0.0.2", 3.5) == []
+    assert table.heard(_ann("a" * 16, "99"), "127.0.0.2", 9.0) == [CatalogStale(peer)]
+    table.fetched(peer, None, 9.0)  # failed: backed off (4 s), the peer expires first (3 s)
+    assert peer.fetch_not_before == 13.0
+    assert table.tick(11.99) == [] and table.next_deadline() == 12.0
+    gone = table.tick(12.0)
     assert [type(e) for e in gone] == [PeerLeft] and table.peers == {}
-    table.heard(_ann("b" * 16), "127.0.0.3", 6.0)
-    assert [type(e) for e in table.heard(_ann("b" * 16, bye=True), "127.0.0.3", 6.1)] == [PeerLeft]
+    table.heard(_ann("b" * 16), "127.0.0.3", 13.0)
+    assert [type(e) for e in table.heard(_ann("b" * 16, bye=True), "127.0.0.3", 13.1)] == [PeerLeft]
 
 
 def test_peer_address_is_the_packet_source() -> None:
     table = PeerTable(own_id="0" * 16)
     table.heard(_ann("a" * 16), "127.0.0.7", 0.0)
     assert table.peers["a" * 16].address == "127.0.0.7"
-    table.heard(_ann("a" * 16), "127.0.0.8", 0.5)  # moved: its old catalogue is forgotten
+    table.tick(3.0)  # expired: the same ID may now be claimed from another address
+    table.heard(_ann("a" * 16), "127.0.0.8", 3.5)
     assert table.peers["a" * 16].address == "127.0.0.8"
     assert table.peers["a" * 16].catalog is None

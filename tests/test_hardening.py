@@ -33,8 +33,10 @@ from helpers import cli, swarmshare_command, wait_until, write_test_file
 Report = Callable[..., None]
 
 
-def _raw_http(address: str, port: int, request: bytes, timeout: float = 10) -> tuple[int, bytes]:
-    with socket.create_connection((address, port), timeout=timeout) as sock:
+def _raw_http(
+    address: str, port: int, request: bytes, timeout: float = 10, source: str = ""
+) -> tuple[int, bytes]:
+    with socket.create_connection((address, port), timeout, (source, 0)) as sock:
         sock.sendall(request)
         data = b""
         try:
@@ -213,20 +215,34 @@ def test_private_swarm(swarm: Swarm, tmp_path: Path, report: Report) -> None:
             "127.0.0.2",
             port,
             f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode(),
+            source="127.0.0.9",
         )
         return status
+
+    def proof(
+        key: bytes = key,
+        path: str = path,
+        now: float | None = None,
+        client: str = "127.0.0.9",
+        server: tuple[str, int] = ("127.0.0.2", port),
+    ) -> str:
+        now = time.time() if now is None else now
+        return f"{AUTH_HEADER}: {request_header(key, 'GET', path, now, client, server)}\r\n"
 
     for headers in (
         "",
         f"{AUTH_HEADER}: 1:2:3\r\n",
-        f"{AUTH_HEADER}: {request_header(derive_key('wrong'), 'GET', path, time.time())}\r\n",
-        f"{AUTH_HEADER}: {request_header(key, 'GET', path, time.time() - 600)}\r\n",
-        f"{AUTH_HEADER}: {request_header(key, 'GET', '/v1/catalog', time.time())}\r\n",
+        proof(key=derive_key("wrong")),
+        proof(now=time.time() - 600),
+        proof(path="/v1/catalog"),
+        proof(client="127.0.0.7"),  # signed by another host: relayed
+        proof(server=("127.0.0.3", port)),  # addressed to another peer
+        proof(server=("127.0.0.2", port + 1)),
     ):
         tried += 1
         assert get(headers) == 401
         refused += 1
-    valid = f"{AUTH_HEADER}: {request_header(key, 'GET', path, time.time())}\r\n"
+    valid = proof()
     assert get(valid) == 200
     tried += 1
     assert get(valid) == 401, "a replayed request must be refused"

@@ -15,6 +15,7 @@ MAX_CHUNK_BYTES = 16 * MIB
 TARGET_CHUNKS_PER_FILE = 1024
 MAX_FILE_BYTES = 1 << 44  # 16 TiB
 MAX_FILES_PER_CONTENT = 100_000
+MAX_CONTENT_BYTES = MAX_FILE_BYTES * MAX_FILES_PER_CONTENT  # fits a signed 64-bit integer
 MAX_CHUNKS_PER_CONTENT = 1_000_000
 MAX_MANIFEST_BYTES = 96 * MIB
 MAX_NAME_BYTES = 255
@@ -26,12 +27,22 @@ MAX_DATAGRAM_BYTES = 1200
 MAX_PEER_NAME_CHARS = 64
 MAX_PEERS = 1024
 EXPIRY_INTERVALS = 3
+MAX_PEER_INTERVAL_SECONDS = 120.0  # a peer claiming a longer interval is held to this one
+MAX_PEERS_PER_ADDRESS = 8  # peer IDs one source address may hold in the table
+MAX_PENDING_SOLICIT_ANSWERS = 64
 SOLICIT_REPLY_MAX_DELAY_SECONDS = 0.1
 CHANGE_ANNOUNCE_DELAY_SECONDS = 0.05
 
 # Catalogues
 MAX_CATALOG_BYTES = 32 * MIB
 MAX_CATALOG_ITEMS = 100_000
+CATALOG_REFETCH_MIN_SECONDS = 1.0  # between two fetches of one peer's catalogue
+CATALOG_REFETCH_MAX_SECONDS = 60.0  # the longest backoff for a peer whose catalogue keeps changing
+CATALOG_ITEMS_PER_SECOND_PER_PEER = 2000.0  # a big catalogue is re-fetched less often
+MAX_NAME_CHECKS_IN_FLIGHT = 4  # manifests fetched at once to settle what a content is called
+MAX_CHECKED_NAMES = 10_000  # content names learnt from manifests, kept
+LISTING_DISCREDIT_SECONDS = 300.0  # a peer that lists what it cannot serve is ignored for it
+MAX_DISCREDITED_LISTINGS = 10_000
 
 # Peer transfer
 MAX_INFLIGHT_BYTES_PER_PEER = 16 * MIB

@@ -2,23 +2,41 @@
 
 Used by the daemon (listening, announcing its catalogue) and by CLI commands that run without a
 daemon (not listening on the discovery port, soliciting answers once and waiting).
+
+Time: one clock, the event loop's (or the `clock` passed in); the peer table says when it next
+needs to be woken and one timer is armed for it. Catalogues are fetched when the table says so
+and their outcome handed back to it (it paces re-fetches per peer).
+
+Names: a content is called what its manifest (which hashes to its ID) says, never what a
+catalogue claims. Where catalogues disagree on the name of an ID, the manifest is fetched once
+(a few at a time, remembered per ID) and its name shown. A peer that lists a content and then
+cannot serve its manifest, or lists it under another name, loses credit: its entries for that
+content are ignored for LISTING_DISCREDIT_SECONDS (`discredit` lets the download engine do the
+same for a peer that cannot serve the chunks it lists).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from swarmshare.core.announce import Announcement
 from swarmshare.core.auth import derive_key
-from swarmshare.core.catalog import CatalogItem
-from swarmshare.core.peers import CatalogStale, Peer, PeerEvent, PeerTable
-from swarmshare.errors import RemoteProtocolError
+from swarmshare.core.catalog import Catalog, CatalogItem
+from swarmshare.core.peers import CatalogStale, Peer, PeerEvent, PeerLeft, PeerTable
+from swarmshare.errors import RemoteProtocolError, SwarmshareError
+from swarmshare.limits import (
+    LISTING_DISCREDIT_SECONDS,
+    MAX_CHECKED_NAMES,
+    MAX_DISCREDITED_LISTINGS,
+    MAX_NAME_CHECKS_IN_FLIGHT,
+)
 from swarmshare.net.client import PeerClient, PeerUnavailable
-from swarmshare.net.discovery import Discovery, OnForeign
+from swarmshare.net.discovery import Clock, Discovery, OnForeign
 from swarmshare.net.interfaces import broadcast_addresses
 from swarmshare.settings import Settings
 
@@ -65,7 +83,9 @@ class Swarm:
         serving_port: int = 0,
         listen: bool = True,
         on_foreign: OnForeign | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        """`clock` (default: the running loop's `time`) is what `now` is everywhere here."""
         self.settings = settings
         self.peer_id = peer_id
         self.client = client
@@ -73,11 +93,23 @@ class Swarm:
         self.listeners: list[EventListener] = []
         self.catalog_listeners: list[Callable[[Peer], None]] = []
         self.catalog_failures = 0
+        self.catalog_fetches = 0
+        self.manifest_checks = 0
+        self.clock: Clock = time.monotonic
+        self._clock_arg = clock
         self._catalog_version = catalog_version
         self._serving_port = serving_port
-        self._updated = asyncio.Condition()
-        self._fetching: dict[str, bool] = {}
+        self._update: asyncio.Event | None = None
+        self._fetching: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        # content ID -> peer ID -> what that peer's catalogue says of it
+        self._listed: dict[str, dict[str, CatalogItem]] = {}
+        self._checked: OrderedDict[str, _Facts] = OrderedDict()  # content ID -> its manifest's
+        self._checking: set[str] = set()
+        self._check_slots = asyncio.Semaphore(MAX_NAME_CHECKS_IN_FLIGHT)
+        self._discredited: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.discovery = Discovery(
             port=settings.discovery_port,
             bind=settings.bind,
@@ -89,16 +121,21 @@ class Swarm:
             on_foreign=on_foreign,
             listen=listen,
             key=derive_key(settings.secret) if settings.secret else None,
+            clock=clock,
         )
 
     async def __aenter__(self) -> Swarm:
+        self.clock = self._clock_arg or asyncio.get_running_loop().time
+        self._update = asyncio.Event()
         await self.discovery.__aenter__()
-        self._spawn(self._expirer())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._serving_port:
             self.discovery.send(bye=True)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -108,36 +145,51 @@ class Swarm:
         """Our catalogue changed: announce it soon."""
         self.discovery.changed()
 
+    def wake(self) -> None:
+        """Do what is due by the clock now: expire peers, fetch catalogues, announce (the
+        timers call this; a test that moves a fake clock may too)."""
+        self._timer = None
+        self._dispatch(self.table.tick(self.clock()))
+        self.discovery.wake()
+        self._arm(force=True)
+
     def network(self) -> list[NetworkItem]:
         """Every content the live peers hold, by name."""
-        items: dict[str, NetworkItem] = {}
-        for peer in self.table.live():
-            if peer.catalog is None:
+        now = self.clock()
+        found = []
+        for content_id in self._listed:
+            holders = self._credited(content_id, now)
+            if not holders:
                 continue
-            for entry in peer.catalog.items:
-                item = items.get(entry.id)
-                if item is None:
-                    item = items[entry.id] = _network_item(entry)
+            item = NetworkItem(content_id, *self._facts(content_id, holders))
+            for peer, entry in holders:
                 (item.complete if entry.complete else item.partial).append(peer)
-        return sorted(items.values(), key=lambda i: (i.name.lower(), i.id))
+            found.append(item)
+        return sorted(found, key=lambda i: (i.name.lower(), i.id))
 
     def holders(self, content_id: str) -> list[tuple[Peer, CatalogItem]]:
-        """The live peers whose catalogue lists a content, with what they hold of it."""
-        found = []
-        for peer in self.table.live():
-            if peer.catalog is not None:
-                entry = peer.catalog.by_id().get(content_id)
-                if entry is not None:
-                    found.append((peer, entry))
-        return found
+        """The live peers whose catalogue lists a content (and that are not discredited for
+        it), with what they hold of it."""
+        return self._credited(content_id, self.clock())
+
+    def discredit(self, peer: Peer, content_id: str) -> None:
+        """`peer` listed a content it could not serve: ignore its listing of it for a while."""
+        key = (peer.peer_id, content_id)
+        self._discredited.pop(key, None)
+        self._discredited[key] = self.clock() + LISTING_DISCREDIT_SECONDS
+        while len(self._discredited) > MAX_DISCREDITED_LISTINGS:
+            self._discredited.popitem(last=False)
+        self._notify()
 
     async def wait_updated(self, seconds: float) -> None:
         """Return when any peer or catalogue changes, or after `seconds`."""
-        async with self._updated:
-            try:
-                await asyncio.wait_for(self._updated.wait(), seconds)
-            except TimeoutError:
-                pass
+        assert self._update is not None, "use the swarm inside `async with`"
+        update = self._update
+        try:
+            async with asyncio.timeout(seconds):
+                await update.wait()
+        except TimeoutError:
+            pass
 
     async def settle(self, wait: float) -> None:
         """Wait up to `wait` seconds for answers, returning early once every catalogue is in."""
@@ -146,7 +198,11 @@ class Swarm:
         quiet_since = loop.time()
         while loop.time() < deadline:
             await self.wait_updated(min(0.1, max(0.0, deadline - loop.time())))
-            pending = any(p.catalog_stale for p in self.table.live()) or self._fetching
+            pending = (
+                any(p.catalog is None and p.fetch_failures == 0 for p in self.table.peers.values())
+                or self._fetching
+                or self._checking
+            )
             if pending:
                 quiet_since = loop.time()
             elif self.table.peers and loop.time() - quiet_since > 0.3:
@@ -163,56 +219,138 @@ class Swarm:
         )
 
     def _heard(self, ann: Announcement, address: str) -> None:
-        self._dispatch(self.table.heard(ann, address, time.monotonic()))
+        events = self.table.heard(ann, address, self.clock())
+        if events:
+            self._dispatch(events)
+        self._arm()
 
     def _dispatch(self, events: list[PeerEvent]) -> None:
         for event in events:
             if isinstance(event, CatalogStale):
-                self._fetch_catalog(event.peer)
+                self._fetching.add(event.peer.peer_id)
+                self._spawn(self._fetch_catalog(event.peer))
+            elif isinstance(event, PeerLeft):
+                self._index(event.peer.peer_id, event.peer.catalog, None)
             for listener in self.listeners:
                 listener(event)
         if events:
-            self._spawn(self._notify())
+            self._notify()
 
-    def _fetch_catalog(self, peer: Peer) -> None:
-        if peer.peer_id in self._fetching:
-            self._fetching[peer.peer_id] = True  # fetch again when the current one ends
-            return
-        self._fetching[peer.peer_id] = False
-        self._spawn(self._fetcher(peer))
+    def _arm(self, force: bool = False) -> None:
+        deadline = self.table.next_deadline()
+        if self._timer is not None:
+            if not force and (deadline is None or deadline >= self._timer_at):
+                return
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer_at = deadline
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(max(0.0, deadline - self.clock()), self.wake)
 
-    async def _fetcher(self, peer: Peer) -> None:
+    async def _fetch_catalog(self, peer: Peer) -> None:
+        etag = peer.catalog.version if peer.catalog else None
+        served: Catalog | None = None
+        self.catalog_fetches += 1
         try:
-            again = True
-            while again:
-                etag = peer.catalog.version if peer.catalog else None
-                try:
-                    catalog = await self.client.catalog(peer.address, peer.port, etag)
-                except (PeerUnavailable, RemoteProtocolError):
-                    self.catalog_failures += 1
-                    peer.fetch_failures += 1
-                    catalog = None
-                if catalog is not None and catalog.peer_id == peer.peer_id:
-                    peer.catalog = catalog
-                    for listener in self.catalog_listeners:
-                        listener(peer)
-                    await self._notify()
-                again = self._fetching.get(peer.peer_id, False)
-                self._fetching[peer.peer_id] = False
+            served = await self.client.catalog(peer.address, peer.port, etag)
+            if served is None:
+                served = peer.catalog  # unchanged since `etag`
+            elif served.peer_id != peer.peer_id:
+                served = None  # someone else's catalogue
+        except (PeerUnavailable, RemoteProtocolError):
+            served = None
         finally:
-            self._fetching.pop(peer.peer_id, None)
-            await self._notify()
+            self._fetching.discard(peer.peer_id)
+        if served is None:
+            self.catalog_failures += 1
+        old = peer.catalog
+        self.table.fetched(peer, served, self.clock())
+        if served is not None and self.table.peers.get(peer.peer_id) is peer:
+            if served is not old:
+                self._index(peer.peer_id, old, served)
+                self._check_names(served)
+            for listener in self.catalog_listeners:
+                listener(peer)
+        self._notify()
+        self._arm()
 
-    async def _notify(self) -> None:
-        async with self._updated:
-            self._updated.notify_all()
+    def _index(self, peer_id: str, old: Catalog | None, new: Catalog | None) -> None:
+        if old is not None:
+            for entry in old.items:
+                listed = self._listed.get(entry.id)
+                if listed is not None:
+                    listed.pop(peer_id, None)
+                    if not listed:
+                        del self._listed[entry.id]
+        if new is not None:
+            for entry in new.items:
+                self._listed.setdefault(entry.id, {})[peer_id] = entry
 
-    async def _expirer(self) -> None:
-        while True:
-            deadline = self.table.next_deadline()
-            delay = 1.0 if deadline is None else max(0.05, deadline - time.monotonic())
-            await asyncio.sleep(min(delay, 1.0))
-            self._dispatch(self.table.expire(time.monotonic()))
+    def _credited(self, content_id: str, now: float) -> list[tuple[Peer, CatalogItem]]:
+        found = []
+        for peer_id, entry in self._listed.get(content_id, {}).items():
+            peer = self.table.peers.get(peer_id)
+            if peer is None:
+                continue
+            until = self._discredited.get((peer_id, content_id))
+            if until is not None:
+                if until > now:
+                    continue
+                del self._discredited[(peer_id, content_id)]
+            found.append((peer, entry))
+        found.sort(key=lambda pe: (pe[0].name, pe[0].address))
+        return found
+
+    def _facts(self, content_id: str, holders: list[tuple[Peer, CatalogItem]]) -> _Facts:
+        checked = self._checked.get(content_id)
+        if checked is not None:
+            return checked
+        votes: dict[_Facts, int] = {}
+        for _peer, entry in holders:
+            facts = _facts_of(entry)
+            votes[facts] = votes.get(facts, 0) + 1
+        return max(votes, key=lambda facts: (votes[facts], facts))
+
+    def _check_names(self, catalog: Catalog) -> None:
+        """Start a manifest check for each content this catalogue describes unlike another's."""
+        for entry in catalog.items:
+            if entry.id in self._checked or entry.id in self._checking:
+                continue
+            facts = _facts_of(entry)
+            listed = self._listed.get(entry.id, {})
+            if len(listed) > 1 and any(_facts_of(e) != facts for e in listed.values()):
+                self._checking.add(entry.id)
+                self._spawn(self._check_name(entry.id))
+
+    async def _check_name(self, content_id: str) -> None:
+        try:
+            async with self._check_slots:
+                for peer, _entry in self._credited(content_id, self.clock()):
+                    self.manifest_checks += 1
+                    try:
+                        manifest = await self.client.manifest(peer.address, peer.port, content_id)
+                    except (PeerUnavailable, SwarmshareError):
+                        self.discredit(peer, content_id)
+                        continue
+                    truth = _Facts(
+                        manifest.name, manifest.kind, manifest.total_size, manifest.chunk_total
+                    )
+                    self._checked[content_id] = truth
+                    while len(self._checked) > MAX_CHECKED_NAMES:
+                        self._checked.popitem(last=False)
+                    for other, listed in self._credited(content_id, self.clock()):
+                        if _facts_of(listed) != truth:
+                            self.discredit(other, content_id)
+                    return
+        finally:
+            self._checking.discard(content_id)
+            self._notify()
+
+    def _notify(self) -> None:
+        if self._update is not None:
+            self._update.set()
+            self._update = asyncio.Event()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -220,13 +358,20 @@ class Swarm:
         task.add_done_callback(self._tasks.discard)
 
 
-def _network_item(entry: CatalogItem) -> NetworkItem:
-    return NetworkItem(entry.id, entry.name, entry.kind, entry.size, entry.chunks)
+class _Facts(NamedTuple):
+    name: str
+    kind: str
+    size: int
+    chunks: int
+
+
+def _facts_of(entry: CatalogItem) -> _Facts:
+    return _Facts(entry.name, entry.kind, entry.size, entry.chunks)
 
 
 def peer_json(peer: Peer, now: float | None = None) -> dict[str, object]:
     """A live peer as plain JSON: name, address, port, last seen, items."""
-    mono = time.monotonic()
+    mono = time.monotonic()  # the default event loop's clock, which `last_seen` is on
     wall = time.time() if now is None else now
     return {
         "peer_id": peer.peer_id,

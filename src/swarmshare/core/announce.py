@@ -70,19 +70,22 @@ class Announcement:
         return data
 
 
-def encode_private(ann: Announcement, key: bytes, now: float) -> bytes:
-    """The announcement of a private-swarm peer: tagged `swarmshare_private`, timed, signed."""
+def encode_private(ann: Announcement, key: bytes, now: float, source: str) -> bytes:
+    """The announcement of a private-swarm peer: tagged `swarmshare_private`, timed, and signed
+    together with its peer ID and `source`, the address it is sent from."""
     obj = json.loads(ann.encode())
     del obj["swarmshare"]
     obj["swarmshare_private"] = PROTOCOL_VERSION
     obj["ts"] = round(now, 3)
+    obj["src"] = source
     body = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
     obj["mac"] = sign(key, body)
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
 
-def decode_private(data: bytes, key: bytes, now: float) -> Announcement:
-    """A private-swarm announcement signed with `key` and fresh; AnnouncementError otherwise."""
+def decode_private(data: bytes, key: bytes, now: float, source: str) -> Announcement:
+    """A private-swarm announcement signed with `key`, fresh, and sent from the address it was
+    signed for (`source`, the datagram's); AnnouncementError otherwise."""
     if len(data) > MAX_DATAGRAM_BYTES:
         raise AnnouncementError("datagram over the limit")
     obj = parse_json(data, AnnouncementError)
@@ -94,7 +97,9 @@ def decode_private(data: bytes, key: bytes, now: float) -> Announcement:
         raise AnnouncementError("announcement not signed with this swarm's secret")
     if not isinstance(ts, int | float) or abs(now - ts) > MAX_SKEW_SECONDS:
         raise AnnouncementError("stale announcement")
-    del obj["swarmshare_private"], obj["ts"]
+    if obj.get("src") != source:
+        raise AnnouncementError("announcement signed for another sender address")
+    del obj["swarmshare_private"], obj["ts"], obj["src"]
     obj["swarmshare"] = PROTOCOL_VERSION
     return decode_announcement(json.dumps(obj).encode())
 

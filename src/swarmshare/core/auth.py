@@ -5,9 +5,13 @@ secret, and accepts only what is signed the same way:
 
 - announcements use the tag `swarmshare_private` (so peers without the secret treat them as
   foreign and drop them) and carry `ts` and `mac` = HMAC(key, the datagram without `mac`);
+- announcements are signed together with the sender's address (see core/announce.py);
 - HTTP requests carry `X-Swarmshare-Auth: TS:NONCE:MAC` with MAC = HMAC(key, METHOD \\n PATH \\n
-  TS \\n NONCE). The server refuses a missing or wrong MAC, a TS more than MAX_SKEW_SECONDS
-  away from its clock, and a NONCE it has already seen (a replay).
+  TS \\n NONCE \\n CLIENT \\n SERVER:PORT): the client's source address and the server address
+  and port it connected to are inside the proof, so a request relayed by another host, or
+  replayed to another peer, proves nothing. The server refuses a missing or wrong MAC (checked
+  against the connection's remote address and its own local address), a TS more than
+  MAX_SKEW_SECONDS away from its clock, and a NONCE it has already seen (a replay).
 
 This authenticates; it does not encrypt: bytes on the wire stay readable to anyone on the LAN.
 """
@@ -44,11 +48,18 @@ def sign(key: bytes, message: bytes) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def request_header(key: bytes, method: str, path: str, now: float) -> str:
-    """The auth header value for one request sent at `now`."""
+Endpoint = tuple[str, int]
+
+
+def request_header(
+    key: bytes, method: str, path: str, now: float, client: str, server: Endpoint
+) -> str:
+    """The auth header value for one request sent at `now` from address `client` to the
+    (address, port) `server` it is sent to."""
     ts = f"{now:.3f}"
     nonce = secrets.token_hex(12)
-    return f"{ts}:{nonce}:{sign(key, _request_message(method, path, ts, nonce))}"
+    message = _request_message(method, path, ts, nonce, client, server)
+    return f"{ts}:{nonce}:{sign(key, message)}"
 
 
 class RequestVerifier:
@@ -58,8 +69,18 @@ class RequestVerifier:
         self._key = key
         self._seen: OrderedDict[str, float] = OrderedDict()
 
-    def verify(self, header: str | None, method: str, path: str, now: float) -> None:
-        """Return if the header proves the secret for this request; AuthError otherwise."""
+    def verify(
+        self,
+        header: str | None,
+        method: str,
+        path: str,
+        now: float,
+        client: str,
+        server: Endpoint,
+    ) -> None:
+        """Return if the header proves the secret for this request, sent by `client` (the
+        connection's remote address) to `server` (its local address and port); AuthError
+        otherwise."""
         if not header:
             raise AuthError("this peer is in a private swarm: send the swarm's proof", "auth")
         parts = header.split(":")
@@ -70,7 +91,7 @@ class RequestVerifier:
             sent = float(ts)
         except ValueError:
             raise AuthError("malformed auth time", "auth") from None
-        expected = sign(self._key, _request_message(method, path, ts, nonce))
+        expected = sign(self._key, _request_message(method, path, ts, nonce, client, server))
         if not hmac.compare_digest(expected, mac):
             raise AuthError("wrong proof: not a member of this private swarm", "auth")
         if abs(now - sent) > MAX_SKEW_SECONDS:
@@ -88,5 +109,7 @@ class RequestVerifier:
             self._seen.popitem(last=False)
 
 
-def _request_message(method: str, path: str, ts: str, nonce: str) -> bytes:
-    return f"{method}\n{path}\n{ts}\n{nonce}".encode()
+def _request_message(
+    method: str, path: str, ts: str, nonce: str, client: str, server: Endpoint
+) -> bytes:
+    return f"{method}\n{path}\n{ts}\n{nonce}\n{client}\n{server[0]}:{server[1]}".encode()

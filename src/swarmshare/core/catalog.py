@@ -16,12 +16,19 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
 
 from swarmshare.core.manifest import parse_json, validate_name
 from swarmshare.errors import RemoteProtocolError
-from swarmshare.limits import MAX_CATALOG_BYTES, MAX_CATALOG_ITEMS, MAX_CHUNKS_PER_CONTENT
+from swarmshare.limits import (
+    MAX_CATALOG_BYTES,
+    MAX_CATALOG_ITEMS,
+    MAX_CHUNKS_PER_CONTENT,
+    MAX_CONTENT_BYTES,
+)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _PEER_ID = re.compile(r"[0-9a-f]{16}")
@@ -58,24 +65,40 @@ class CatalogItem:
 
 @dataclass(frozen=True)
 class Catalog:
-    """Everything one peer holds, with its version."""
+    """Everything one peer holds, with its version.
+
+    A catalogue is immutable, so its encoding, version and index are each computed once, on
+    first use: a peer hears the same catalogue's version in every announcement.
+    """
 
     peer_id: str
     items: tuple[CatalogItem, ...]
 
-    @property
+    @cached_property
     def version(self) -> str:
         """A short hash of the items: changes whenever what the peer holds changes."""
-        return hashlib.sha256(_encode_items(self.items)).hexdigest()[:16]
+        return hashlib.sha256(self._items_json).hexdigest()[:16]
 
     def encode(self) -> bytes:
         """The JSON bytes served at /v1/catalog."""
-        body = _encode_items(self.items).decode()
+        return self._encoded
+
+    def by_id(self) -> Mapping[str, CatalogItem]:
+        """The items keyed by content ID (read-only, built once)."""
+        return self._by_id
+
+    @cached_property
+    def _items_json(self) -> bytes:
+        return _encode_items(self.items)
+
+    @cached_property
+    def _encoded(self) -> bytes:
+        body = self._items_json.decode()
         return f'{{"items":{body},"peer":"{self.peer_id}","version":"{self.version}"}}'.encode()
 
-    def by_id(self) -> dict[str, CatalogItem]:
-        """The items keyed by content ID."""
-        return {item.id: item for item in self.items}
+    @cached_property
+    def _by_id(self) -> Mapping[str, CatalogItem]:
+        return MappingProxyType({item.id: item for item in self.items})
 
 
 def make_catalog(peer_id: str, items: Iterable[CatalogItem]) -> Catalog:
@@ -157,8 +180,10 @@ def _decode_item(raw: object) -> CatalogItem:
         raise CatalogError("bad content name")
     if kind not in ("file", "dir"):
         raise CatalogError("bad kind")
-    if type(size) is not int or size < 0 or type(chunks) is not int:
+    if type(size) is not int or not 0 <= size <= MAX_CONTENT_BYTES:
         raise CatalogError("bad size")
+    if type(chunks) is not int:
+        raise CatalogError("bad chunk count")
     if not 0 <= chunks <= MAX_CHUNKS_PER_CONTENT:
         raise CatalogError("bad chunk count")
     bitmap: bytes | None = None

@@ -362,7 +362,9 @@ class ChunkClient:
         try:
             extra = headers
             if self._key is not None:
-                proof = request_header(self._key, "GET", path, time.time())
+                sockname = conn.transport.get_extra_info("sockname") if conn.transport else None
+                client = str(sockname[0]) if sockname else ""
+                proof = request_header(self._key, "GET", path, time.time(), client, (host, port))
                 extra += f"{AUTH_HEADER}: {proof}\r\n"
             status, body = await conn.request(path, f"{host}:{port}", expect, extra)
         except BaseException as exc:

@@ -5,8 +5,14 @@ SO_REUSEADDR, because a socket bound to one address hears no broadcasts, and sev
 share a host. The sender is bound to this peer's own address (so receivers see the right source)
 on an ephemeral port; it sends every announcement and hears unicast answers to solicitations.
 
-Announcements go out at start (soliciting answers), soon after every catalogue change (debounced
-by CHANGE_ANNOUNCE_DELAY_SECONDS), every interval, and as a `bye` at shutdown.
+When announcements go out is decided by the pure `AnnouncePacer` (core/pacing.py): this
+adapter hands it the time and arms one timer for its next deadline. The clock is the event
+loop's (`loop.time()`) unless one is passed in; wall-clock time is used only for the timestamp a
+private-swarm announcement carries to other machines. A `bye` goes out at shutdown (Swarm).
+
+In a private swarm every announcement is signed together with the address it is sent from, and
+a receiver drops one whose signed address is not the datagram's source: a copy rebroadcast from
+another host proves nothing.
 """
 
 from __future__ import annotations
@@ -15,9 +21,8 @@ import asyncio
 import random
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from swarmshare.core.announce import (
     Announcement,
@@ -26,10 +31,10 @@ from swarmshare.core.announce import (
     encode_private,
     is_native,
 )
+from swarmshare.core.pacing import AnnouncePacer, Answer, Broadcast
 from swarmshare.core.ratelimit import RateLimiter
 from swarmshare.errors import DaemonError, RemoteProtocolError
 from swarmshare.limits import (
-    CHANGE_ANNOUNCE_DELAY_SECONDS,
     DATAGRAM_BURST_PER_SOURCE,
     DATAGRAMS_PER_SECOND_PER_SOURCE,
     MAX_DATAGRAM_BYTES,
@@ -39,6 +44,7 @@ from swarmshare.limits import (
 Address = tuple[str, int]
 OnAnnouncement = Callable[[Announcement, str], None]
 OnForeign = Callable[[bytes, str], None]
+Clock = Callable[[], float]
 
 
 @dataclass
@@ -71,7 +77,9 @@ class Discovery:
         on_foreign: OnForeign | None = None,
         listen: bool = True,
         key: bytes | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        """`clock` (default: the running loop's `time`) is what `now` is everywhere here."""
         self.port = port
         self.bind = bind
         self.targets = targets
@@ -86,11 +94,16 @@ class Discovery:
         self._limiter = RateLimiter(DATAGRAMS_PER_SECOND_PER_SOURCE, DATAGRAM_BURST_PER_SOURCE)
         self._transports: list[asyncio.DatagramTransport] = []
         self._sender: asyncio.DatagramTransport | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._change = asyncio.Event()
+        self._clock_arg = clock
+        self.clock: Clock = time.monotonic
+        self._pacer: AnnouncePacer | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._sources: dict[str, str] = {}
 
     async def __aenter__(self) -> Discovery:
         loop = asyncio.get_running_loop()
+        self.clock = self._clock_arg or loop.time
         try:
             if self._listen:
                 listener = _udp_socket(("", self.port), broadcast=False)
@@ -108,14 +121,15 @@ class Discovery:
             raise DaemonError(
                 f"cannot use UDP discovery port {self.port} on {self.bind}: {exc.strerror}"
             ) from None
-        self.send(solicit=True)
-        self._spawn(self._periodic())
+        self._pacer = AnnouncePacer(self.interval, self.clock())
+        self.wake()  # the first announcement, soliciting answers, goes out now
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._pacer = None
         self._close_transports()
 
     @property
@@ -133,24 +147,15 @@ class Discovery:
             ann = Announcement(
                 ann.peer_id, ann.port, ann.name, ann.catalog_version, ann.interval, False, True
             )
-        data = self._encode(ann)
         for target in self.targets:
-            self._sendto(data, (target, self.port))
+            self._sendto(self._encode(ann, target), (target, self.port))
         if self.unicast:
             # Unicast peers always get a solicit, so that they answer back across subnets.
-            ask = self._encode(
-                Announcement(
-                    ann.peer_id,
-                    ann.port,
-                    ann.name,
-                    ann.catalog_version,
-                    ann.interval,
-                    not bye,
-                    bye,
-                )
+            ask = Announcement(
+                ann.peer_id, ann.port, ann.name, ann.catalog_version, ann.interval, not bye, bye
             )
             for address in self.unicast:
-                self._sendto(ask, address)
+                self._sendto(self._encode(ask, address[0]), address)
 
     def send_raw(self, data: bytes) -> None:
         """Send pre-encoded datagram bytes to every broadcast target (legacy announcements)."""
@@ -159,12 +164,58 @@ class Discovery:
 
     def changed(self) -> None:
         """The catalogue changed: announce within CHANGE_ANNOUNCE_DELAY_SECONDS."""
-        self._change.set()
+        if self._pacer is not None:
+            self._pacer.changed(self.clock())
+            self._arm()
 
-    def _encode(self, ann: Announcement) -> bytes:
+    def wake(self) -> None:
+        """Send what is due now and arm the timer for the next deadline (the timer calls this;
+        a test that moves a fake clock may too)."""
+        if self._pacer is None:
+            return
+        for due in self._pacer.due(self.clock()):
+            if isinstance(due, Broadcast):
+                self._sources.clear()  # addresses may have changed since the last interval
+                self.send(solicit=due.solicit)
+            elif isinstance(due, Answer):
+                ann = self._make(False)
+                if ann.port:
+                    self._sendto(self._encode(ann, due.address[0]), due.address)
+        self._arm(force=True)
+
+    def _arm(self, force: bool = False) -> None:
+        if self._pacer is None:
+            return
+        deadline = self._pacer.next_deadline()
+        if self._timer is not None:
+            if not force and deadline >= self._timer_at:
+                return
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer_at = deadline
+        self._timer = loop.call_later(max(0.0, deadline - self.clock()), self.wake)
+
+    def _encode(self, ann: Announcement, target: str) -> bytes:
         if self._key is None:
             return ann.encode()
-        return encode_private(ann, self._key, time.time())
+        return encode_private(ann, self._key, time.time(), self._source_for(target))
+
+    def _source_for(self, target: str) -> str:
+        """The address datagrams to `target` leave from (the kernel's choice for a wildcard
+        bind, asked by connecting a throw-away UDP socket, which sends nothing)."""
+        if self.bind not in ("", "0.0.0.0"):
+            return self.bind
+        source = self._sources.get(target)
+        if source is None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                    probe.connect((target, self.port))
+                    source = str(probe.getsockname()[0])
+                except OSError:
+                    source = "0.0.0.0"
+            self._sources[target] = source
+        return source
 
     def _sendto(self, data: bytes, address: Address) -> None:
         if self._sender is None:
@@ -177,7 +228,8 @@ class Discovery:
 
     def _received(self, data: bytes, address: Address) -> None:
         self.stats.received += 1
-        if not self._limiter.allow(address[0], time.monotonic()):
+        now = self.clock()
+        if not self._limiter.allow(address[0], now):
             self.stats.rate_limited += 1
             return
         if len(data) > MAX_DATAGRAM_BYTES:
@@ -185,7 +237,7 @@ class Discovery:
             return
         if self._key is not None:
             try:
-                ann = decode_private(data, self._key, time.time())
+                ann = decode_private(data, self._key, time.time(), address[0])
             except RemoteProtocolError:
                 self.stats.foreign += 1  # open peers, other swarms, forgeries: all dropped
                 return
@@ -201,34 +253,11 @@ class Discovery:
                 self.stats.malformed += 1
                 return
         self.stats.announcements += 1
-        if ann.solicit and ann.peer_id != self._make(False).peer_id:
-            self._spawn(self._answer(address))
+        if ann.solicit and self._pacer is not None and ann.peer_id != self._make(False).peer_id:
+            delay = random.uniform(0, SOLICIT_REPLY_MAX_DELAY_SECONDS)
+            self._pacer.solicited(address, now, delay)
+            self._arm()
         self._on_announcement(ann, address[0])
-
-    async def _answer(self, address: Address) -> None:
-        await asyncio.sleep(random.uniform(0, SOLICIT_REPLY_MAX_DELAY_SECONDS))
-        ann = self._make(False)
-        if ann.port:
-            self._sendto(self._encode(ann), address)
-
-    async def _periodic(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_due = loop.time() + self.interval
-        while True:
-            try:
-                await asyncio.wait_for(self._change.wait(), max(0.0, next_due - loop.time()))
-            except TimeoutError:
-                pass
-            if self._change.is_set():
-                await asyncio.sleep(CHANGE_ANNOUNCE_DELAY_SECONDS)
-                self._change.clear()
-            self.send()
-            next_due = loop.time() + self.interval
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _close_transports(self) -> None:
         for transport in self._transports:
@@ -264,8 +293,3 @@ def _udp_socket(address: Address, *, broadcast: bool) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def monotonic() -> float:
-    """The clock discovery's callers use for `now`."""
-    return time.monotonic()

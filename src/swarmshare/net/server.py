@@ -135,12 +135,18 @@ class PeerServer:
         if not self._rate.allow(request.remote or "?", time.monotonic()):
             return error_response(429, "busy", "too many requests from this address; slow down")
         if self._verifier is not None:
+            transport = request.transport
+            local = transport.get_extra_info("sockname") if transport is not None else None
             try:
+                if not local or request.remote is None:
+                    raise AuthError("cannot tell who sent this request to whom", "auth")
                 self._verifier.verify(
                     request.headers.get(AUTH_HEADER),
                     request.method,
                     request.raw_path,
                     time.time(),
+                    request.remote,
+                    (str(local[0]), int(local[1])),
                 )
             except AuthError as exc:
                 self.auth_refused += 1
