@@ -26,6 +26,7 @@ from swarmshare.app.swarm import Swarm
 from swarmshare.app.translog import TransferLog
 from swarmshare.core.auth import derive_key
 from swarmshare.core.catalog import Catalog, CatalogItem, make_catalog
+from swarmshare.core.location import ChunkLocation
 from swarmshare.core.manifest import Manifest
 from swarmshare.core.peers import PeerEvent, PeerJoined, PeerLeft
 from swarmshare.errors import NotFoundError, UsageError
@@ -34,7 +35,7 @@ from swarmshare.net.server import PeerServer, ServeError
 from swarmshare.settings import Settings
 from swarmshare.store.db import Database
 from swarmshare.store.hashing import FileStat
-from swarmshare.store.library import ChunkLocation, ContentRecord, Library
+from swarmshare.store.library import ContentRecord, Library
 
 Say = Callable[[str], None]
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 from swarmshare.app.download import Download
 from swarmshare.app.swarm import NetworkItem, Swarm
 from swarmshare.core.catalog import CatalogItem
+from swarmshare.core.location import ChunkLocation
 from swarmshare.core.manifest import Manifest, decode_manifest
 from swarmshare.core.refs import resolve_ref
 from swarmshare.errors import NotFoundError, SwarmshareError, UsageError
-from swarmshare.store.library import ChunkLocation
 from swarmshare.store.partfile import PartFile
 
 if TYPE_CHECKING:

@@ -23,6 +23,7 @@ from aiohttp.typedefs import Handler
 
 from swarmshare.core.auth import AUTH_HEADER, AuthError, RequestVerifier
 from swarmshare.core.catalog import Catalog
+from swarmshare.core.location import ChunkLocation
 from swarmshare.core.ratelimit import RateLimiter
 from swarmshare.errors import DaemonError, SwarmshareError
 from swarmshare.limits import (
@@ -33,7 +34,6 @@ from swarmshare.limits import (
     REQUESTS_PER_SECOND_PER_PEER,
 )
 from swarmshare.net.guard import ConnectionGuard
-from swarmshare.store.library import ChunkLocation
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _INDEX = re.compile(r"[0-9]{1,9}")

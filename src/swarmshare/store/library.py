@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from swarmshare.core.location import ChunkLocation
 from swarmshare.core.manifest import Manifest, decode_manifest
 from swarmshare.core.refs import resolve_ref
 from swarmshare.errors import NotFoundError, UsageError
@@ -55,16 +56,6 @@ class ShareResult:
     record: ContentRecord
     unchanged: bool
     skipped: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkLocation:
-    """Where to read one chunk of a shared content from."""
-
-    path: str
-    offset: int
-    length: int
-    sha256: str
 
 
 class Library:
