@@ -97,7 +97,9 @@ class Daemon:
                 PeerClient(
                     local_address=s.bind, idle_timeout=s.read_idle_timeout, key=key
                 ) as self.client,
-                PeerServer(self, s.bind, s.port, key=key) as self.server,
+                PeerServer(
+                    self, s.bind, s.port, key=key, upload_bytes_per_second=s.upload_bytes_per_second
+                ) as self.server,
                 Swarm(
                     s,
                     self.peer_id,
