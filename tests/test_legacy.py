@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmshare.app.demo import make_png
+from swarmshare.demo import make_png
 from swarmshare.net.legacy import (
     SeedFormatError,
     decode_seed_announcement,

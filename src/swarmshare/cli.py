@@ -661,7 +661,7 @@ class DownloadView:
 @click.option("--keep", is_flag=True, help="Keep the demo's folder (homes, logs, files).")
 def demo(size_mib: int, peers: int, keep: bool) -> None:
     """Run a real swarm on loopback: peers find each other, share, and download a file."""
-    from swarmshare.app.demo import run_demo
+    from swarmshare.demo import run_demo
 
     run_demo(size_mib, peers, keep, lambda: DownloadView(enabled=err.is_terminal))
 
