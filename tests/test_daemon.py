@@ -8,7 +8,6 @@ import random
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -71,10 +70,13 @@ def test_curl_fetches_chunk_file_and_range(swarm: Swarm, tmp_path: Path) -> None
     assert json.loads(manifest)["name"] == "doc.bin"
     missing = subprocess.run(["curl", "-s", f"{base}/chunk/4"], capture_output=True, timeout=30)
     assert json.loads(missing.stdout)["error"]["code"] == "bad_index"
-    time.sleep(0.7)  # the transfer log is flushed twice a second
-    log = peer.json("log")
-    ok = [row for row in log if row["result"] == "ok" and row["direction"] == "up"]  # type: ignore[union-attr,index]
-    assert sorted(row["chunk"] for row in ok) == [1, 3]
+
+    def served() -> list[int]:
+        log = peer.json("log")
+        return [r["chunk"] for r in log if r["result"] == "ok" and r["direction"] == "up"]
+
+    wait_until(lambda: len(served()) >= 2)  # the transfer log is written in batches
+    assert sorted(served()) == [1, 3]
 
 
 def test_changed_file_is_not_served_under_its_old_id(swarm: Swarm, tmp_path: Path) -> None:
@@ -116,8 +118,6 @@ def test_garbage_datagrams_never_stop_discovery(swarm: Swarm, tmp_path: Path) ->
             else:
                 data = b'{"chunks":' + rng.randbytes(20) + b"}"
             sender.sendto(data, ("127.0.0.1", swarm.discovery_port))
-            if i % 500 == 0:
-                time.sleep(0.01)  # let the receivers keep up; the point is content, not rate
     finally:
         sender.close()
     (tmp_path / "after.txt").write_text("still here")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -140,10 +141,13 @@ def test_seed_downloader_fetches_a_png_from_swarmshare(
     assert fetch.returncode == 0, fetch.stdout + fetch.stderr
     assert (seed_dir / "cat.png").read_bytes() == png
     assert len((seed_dir / "Download_Log.txt").read_text().splitlines()) == 5
-    time.sleep(0.7)
-    log = peer.json("log")
-    served = sorted(r["name"] for r in log if r["direction"] == "up" and r["legacy"])  # type: ignore[union-attr,index]
-    assert served == [f"cat_{i}" for i in range(1, 6)]
+
+    def served() -> list[str]:
+        log = peer.json("log")
+        return sorted(r["name"] for r in log if r["direction"] == "up" and r["legacy"])
+
+    wait_until(lambda: len(served()) >= 5)  # the transfer log is written in batches
+    assert served() == [f"cat_{i}" for i in range(1, 6)]
 
 
 def test_swarmshare_fetches_from_seed_uploaders_one_refusing(
@@ -189,8 +193,13 @@ def test_swarmshare_fetches_from_seed_uploaders_one_refusing(
         assert proc.returncode == 0, proc.stderr
         assert "UNVERIFIED" in proc.stdout and "no hashes" in proc.stderr
         assert (out / "cat.png").read_bytes() == png
-    time.sleep(0.7)
-    log = [r for r in peer.json("log", "--limit", "1000") if r["legacy"]]  # type: ignore[union-attr,index]
+
+    def legacy_rows() -> list[dict[str, Any]]:
+        return [r for r in peer.json("log", "--limit", "1000") if r["legacy"]]
+
+    # Three gets of five pieces: wait until the batched transfer log lists all 15.
+    wait_until(lambda: sum(r["result"] == "ok" for r in legacy_rows()) >= 15)
+    log = legacy_rows()
     assert {r["peer"] for r in log if r["result"] == "ok"} == {"127.0.0.7"}
     assert any(r["peer"] == "127.0.0.8" and r["result"] == "refused" for r in log)
     seed_logs = tmp_path / "seedlogs"
