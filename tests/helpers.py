@@ -92,7 +92,7 @@ class PeerProcess(LoopbackPeer):
 
 
 def wait_until(
-    predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05
+    predicate: Callable[..., object], timeout: float = 15.0, interval: float = 0.05
 ) -> float:
     """Poll `predicate()` until true; the seconds it took. Fails the test at `timeout`."""
     import time

@@ -30,8 +30,8 @@ MIB = 1 << 20
 HERE = Path(__file__).parent
 
 
-def _served_bytes(peers: list) -> int:  # type: ignore[type-arg]
-    return sum(int(control(p.home, "GET", "status")["served_bytes"]) for p in peers)  # type: ignore[index]
+def _served_bytes(peers: list[PeerProcess]) -> int:
+    return sum(int(control(p.home, "GET", "status")["served_bytes"]) for p in peers)
 
 
 def _seed(swarm: Swarm, path: Path, indices: list[int], *extra: str) -> list[PeerProcess]:
@@ -49,7 +49,7 @@ def _get_json(
     *extra: str,
     bind: str = "127.0.0.20",
     max_open_files: int | None = None,
-) -> dict:  # type: ignore[type-arg]
+) -> dict[str, Any]:
     proc = cli(
         home,
         "get",
@@ -63,7 +63,8 @@ def _get_json(
         max_open_files=max_open_files,
     )
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+    summary: dict[str, Any] = json.loads(proc.stdout)
+    return summary
 
 
 def test_three_seeders_one_downloader_through_its_daemon(swarm: Swarm, tmp_path: Path) -> None:
@@ -71,7 +72,7 @@ def test_three_seeders_one_downloader_through_its_daemon(swarm: Swarm, tmp_path:
     write_test_file(src, 20 * MIB)
     _seed(swarm, src, [2, 3, 4])
     downloader = swarm.start(5)
-    wait_until(lambda: any(i["peers"] == 3 for i in downloader.json("ls")))  # type: ignore[union-attr,index]
+    wait_until(lambda: any(i["peers"] == 3 for i in downloader.json("ls")))
     out = tmp_path / "got"
     out.mkdir()
     proc = downloader.cli("get", "video.bin", "-o", str(out), "--json")
@@ -90,8 +91,8 @@ def test_three_seeders_one_downloader_through_its_daemon(swarm: Swarm, tmp_path:
     assert {row["peer"] for row in arrived()} == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
     assert "download video.bin: done 100%" in downloader.cli("status").stdout
     # It joined the library at once and is announced: a seeder now sees 3 other holders.
-    assert [r["name"] for r in downloader.json("library")] == ["video.bin"]  # type: ignore[union-attr,index]
-    wait_until(lambda: any(i["peers"] == 3 for i in swarm.peers[0].json("ls")))  # type: ignore[union-attr,index]
+    assert [r["name"] for r in downloader.json("library")] == ["video.bin"]
+    wait_until(lambda: any(i["peers"] == 3 for i in swarm.peers[0].json("ls")))
 
 
 def test_seeder_killed_mid_download(swarm: Swarm, tmp_path: Path) -> None:
@@ -115,16 +116,13 @@ def test_seeder_killed_mid_download(swarm: Swarm, tmp_path: Path) -> None:
     )
     seeders[0].kill()
     at_kill = control(downloader.home, "GET", f"downloads/{cid}")
-    assert at_kill["state"] != "done", "the download finished before the kill: test proves nothing"  # type: ignore[index]
+    assert at_kill["state"] != "done", "the download finished before the kill: test proves nothing"
     wait_until(
-        lambda: (
-            control(downloader.home, "GET", f"downloads/{cid}")["state"]  # type: ignore[index]
-            in ("done", "failed")
-        ),
+        lambda: control(downloader.home, "GET", f"downloads/{cid}")["state"] in ("done", "failed"),
         timeout=120,
     )
     final = control(downloader.home, "GET", f"downloads/{cid}")
-    assert final["state"] == "done", final  # type: ignore[index]
+    assert final["state"] == "done", final
     assert same_file(tmp_path / "out" / "big.bin", src)
 
 
@@ -259,7 +257,7 @@ def test_flash_crowd_downloaders_feed_each_other(swarm: Swarm, tmp_path: Path) -
     write_test_file(src, size, seed=4)
     (seeder,) = _seed(swarm, src, [2])
     crowd = [swarm.start(i) for i in range(3, 9)]
-    wait_until(lambda: all(any(i["peers"] == 1 for i in p.json("ls")) for p in crowd))  # type: ignore[union-attr,index]
+    wait_until(lambda: all(any(i["peers"] == 1 for i in p.json("ls")) for p in crowd))
     ids = []
     for index, peer in enumerate(crowd):
         dest = tmp_path / f"out{index}"
@@ -268,16 +266,15 @@ def test_flash_crowd_downloaders_feed_each_other(swarm: Swarm, tmp_path: Path) -
             control(peer.home, "POST", "downloads", {"ref": "game.bin", "dest_dir": str(dest)})[
                 "id"
             ]
-        )  # type: ignore[index]
+        )
     for peer, cid in zip(crowd, ids, strict=True):
         wait_until(
             lambda p=peer, c=cid: (
-                control(p.home, "GET", f"downloads/{c}")["state"]  # type: ignore[misc]
-                in ("done", "failed")
+                control(p.home, "GET", f"downloads/{c}")["state"] in ("done", "failed")
             ),
             timeout=240,
         )
-        assert control(peer.home, "GET", f"downloads/{cid}")["state"] == "done"  # type: ignore[index]
+        assert control(peer.home, "GET", f"downloads/{cid}")["state"] == "done"
     for index in range(len(crowd)):
         assert same_file(tmp_path / f"out{index}" / "game.bin", src)
     uploaded = _served_bytes([seeder])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import mmap
 import os
 import shutil
 import socket
@@ -68,7 +69,7 @@ def test_traversal_in_every_peer_route_and_encoding(
     shared.write_text("public words")
     peer = swarm.start(2)
     cid = json.loads(peer.cli("share", "--json", str(shared)).stdout)[0]["id"]
-    port = int(peer.json("status")["port"])  # type: ignore[index]
+    port = int(peer.json("status")["port"])
     evil_paths = [
         "/etc/passwd",
         "../../etc/passwd",
@@ -193,7 +194,7 @@ def test_private_swarm(swarm: Swarm, tmp_path: Path, report: Report) -> None:
     outsider = swarm.start(4)
     other_swarm = swarm.start(5, "--secret", "another swarm entirely")
     cid = json.loads(a.cli("share", "--json", str(src)).stdout)[0]["id"]
-    wait_until(lambda: any(i["name"] == "payroll.xlsx" for i in b.json("ls")), timeout=15)  # type: ignore[union-attr,index]
+    wait_until(lambda: any(i["name"] == "payroll.xlsx" for i in b.json("ls")), timeout=15)
     out = tmp_path / "out"
     out.mkdir()
     proc = b.cli("get", "payroll.xlsx", "-o", str(out))
@@ -204,8 +205,8 @@ def test_private_swarm(swarm: Swarm, tmp_path: Path, report: Report) -> None:
         wait_until(lambda s=stranger: s.json("status")["discovery"]["foreign"] > 0)
     for stranger in (outsider, other_swarm):
         assert stranger.json("ls") == []
-        assert all(p["address"] not in ("127.0.0.2", "127.0.0.3") for p in stranger.json("peers"))  # type: ignore[union-attr,index]
-    port = int(a.json("status")["port"])  # type: ignore[index]
+        assert all(p["address"] not in ("127.0.0.2", "127.0.0.3") for p in stranger.json("peers"))
+    port = int(a.json("status")["port"])
     key = derive_key(secret)
     path = f"/v1/content/{cid}/manifest"
     tried = refused = 0
@@ -245,7 +246,7 @@ def test_floods_slow_senders_and_huge_headers(swarm: Swarm, tmp_path: Path, repo
     (tmp_path / "f.txt").write_text("still served")
     peer = swarm.start(2)
     cid = json.loads(peer.cli("share", "--json", str(tmp_path / "f.txt")).stdout)[0]["id"]
-    port = int(peer.json("status")["port"])  # type: ignore[index]
+    port = int(peer.json("status")["port"])
     flood = []
     for _ in range(MAX_CONNECTIONS_PER_PEER + 16):  # more than one address may open
         sock = socket.socket()
@@ -273,7 +274,7 @@ def test_floods_slow_senders_and_huge_headers(swarm: Swarm, tmp_path: Path, repo
     for sock in flood:
         sock.close()
     state = peer.json("status")
-    assert state["connections_refused"] > 0 and state["slow_connections_cut"] > 0  # type: ignore[index]
+    assert state["connections_refused"] > 0 and state["slow_connections_cut"] > 0
     alive = peer.proc is not None and peer.proc.poll() is None
     report("connection floods and slow loris", hostile + 1, refused, alive)
     assert refused == hostile and alive
@@ -425,7 +426,7 @@ def test_get_on_a_full_disk_says_so_and_resumes_later(
 @contextlib.asynccontextmanager
 async def chunk_client_against(
     answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-) -> AsyncIterator[Callable[[], Awaitable[bytearray]]]:
+) -> AsyncIterator[Callable[[], Awaitable[bytearray | mmap.mmap]]]:
     """A real server on loopback answering with `answer`, and a function fetching a 16-byte
     chunk from it through the chunk client."""
     server = await asyncio.start_server(answer, "127.0.0.1", 0)

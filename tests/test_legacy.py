@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ def _script(name: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
 
 
 @pytest.fixture
-def scripts() -> list[subprocess.Popen[str]]:
+def scripts() -> Iterator[list[subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
     yield started
     for proc in started:
@@ -178,12 +179,12 @@ def test_swarmshare_fetches_from_seed_uploaders_one_refusing(
     peer = swarm.start(2, "--legacy", "--legacy-port", str(legacy_port), interval=0.5)
 
     def seed_item() -> dict | None:  # type: ignore[type-arg]
-        return next((i for i in peer.json("ls") if i["name"] == "cat"), None)  # type: ignore[union-attr,index]
+        return next((i for i in peer.json("ls") if i["name"] == "cat"), None)
 
     wait_until(lambda: (seed_item() or {}).get("peers") == 2, timeout=20)
     item = seed_item()
     assert item is not None and item["legacy"] and not item["verified"]
-    seeds = [p for p in peer.json("peers") if p.get("legacy")]  # type: ignore[union-attr]
+    seeds = [p for p in peer.json("peers") if p.get("legacy")]
     assert sorted(p["address"] for p in seeds) == ["127.0.0.7", "127.0.0.8"]
 
     out = tmp_path / "out"
@@ -251,12 +252,12 @@ def test_legacy_port_refuses_traversal_and_garbage(swarm: Swarm, tmp_path: Path)
     size = (tmp_path / "cat.png").stat().st_size
     assert got == (tmp_path / "cat.png").read_bytes()[: -(-size // 5)]
     status = peer.json("status")
-    assert status["legacy"]["refused"] == len(attacks)  # type: ignore[index]
+    assert status["legacy"]["refused"] == len(attacks)
     assert peer.proc is not None and peer.proc.poll() is None
     assert "must never" not in peer.log()
 
 
 def test_legacy_off_by_default(swarm: Swarm) -> None:
     peer = swarm.start(2)
-    assert peer.json("status")["legacy"] is None  # type: ignore[index]
+    assert peer.json("status")["legacy"] is None
     assert cli(peer.home, "status").returncode == 0
