@@ -12,9 +12,9 @@ from contextlib import asynccontextmanager
 import pytest
 
 from swarmshare.core.catalog import Catalog, make_catalog
+from swarmshare.core.location import ChunkLocation
 from swarmshare.net.guard import GuardLimits
 from swarmshare.net.server import PeerServer, ServeError
-from swarmshare.store.library import ChunkLocation
 
 HOST = "127.0.0.2"
 CATALOG = b"GET /v1/catalog HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -166,7 +166,7 @@ def test_flood_of_requests_for_unknown_content_writes_a_row_not_a_row_each(
     swarm: Swarm,
 ) -> None:
     peer = swarm.start(2)
-    port = int(peer.json("status")["port"])  # type: ignore[index]
+    port = int(peer.json("status")["port"])
     unknown = "e" * 64
     assert _pipelined_chunk_requests("127.0.0.9", port, unknown, 2000) == 2000
     rows = peer.json("log", "--limit", "100000")

@@ -325,6 +325,24 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
     )
 
 
+_RATE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _byte_rate(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """A rate in bytes per second: a number with an optional K, M or G (powers of 1024)."""
+    text = value.strip().upper().removesuffix("/S").removesuffix("B").removesuffix("I")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in ("K", "M", "G") else (text, "")
+    try:
+        rate = float(number) * _RATE_UNITS[unit]
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a rate in bytes per second (like 512K or 10M)", ctx, param
+        ) from None
+    if not 0 <= rate < 1 << 50:
+        raise click.BadParameter(f"{value!r} is out of range", ctx, param)
+    return int(rate)
+
+
 @main.command()
 @discovery_options
 @click.option(
@@ -353,6 +371,13 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
     show_default=True,
     help="TCP port of the seed-compatible chunk server (and of seed uploaders).",
 )
+@click.option(
+    "--upload-limit",
+    default="0",
+    callback=_byte_rate,
+    metavar="RATE",
+    help="Bytes per second all uploads together may send: 512K, 10M, 1G (0 = no limit).",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -361,6 +386,7 @@ def run(
     control_port: int,
     legacy: bool,
     legacy_port: int,
+    upload_limit: int,
     **kw: Any,
 ) -> None:
     """Run the peer: announce, discover, serve, download. Stop with Ctrl-C."""
@@ -370,6 +396,7 @@ def run(
         control_port=control_port,
         legacy=legacy,
         legacy_port=legacy_port,
+        upload_bytes_per_second=upload_limit,
     )
     if legacy and settings.secret:
         raise UsageError(
@@ -658,7 +685,7 @@ class DownloadView:
 @click.option("--keep", is_flag=True, help="Keep the demo's folder (homes, logs, files).")
 def demo(size_mib: int, peers: int, keep: bool) -> None:
     """Run a real swarm on loopback: peers find each other, share, and download a file."""
-    from swarmshare.app.demo import run_demo
+    from swarmshare.demo import run_demo
 
     run_demo(size_mib, peers, keep, lambda: DownloadView(enabled=err.is_terminal))
 

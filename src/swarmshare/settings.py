@@ -63,3 +63,5 @@ class Settings:
     """Also speak the original four scripts' formats (seed announcements, TCP chunk server)."""
     legacy_port: int = DEFAULT_LEGACY_PORT
     """TCP port of the seed-compatible chunk server, and of seed uploaders we fetch from."""
+    upload_bytes_per_second: int = 0
+    """What the peer server's uploads may send in all, in bytes per second (0: no limit)."""

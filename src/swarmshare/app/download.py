@@ -33,13 +33,13 @@ from typing import Any, Protocol, TypeVar
 from swarmshare.app.sources import Origin, Source, SourceError
 from swarmshare.app.translog import TransferLog
 from swarmshare.core.catalog import bitmap_get, bitmap_new, bitmap_set
+from swarmshare.core.location import ChunkLocation
 from swarmshare.core.manifest import ChunkRef, Manifest
 from swarmshare.core.scheduler import Request, Scheduler
 from swarmshare.core.transfer import ChunkOutcome, Outcome, PauseReason, State, check_move
 from swarmshare.errors import StoreError, SwarmshareError, UsageError
 from swarmshare.limits import RESUME_RECORD_INTERVAL_SECONDS
 from swarmshare.store.hashing import ScannedFile
-from swarmshare.store.library import ChunkLocation
 from swarmshare.store.partfile import PartFile
 
 RATE_WINDOW_SECONDS = 2.0

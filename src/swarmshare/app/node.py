@@ -134,7 +134,13 @@ class Node:
         self.shelf.reload()
         if self.serve:
             self.server = await self._stack.enter_async_context(
-                PeerServer(self.shelf, s.bind, s.port, key=self._key)
+                PeerServer(
+                    self.shelf,
+                    s.bind,
+                    s.port,
+                    key=self._key,
+                    upload_bytes_per_second=s.upload_bytes_per_second,
+                )
             )
             await self._start_swarm(listen=True)
             if s.legacy:

@@ -16,11 +16,12 @@ from typing import Any, Protocol
 
 from swarmshare.app.translog import TransferLog
 from swarmshare.core.catalog import Catalog, CatalogItem, make_catalog
+from swarmshare.core.location import ChunkLocation
 from swarmshare.core.manifest import Manifest
 from swarmshare.limits import REFRESH_RETRY_SECONDS
 from swarmshare.net.server import ServeError
 from swarmshare.store.hashing import FileStat
-from swarmshare.store.library import ChunkLocation, ContentRecord, Library, refresh_home
+from swarmshare.store.library import ContentRecord, Library, refresh_home
 
 log = logging.getLogger("swarmshare")
 

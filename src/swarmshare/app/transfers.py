@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from swarmshare.app.download import Destination, Download, EngineDeps
 from swarmshare.app.sources import Origin
 from swarmshare.core.catalog import CatalogItem
+from swarmshare.core.location import ChunkLocation
 from swarmshare.core.manifest import Manifest, decode_manifest
 from swarmshare.core.transfer import Outcome, PauseReason, State
 from swarmshare.errors import NotFoundError, SwarmshareError
 from swarmshare.store.downloads import DownloadRow, DownloadTable
-from swarmshare.store.library import ChunkLocation
 from swarmshare.store.partfile import PartFile
 
 log = logging.getLogger("swarmshare")

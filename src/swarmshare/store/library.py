@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from swarmshare.core.location import ChunkLocation
 from swarmshare.core.manifest import Manifest, ManifestError, decode_manifest
 from swarmshare.core.refs import resolve_ref
 from swarmshare.errors import NotFoundError, StoreError, SwarmshareError, UsageError
@@ -67,16 +68,6 @@ class RefreshResult:
     rehashed: tuple[ContentRecord, ...] = ()
     dropped: tuple[ContentRecord, ...] = ()
     unsettled: tuple[ContentRecord, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkLocation:
-    """Where to read one chunk of a shared content from."""
-
-    path: str
-    offset: int
-    length: int
-    sha256: str
 
 
 class Library:
