@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from swarmshare.errors import (
     SwarmshareError,
     UsageError,
 )
+from swarmshare.logs import LOG_FILE, setup_logging
 from swarmshare.settings import (
     DEFAULT_CONTROL_PORT,
     DEFAULT_DISCOVERY_PORT,
@@ -36,17 +38,98 @@ from swarmshare.settings import (
 from swarmshare.store.db import Database
 from swarmshare.store.hashing import scan_path
 from swarmshare.store.library import Library
-from swarmshare.ui import err, fmt_ago, fmt_rate, fmt_size, fmt_time, out
+from swarmshare.ui import (
+    add_row,
+    err,
+    error_line,
+    fmt_ago,
+    fmt_rate,
+    fmt_size,
+    fmt_time,
+    out,
+    plain,
+    shown,
+    table,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
-    from rich.table import Table
 
 BIG_SHARE_BYTES = 32 * 1024 * 1024
+LOG_TABLE_ENTRIES = 50
+LOG_ALL_ENTRIES = 100_000
+
+
+_HOME = "swarmshare.home"
+_VERBOSITY = "swarmshare.verbosity"
+
+
+def _remember_home(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:  # given after the command, it wins over before
+        ctx.meta[_HOME] = value
+
+
+def _count_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    ctx.meta[_VERBOSITY] = ctx.meta.get(_VERBOSITY, 0) + value
+
+
+def _count_quiet(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    ctx.meta[_VERBOSITY] = ctx.meta.get(_VERBOSITY, 0) - value
+
+
+def global_options(*, envvar: bool) -> list[click.Parameter]:
+    """--home, -v and -q: taken before the command (`envvar`: there, $SWARMSHARE_HOME too)
+    or after it."""
+    return [
+        click.Option(
+            ["--home"],
+            type=click.Path(file_okay=False, path_type=Path),
+            envvar="SWARMSHARE_HOME" if envvar else None,
+            expose_value=False,
+            callback=_remember_home,
+            help="Data directory (default: $SWARMSHARE_HOME, else the platform's user data"
+            " directory).",
+        ),
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            expose_value=False,
+            callback=_count_verbose,
+            help="Log more: debug messages too.",
+        ),
+        click.Option(
+            ["-q", "--quiet"],
+            count=True,
+            expose_value=False,
+            callback=_count_quiet,
+            help="Log less: warnings and errors only.",
+        ),
+    ]
+
+
+class SwarmshareCommand(click.Command):
+    """A command that takes the global options after its name too, and sets up the settings
+    and logging they ask for before it runs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        taken = {name for param in self.params for name in param.opts}
+        self.params += [p for p in global_options(envvar=False) if not taken & set(p.opts)]
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if ctx.params.get("quiet") is True:  # a command's own --quiet flag (get) counts too
+            ctx.meta[_VERBOSITY] = ctx.meta.get(_VERBOSITY, 0) - 1
+        if "quiet" in ctx.params and ctx.meta.get(_VERBOSITY, 0) < 0:
+            ctx.params["quiet"] = True
+        ctx.obj = Settings(home=Path(ctx.meta.get(_HOME) or default_home()).expanduser())
+        setup_logging(_verbosity(ctx))
+        return super().invoke(ctx)
 
 
 class SwarmshareGroup(click.Group):
     """A click group that turns our errors into one clear line on stderr and an exit code."""
+
+    command_class = SwarmshareCommand
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -64,24 +147,29 @@ class SwarmshareGroup(click.Group):
 
 
 def _fail(message: str, details: list[str] | None = None, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    err.print(error_line(message))
     for line in details or []:
-        err.print(f"  {line}", markup=False)
+        err.print(f"  {shown(line)}")
     sys.exit(code)
 
 
-@click.group(cls=SwarmshareGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="swarmshare")
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="SWARMSHARE_HOME",
-    help="Data directory (default: the platform's user data directory).",
+@click.group(
+    cls=SwarmshareGroup,
+    params=global_options(envvar=True),
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+@click.version_option(__version__, prog_name="swarmshare")
 @click.pass_context
-def main(ctx: click.Context, home: Path | None) -> None:
-    """Share files with everyone on your local network: no server, no accounts, no setup."""
-    ctx.obj = Settings(home=(home or default_home()).expanduser())
+def main(ctx: click.Context) -> None:
+    """Share files with everyone on your local network: no server, no accounts, no setup.
+
+    --home, -v and -q work before or after the command's name."""
+    ctx.obj = Settings(home=Path(ctx.meta.get(_HOME) or default_home()).expanduser())
+
+
+def _verbosity(ctx: click.Context) -> int:
+    """-v (+1 each) and -q (-1 each), before and after the command."""
+    return int(ctx.meta.get(_VERBOSITY, 0))
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -118,17 +206,17 @@ def share(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
             with _share_progress(total, path, quiet=as_json) as advance:
                 result = library.share(path, progress=advance)
         except SwarmshareError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            err.print(error_line(exc))
             failures += 1
             continue
         for skipped in result.skipped:
-            err.print(f"skipped {skipped}", markup=False)
+            err.print(f"skipped {shown(skipped)}")
         record = result.record
         results.append(record.as_json() | {"unchanged": result.unchanged})
         if not as_json:
             note = " (unchanged)" if result.unchanged else ""
             out.print(
-                f"shared  {record.short_id}  {record.name}  {fmt_size(record.size)}{note}",
+                f"shared  {record.short_id}  {shown(record.name)}  {fmt_size(record.size)}{note}",
                 markup=False,
             )
     _notify_daemon(settings)
@@ -146,7 +234,7 @@ class _share_progress:
         self._progress = (
             _progress_bar("hashing {task.description}", transient=True) if show else None
         )
-        self._task = self._progress.add_task(label, total=total) if self._progress else None
+        self._task = self._progress.add_task(shown(label), total=total) if self._progress else None
 
     def __enter__(self) -> Callable[[int], None]:
         progress, task = self._progress, self._task
@@ -158,12 +246,6 @@ class _share_progress:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
-
-
-def _table() -> Table:
-    from rich.table import Table
-
-    return Table(box=None, pad_edge=False)
 
 
 def _progress_bar(description: str, *extra: str, transient: bool = False) -> Progress:
@@ -179,12 +261,12 @@ def _progress_bar(description: str, *extra: str, transient: bool = False) -> Pro
     )
 
     return Progress(
-        TextColumn(description),
+        TextColumn(description, markup=False),
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        *(TextColumn(text) for text in extra),
+        *(TextColumn(text, markup=False) for text in extra),
         console=err.console,
         transient=transient,
     )
@@ -198,7 +280,7 @@ def unshare(ctx: click.Context, ref: str) -> None:
     settings = _settings(ctx)
     record = _open_library(settings).unshare(ref)
     _notify_daemon(settings)
-    out.print(f"unshared  {record.short_id}  {record.name}", markup=False)
+    out.print(f"unshared  {record.short_id}  {shown(record.name)}")
 
 
 @main.command()
@@ -214,13 +296,13 @@ def library(ctx: click.Context, as_json: bool) -> None:
     if not records:
         out.print("nothing shared yet: swarmshare share PATH")
         return
-    table = _table()
-    for column in ("ID", "NAME", "SIZE", "CHUNKS", "PATH"):
-        table.add_column(column, justify="right" if column in ("SIZE", "CHUNKS") else "left")
+    grid = table(("ID", "NAME", "SIZE", "CHUNKS", "PATH"), right=("SIZE", "CHUNKS"))
     for r in records:
-        flag = "" if lib.is_intact(r.id) else " [changed on disk]"
-        table.add_row(r.short_id, r.name + flag, fmt_size(r.size), str(r.chunks), r.root)
-    out.print(table)
+        name = plain(r.name)
+        if not lib.is_intact(r.id):
+            name.append(" [changed on disk]", style="bold yellow")
+        add_row(grid, r.short_id, name, fmt_size(r.size), str(r.chunks), r.root)
+    out.print(grid)
 
 
 def _notify_daemon(settings: Settings) -> None:
@@ -239,75 +321,89 @@ def _parse_peer(value: str, default_port: int) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def discovery_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The options that say how to find peers, shared by run, ls, peers and get."""
-    options = [
-        click.option(
-            "--discovery-port",
-            type=click.IntRange(1, 65535),
-            default=DEFAULT_DISCOVERY_PORT,
-            show_default=True,
-            help="UDP port of announcements.",
-        ),
-        click.option(
-            "--broadcast",
-            "broadcast",
-            multiple=True,
-            metavar="ADDR",
-            help="Announce to this address (repeatable; default: every interface's broadcast).",
-        ),
-        click.option(
-            "--peer",
-            "peers",
-            multiple=True,
-            metavar="HOST[:PORT]",
-            help="Also announce to this peer by unicast (repeatable; for other subnets).",
-        ),
-        click.option(
-            "--bind",
-            default="0.0.0.0",
-            show_default=True,
-            help="Local address to serve on and announce from.",
-        ),
-        click.option(
-            "--interval",
-            type=click.FloatRange(0.05, 3600),
-            default=DEFAULT_INTERVAL_SECONDS,
-            show_default=True,
-            help="Seconds between announcements.",
-        ),
-        click.option(
-            "--name", default=None, help="Name shown to other peers (default: host name)."
-        ),
-        click.option(
-            "--secret",
-            envvar="SWARMSHARE_SECRET",
-            default=None,
-            help="Private swarm: only peers with this secret see and fetch.",
-        ),
-        click.option(
-            "--secret-file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            default=None,
-            help="Private swarm: read the secret from this file.",
-        ),
-        click.option(
-            "--chunk-timeout",
-            type=click.FloatRange(0.1, 3600),
-            default=None,
-            help="Seconds a chunk may take before it is asked elsewhere (default: adaptive).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def finding_options(bind_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """How to find peers (--discovery-port, --broadcast, --peer, --bind, the swarm secret):
+    run, ls, peers and get; `bind_help` says what --bind means to the command."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option(
+                "--discovery-port",
+                type=click.IntRange(1, 65535),
+                default=DEFAULT_DISCOVERY_PORT,
+                show_default=True,
+                help="UDP port of announcements.",
+            ),
+            click.option(
+                "--broadcast",
+                "broadcast",
+                multiple=True,
+                metavar="ADDR",
+                help="Announce to this address (repeatable; default: every interface's broadcast).",
+            ),
+            click.option(
+                "--peer",
+                "peers",
+                multiple=True,
+                metavar="HOST[:PORT]",
+                help="Also announce to this peer by unicast (repeatable; for other subnets).",
+            ),
+            click.option("--bind", default="0.0.0.0", show_default=True, help=bind_help),
+            click.option(
+                "--secret",
+                envvar="SWARMSHARE_SECRET",
+                default=None,
+                help="Private swarm: only peers with this secret see and fetch"
+                " (env SWARMSHARE_SECRET; default: an open swarm).",
+            ),
+            click.option(
+                "--secret-file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                default=None,
+                help="Private swarm: read the secret from this file.",
+            ),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def announcing_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """How a serving peer announces itself (run only): --interval, --name."""
+    func = click.option(
+        "--name", default=None, help="Name shown to other peers (default: host name)."
+    )(func)
+    return click.option(
+        "--interval",
+        type=click.FloatRange(0.05, 3600),
+        default=DEFAULT_INTERVAL_SECONDS,
+        show_default=True,
+        help="Seconds between announcements.",
+    )(func)
+
+
+def chunk_timeout_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--chunk-timeout: commands that fetch chunks (run, get)."""
+    return click.option(
+        "--chunk-timeout",
+        type=click.FloatRange(0.1, 3600),
+        default=None,
+        help="Seconds a chunk may take before it is asked elsewhere (default: adaptive).",
+    )(func)
+
+
+BIND_TO_SERVE = "Local address to serve on and announce from."
+BIND_TO_ASK = "Without a daemon: local address to ask peers from."
+BIND_TO_FETCH = "Without a daemon: local address to ask peers and fetch from."
 
 
 def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
     port = kw.pop("discovery_port")
     peers = tuple(_parse_peer(p, port) for p in kw.pop("peers"))
-    name = kw.pop("name") or settings.name
-    chunk_timeout = kw.pop("chunk_timeout")
+    name = kw.pop("name", None) or settings.name
+    chunk_timeout = kw.pop("chunk_timeout", None)
     secret, secret_file = kw.pop("secret"), kw.pop("secret_file")
     if secret_file is not None:
         try:
@@ -326,13 +422,15 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
         broadcast=tuple(kw.pop("broadcast")),
         peers=peers,
         bind=kw.pop("bind"),
-        interval=kw.pop("interval"),
+        interval=kw.pop("interval", settings.interval),
         name=name,
     )
 
 
 @main.command()
-@discovery_options
+@finding_options(BIND_TO_SERVE)
+@announcing_options
+@chunk_timeout_option
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -343,9 +441,10 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
 @click.option(
     "--control-port",
     type=click.IntRange(0, 65535),
-    default=DEFAULT_CONTROL_PORT,
-    show_default=True,
-    help="Port of the control API and web page on 127.0.0.1 (0 = any free port).",
+    default=None,
+    help=f"Port of the control API and web page on 127.0.0.1 (0 = any free port; default:"
+    f" {DEFAULT_CONTROL_PORT}, or any free port when another program has it; the CLI finds"
+    " the port in the home).",
 )
 @click.option(
     "--legacy",
@@ -364,7 +463,7 @@ def run(
     ctx: click.Context,
     /,
     port: int,
-    control_port: int,
+    control_port: int | None,
     legacy: bool,
     legacy_port: int,
     **kw: Any,
@@ -382,9 +481,8 @@ def run(
             "--legacy and a swarm secret do not mix: the original scripts cannot prove a secret"
         )
 
-    def say(line: str) -> None:
-        click.echo(f"{time.strftime('%H:%M:%S')} {line}")
-        sys.stdout.flush()
+    setup_logging(_verbosity(ctx), log_file=settings.home / LOG_FILE)
+    say = logging.getLogger("swarmshare.daemon").info
 
     from swarmshare.app.daemon import Daemon  # the server side loads only for `run`
 
@@ -393,10 +491,10 @@ def run(
 
 def look_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--wait and --json, shared by ls and peers."""
-    func = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+    func = click.option("--json", "as_json", is_flag=True, help="Print JSON, not a table.")(func)
     return click.option(
         "--wait",
-        type=float,
+        type=click.FloatRange(0, 600),
         default=2.0,
         show_default=True,
         help="Without a daemon: seconds to wait for answers.",
@@ -404,7 +502,7 @@ def look_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @main.command(name="ls")
-@discovery_options
+@finding_options(BIND_TO_ASK)
 @look_options
 @click.pass_context
 def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
@@ -416,9 +514,7 @@ def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> 
     if not items:
         out.print("nothing on the network yet (no peers answered)")
         return
-    table = _table()
-    for column in ("ID", "NAME", "SIZE", "PEERS", "STATE"):
-        table.add_column(column, justify="right" if column in ("SIZE", "PEERS") else "left")
+    grid = table(("ID", "NAME", "SIZE", "PEERS", "STATE"), right=("SIZE", "PEERS"))
     for item in items:
         state = "complete" if item["complete"] else "partial"
         if item.get("legacy"):
@@ -426,18 +522,19 @@ def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> 
         if item.get("here"):
             state += ", here"
         size = item["size"]
-        table.add_row(
+        add_row(
+            grid,
             str(item["id"])[:12],
-            str(item["name"]),
+            item["name"],
             "?" if size is None else fmt_size(int(str(size))),
-            str(item["peers"]),
+            item["peers"],
             state,
         )
-    out.print(table)
+    out.print(grid)
 
 
 @main.command()
-@discovery_options
+@finding_options(BIND_TO_ASK)
 @look_options
 @click.pass_context
 def peers(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
@@ -449,19 +546,18 @@ def peers(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
     if not found:
         out.print("no peers found")
         return
-    table = _table()
-    for column in ("NAME", "ADDRESS", "PORT", "LAST SEEN", "ITEMS", "PEER ID"):
-        table.add_column(column)
+    grid = table(("NAME", "ADDRESS", "PORT", "LAST SEEN", "ITEMS", "PEER ID"))
     for p in found:
-        table.add_row(
-            str(p["name"]),
+        add_row(
+            grid,
+            p["name"],
             str(p["address"]),
             str(p["port"]),
             fmt_ago(float(str(p["last_seen"]))),
             str(p["items"]),
             str(p["peer_id"]),
         )
-    out.print(table)
+    out.print(grid)
 
 
 def _look(ctx: click.Context, wait: float, kw: dict[str, Any]) -> NetworkView:
@@ -485,7 +581,8 @@ def _look(ctx: click.Context, wait: float, kw: dict[str, Any]) -> NetworkView:
 @click.option("--force", is_flag=True, help="Replace DEST if it exists and differs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary, no progress bar.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-@discovery_options
+@finding_options(BIND_TO_FETCH)
+@chunk_timeout_option
 @click.pass_context
 def get(
     ctx: click.Context,
@@ -530,10 +627,9 @@ def get(
         peers = len(stats["by_peer"]) or "local"
         check = "SHA-256 verified" if stats["verified"] else "UNVERIFIED"
         out.print(
-            f"got {stats['name']} ({fmt_size(stats['total_bytes'])}) in {seconds:.1f} s, "
+            f"got {shown(stats['name'])} ({fmt_size(stats['total_bytes'])}) in {seconds:.1f} s, "
             f"{fmt_rate(stats['total_bytes'] / seconds)}, from {peers} peer(s); "
-            f"{check} -> {stats['dest']}",
-            markup=False,
+            f"{check} -> {shown(stats['dest'])}"
         )
         if stats.get("legacy"):
             err.print(
@@ -607,7 +703,7 @@ class DownloadView:
             return
         self._progress.update(
             self._task,
-            description=str(stats["name"]),
+            description=shown(stats["name"]),
             total=stats["total_bytes"] or None,
             completed=stats["done_bytes"],
             peers=stats["peers_in_use"],
@@ -669,19 +765,20 @@ def status(ctx: click.Context, as_json: bool) -> None:
         _print_json(state)
         return
     out.print(
-        f"peer {state['name']!r} ({state['peer_id']}) on {state['address']}:{state['port']}\n"
+        f"peer {shown(repr(state['name']))} ({state['peer_id']})"
+        f" on {state['address']}:{state['port']}\n"
         f"discovery UDP {state['discovery_port']} -> {', '.join(state['broadcast'])}\n"
         f"{state['peers']} peer(s) live, sharing {state['items']} item(s), "
         f"served {state['served_chunks']} chunk(s) ({fmt_size(state['served_bytes'])})\n"
-        f"web page: swarmshare open (http://127.0.0.1:{state['control_port']}/)",
-        markup=False,
+        f"web page: swarmshare open (http://127.0.0.1:{state['control_port']}/)"
     )
     for d in state["downloads"]:
         share = f"{d['done_bytes'] * 100 // max(1, d['total_bytes'])}%" if d["total_bytes"] else ""
         out.print(
-            f"download {d['name']}: {d['state']} {share} -> {d['dest']}"
-            + (f" ({d['error']})" if d["error"] else ""),
-            markup=False,
+            shown(
+                f"download {d['name']}: {d['state']} {share} -> {d['dest']}"
+                + (f" ({d['error']})" if d["error"] else "")
+            )
         )
     if state.get("legacy"):
         legacy = state["legacy"]
@@ -694,13 +791,21 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--limit", type=click.IntRange(1, 1_000_000), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, LOG_ALL_ENTRIES),
+    default=None,
+    help=f"Show only the newest N entries (default: {LOG_TABLE_ENTRIES} in a table or JSON;"
+    f" with --format seed, every entry up to {LOG_ALL_ENTRIES:,}).",
+)
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "seed"]),
     default="table",
-    help="seed: write Upload_log.txt and Download_Log.txt in the original scripts' formats.",
+    show_default=True,
+    help="seed: write Upload_log.txt and Download_Log.txt in the original scripts' formats"
+    " (every entry unless --limit says otherwise).",
 )
 @click.option(
     "--dir",
@@ -710,8 +815,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     help="With --format seed: where to write the two files.",
 )
 @click.pass_context
-def log(ctx: click.Context, as_json: bool, limit: int, fmt: str, out_dir: Path) -> None:
+def log(ctx: click.Context, as_json: bool, limit: int | None, fmt: str, out_dir: Path) -> None:
     """Show the transfer log: every chunk served and fetched."""
+    limit = limit or (LOG_ALL_ENTRIES if fmt == "seed" else LOG_TABLE_ENTRIES)
     settings = _settings(ctx)
     client = ControlClient.find(settings.home)
     if client is not None:
@@ -739,11 +845,10 @@ def log(ctx: click.Context, as_json: bool, limit: int, fmt: str, out_dir: Path) 
     if not rows:
         out.print("no transfers yet")
         return
-    table = _table()
-    for column in ("TIME", "DIR", "PEER", "CONTENT", "CHUNK", "BYTES", "RESULT"):
-        table.add_column(column)
+    grid = table(("TIME", "DIR", "PEER", "CONTENT", "CHUNK", "BYTES", "RESULT"))
     for r in rows:
-        table.add_row(
+        add_row(
+            grid,
             fmt_time(r["ts"]),
             r["direction"],
             r["peer"],
@@ -752,4 +857,4 @@ def log(ctx: click.Context, as_json: bool, limit: int, fmt: str, out_dir: Path) 
             str(r["bytes"]),
             r["result"],
         )
-    out.print(table)
+    out.print(grid)
