@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
+import socket
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,12 +23,14 @@ from aiohttp.typedefs import Handler
 from swarmshare.app.swarm import peer_json
 from swarmshare.errors import AmbiguousError, DaemonError, SwarmshareError
 from swarmshare.net.server import error_response, start_site
+from swarmshare.settings import DEFAULT_CONTROL_PORT
 from swarmshare.store.db import Database
 from swarmshare.store.library import Library
 
 if TYPE_CHECKING:
     from swarmshare.app.daemon import Daemon
 
+_log = logging.getLogger(__name__)
 CONTROL_HOST = "127.0.0.1"
 COOKIE = "swarmshare_token"
 EVENT_KEEPALIVE_SECONDS = 15.0
@@ -41,7 +45,7 @@ STATIC_FILES = {
 class ControlServer:
     """The control API server; `async with ControlServer(daemon, port) as c:`."""
 
-    def __init__(self, daemon: Daemon, port: int) -> None:
+    def __init__(self, daemon: Daemon, port: int | None) -> None:
         self.daemon = daemon
         self.requested_port = port
         self.port = 0
@@ -69,10 +73,13 @@ class ControlServer:
 
     async def __aenter__(self) -> ControlServer:
         await self._runner.setup()
+        port = self.requested_port
+        if port is None:  # the usual port, unless another peer of this host has it
+            port = DEFAULT_CONTROL_PORT if _port_is_free(DEFAULT_CONTROL_PORT) else 0
         self.port = await start_site(
             self._runner,
             CONTROL_HOST,
-            self.requested_port,
+            port,
             "the control port: pick another --control-port, or 0 for any",
         )
         return self
@@ -134,19 +141,23 @@ class ControlServer:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
-        await response.prepare(request)
         sent = ""
-        while True:
-            changed = self.daemon.change_event
-            body = json.dumps(self.snapshot(), separators=(",", ":"))
-            if body != sent:
-                await response.write(f"data: {body}\n\n".encode())
-                sent = body
-            else:
-                await response.write(b": keep-alive\n\n")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), EVENT_KEEPALIVE_SECONDS)
-            await asyncio.sleep(EVENT_MIN_GAP_SECONDS)  # at most a few snapshots a second
+        try:
+            await response.prepare(request)
+            while True:
+                changed = self.daemon.change_event
+                body = json.dumps(self.snapshot(), separators=(",", ":"))
+                if body != sent:
+                    await response.write(f"data: {body}\n\n".encode())
+                    sent = body
+                else:
+                    await response.write(b": keep-alive\n\n")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), EVENT_KEEPALIVE_SECONDS)
+                await asyncio.sleep(EVENT_MIN_GAP_SECONDS)  # at most a few snapshots a second
+        except ConnectionError:  # the page was closed or reloaded: nothing went wrong
+            _log.debug("a page closed its event stream")
+        return response
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the page shows."""
@@ -287,6 +298,17 @@ class ControlServer:
         else:
             return error_response(404, "not_found", "actions: pause, resume, cancel")
         return web.json_response(download.stats.as_json())
+
+
+def _port_is_free(port: int) -> bool:
+    """Whether a listening socket could be bound to CONTROL_HOST:port right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind((CONTROL_HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def _static_file(name: str) -> web.StreamResponse:
