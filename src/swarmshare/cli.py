@@ -24,6 +24,7 @@ from swarmshare.errors import (
     SwarmshareError,
     UsageError,
 )
+from swarmshare.logs import LOG_FILE, setup_logging
 from swarmshare.settings import (
     DEFAULT_CONTROL_PORT,
     DEFAULT_DISCOVERY_PORT,
@@ -33,17 +34,98 @@ from swarmshare.settings import (
     Settings,
     default_home,
 )
-from swarmshare.ui import err, fmt_ago, fmt_rate, fmt_size, fmt_time, out
+from swarmshare.ui import (
+    add_row,
+    err,
+    error_line,
+    fmt_ago,
+    fmt_rate,
+    fmt_size,
+    fmt_time,
+    out,
+    plain,
+    shown,
+    table,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
-    from rich.table import Table
 
 BIG_SHARE_BYTES = 32 * 1024 * 1024
+LOG_TABLE_ENTRIES = 50
+LOG_ALL_ENTRIES = 100_000
+
+
+_HOME = "swarmshare.home"
+_VERBOSITY = "swarmshare.verbosity"
+
+
+def _remember_home(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:  # given after the command, it wins over before
+        ctx.meta[_HOME] = value
+
+
+def _count_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    ctx.meta[_VERBOSITY] = ctx.meta.get(_VERBOSITY, 0) + value
+
+
+def _count_quiet(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    ctx.meta[_VERBOSITY] = ctx.meta.get(_VERBOSITY, 0) - value
+
+
+def global_options(*, envvar: bool) -> list[click.Parameter]:
+    """--home, -v and -q: taken before the command (`envvar`: there, $SWARMSHARE_HOME too)
+    or after it."""
+    return [
+        click.Option(
+            ["--home"],
+            type=click.Path(file_okay=False, path_type=Path),
+            envvar="SWARMSHARE_HOME" if envvar else None,
+            expose_value=False,
+            callback=_remember_home,
+            help="Data directory (default: $SWARMSHARE_HOME, else the platform's user data"
+            " directory).",
+        ),
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            expose_value=False,
+            callback=_count_verbose,
+            help="Log more: debug messages too.",
+        ),
+        click.Option(
+            ["-q", "--quiet"],
+            count=True,
+            expose_value=False,
+            callback=_count_quiet,
+            help="Log less: warnings and errors only.",
+        ),
+    ]
+
+
+class SwarmshareCommand(click.Command):
+    """A command that takes the global options after its name too, and sets up the settings
+    and logging they ask for before it runs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        taken = {name for param in self.params for name in param.opts}
+        self.params += [p for p in global_options(envvar=False) if not taken & set(p.opts)]
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if ctx.params.get("quiet") is True:  # a command's own --quiet flag (get) counts too
+            ctx.meta[_VERBOSITY] = ctx.meta.get(_VERBOSITY, 0) - 1
+        if "quiet" in ctx.params and ctx.meta.get(_VERBOSITY, 0) < 0:
+            ctx.params["quiet"] = True
+        ctx.obj = Settings(home=Path(ctx.meta.get(_HOME) or default_home()).expanduser())
+        setup_logging(_verbosity(ctx))
+        return super().invoke(ctx)
 
 
 class SwarmshareGroup(click.Group):
     """A click group that turns our errors into one clear line on stderr and an exit code."""
+
+    command_class = SwarmshareCommand
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -60,31 +142,30 @@ class SwarmshareGroup(click.Group):
             _fail(f"{exc.strerror or exc}{where}")
 
 
-def _error_line(message: str) -> None:
-    """`error: MESSAGE` on stderr; the message is text, never markup."""
-    err.print("[bold red]error:[/] ", markup=True, highlight=False, end="")
-    err.print(message, markup=False, highlight=False)
-
-
 def _fail(message: str, details: list[str] | None = None, code: int = 1) -> NoReturn:
-    _error_line(message)
+    err.print(error_line(message))
     for line in details or []:
-        err.print(f"  {line}", markup=False)
+        err.print(f"  {shown(line)}")
     sys.exit(code)
 
 
-@click.group(cls=SwarmshareGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="swarmshare")
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="SWARMSHARE_HOME",
-    help="Data directory (default: the platform's user data directory).",
+@click.group(
+    cls=SwarmshareGroup,
+    params=global_options(envvar=True),
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+@click.version_option(__version__, prog_name="swarmshare")
 @click.pass_context
-def main(ctx: click.Context, home: Path | None) -> None:
-    """Share files with everyone on your local network: no server, no accounts, no setup."""
-    ctx.obj = Settings(home=(home or default_home()).expanduser())
+def main(ctx: click.Context) -> None:
+    """Share files with everyone on your local network: no server, no accounts, no setup.
+
+    --home, -v and -q work before or after the command's name."""
+    ctx.obj = Settings(home=Path(ctx.meta.get(_HOME) or default_home()).expanduser())
+
+
+def _verbosity(ctx: click.Context) -> int:
+    """-v (+1 each) and -q (-1 each), before and after the command."""
+    return int(ctx.meta.get(_VERBOSITY, 0))
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -109,15 +190,15 @@ def share(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
     failures = 0
     for result in results:
         if "error" in result:
-            _error_line(str(result["error"]))
+            err.print(error_line(str(result["error"])))
             failures += 1
             continue
         for skipped in result.get("skipped", []):
-            err.print(f"skipped {skipped}", markup=False)
+            err.print(f"skipped {shown(skipped)}")
         if not as_json:
             note = " (unchanged)" if result["unchanged"] else ""
             out.print(
-                f"shared  {str(result['id'])[:12]}  {result['name']}  "
+                f"shared  {str(result['id'])[:12]}  {shown(str(result['name']))}  "
                 f"{fmt_size(int(result['size']))}{note}",
                 markup=False,
             )
@@ -156,12 +237,6 @@ def _share_progress(label: str, total: int) -> Callable[[int], None]:
     return advance
 
 
-def _table() -> Table:
-    from rich.table import Table
-
-    return Table(box=None, pad_edge=False)
-
-
 def _progress_bar(description: str, *extra: str, transient: bool = False) -> Progress:
     """A rich progress bar on stderr: description, bar, bytes, rate, time left, `extra` texts.
     (rich.progress is imported here, not at start: most commands never draw one.)"""
@@ -175,12 +250,12 @@ def _progress_bar(description: str, *extra: str, transient: bool = False) -> Pro
     )
 
     return Progress(
-        TextColumn(description),
+        TextColumn(description, markup=False),
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        *(TextColumn(text) for text in extra),
+        *(TextColumn(text, markup=False) for text in extra),
         console=err.console,
         transient=transient,
     )
@@ -193,7 +268,7 @@ def unshare(ctx: click.Context, ref: str) -> None:
     """Stop sharing a content, named by ID prefix or name (the files stay on disk)."""
     with _session(ctx) as session:
         record = session.unshare(ref)
-    out.print(f"unshared  {str(record['id'])[:12]}  {record['name']}", markup=False)
+    out.print(f"unshared  {str(record['id'])[:12]}  {shown(str(record['name']))}")
 
 
 @main.command()
@@ -209,19 +284,13 @@ def library(ctx: click.Context, as_json: bool) -> None:
     if not records:
         out.print("nothing shared yet: swarmshare share PATH")
         return
-    table = _table()
-    for column in ("ID", "NAME", "SIZE", "CHUNKS", "PATH"):
-        table.add_column(column, justify="right" if column in ("SIZE", "CHUNKS") else "left")
+    grid = table(("ID", "NAME", "SIZE", "CHUNKS", "PATH"), right=("SIZE", "CHUNKS"))
     for r in records:
-        flag = "" if r["intact"] else " [changed on disk]"
-        table.add_row(
-            str(r["id"])[:12],
-            str(r["name"]) + flag,
-            fmt_size(r["size"]),
-            str(r["chunks"]),
-            r["root"],
-        )
-    out.print(table)
+        name = plain(str(r["name"]))
+        if not r["intact"]:
+            name.append(" [changed on disk]", style="bold yellow")
+        add_row(grid, str(r["id"])[:12], name, fmt_size(r["size"]), str(r["chunks"]), r["root"])
+    out.print(grid)
 
 
 def _parse_peer(value: str, default_port: int) -> tuple[str, int]:
@@ -233,75 +302,89 @@ def _parse_peer(value: str, default_port: int) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def discovery_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The options that say how to find peers, shared by run, ls, peers and get."""
-    options = [
-        click.option(
-            "--discovery-port",
-            type=click.IntRange(1, 65535),
-            default=DEFAULT_DISCOVERY_PORT,
-            show_default=True,
-            help="UDP port of announcements.",
-        ),
-        click.option(
-            "--broadcast",
-            "broadcast",
-            multiple=True,
-            metavar="ADDR",
-            help="Announce to this address (repeatable; default: every interface's broadcast).",
-        ),
-        click.option(
-            "--peer",
-            "peers",
-            multiple=True,
-            metavar="HOST[:PORT]",
-            help="Also announce to this peer by unicast (repeatable; for other subnets).",
-        ),
-        click.option(
-            "--bind",
-            default="0.0.0.0",
-            show_default=True,
-            help="Local address to serve on and announce from.",
-        ),
-        click.option(
-            "--interval",
-            type=click.FloatRange(0.05, 3600),
-            default=DEFAULT_INTERVAL_SECONDS,
-            show_default=True,
-            help="Seconds between announcements.",
-        ),
-        click.option(
-            "--name", default=None, help="Name shown to other peers (default: host name)."
-        ),
-        click.option(
-            "--secret",
-            envvar="SWARMSHARE_SECRET",
-            default=None,
-            help="Private swarm: only peers with this secret see and fetch.",
-        ),
-        click.option(
-            "--secret-file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            default=None,
-            help="Private swarm: read the secret from this file.",
-        ),
-        click.option(
-            "--chunk-timeout",
-            type=click.FloatRange(0.1, 3600),
-            default=None,
-            help="Seconds a chunk may take before it is asked elsewhere (default: adaptive).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def finding_options(bind_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """How to find peers (--discovery-port, --broadcast, --peer, --bind, the swarm secret):
+    run, ls, peers and get; `bind_help` says what --bind means to the command."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option(
+                "--discovery-port",
+                type=click.IntRange(1, 65535),
+                default=DEFAULT_DISCOVERY_PORT,
+                show_default=True,
+                help="UDP port of announcements.",
+            ),
+            click.option(
+                "--broadcast",
+                "broadcast",
+                multiple=True,
+                metavar="ADDR",
+                help="Announce to this address (repeatable; default: every interface's broadcast).",
+            ),
+            click.option(
+                "--peer",
+                "peers",
+                multiple=True,
+                metavar="HOST[:PORT]",
+                help="Also announce to this peer by unicast (repeatable; for other subnets).",
+            ),
+            click.option("--bind", default="0.0.0.0", show_default=True, help=bind_help),
+            click.option(
+                "--secret",
+                envvar="SWARMSHARE_SECRET",
+                default=None,
+                help="Private swarm: only peers with this secret see and fetch"
+                " (env SWARMSHARE_SECRET; default: an open swarm).",
+            ),
+            click.option(
+                "--secret-file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                default=None,
+                help="Private swarm: read the secret from this file.",
+            ),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def announcing_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """How a serving peer announces itself (run only): --interval, --name."""
+    func = click.option(
+        "--name", default=None, help="Name shown to other peers (default: host name)."
+    )(func)
+    return click.option(
+        "--interval",
+        type=click.FloatRange(0.05, 3600),
+        default=DEFAULT_INTERVAL_SECONDS,
+        show_default=True,
+        help="Seconds between announcements.",
+    )(func)
+
+
+def chunk_timeout_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--chunk-timeout: commands that fetch chunks (run, get)."""
+    return click.option(
+        "--chunk-timeout",
+        type=click.FloatRange(0.1, 3600),
+        default=None,
+        help="Seconds a chunk may take before it is asked elsewhere (default: adaptive).",
+    )(func)
+
+
+BIND_TO_SERVE = "Local address to serve on and announce from."
+BIND_TO_ASK = "Without a daemon: local address to ask peers from."
+BIND_TO_FETCH = "Without a daemon: local address to ask peers and fetch from."
 
 
 def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
     port = kw.pop("discovery_port")
     peers = tuple(_parse_peer(p, port) for p in kw.pop("peers"))
-    name = kw.pop("name") or settings.name
-    chunk_timeout = kw.pop("chunk_timeout")
+    name = kw.pop("name", None) or settings.name
+    chunk_timeout = kw.pop("chunk_timeout", None)
     secret, secret_file = kw.pop("secret"), kw.pop("secret_file")
     if secret_file is not None:
         try:
@@ -320,7 +403,7 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
         broadcast=tuple(kw.pop("broadcast")),
         peers=peers,
         bind=kw.pop("bind"),
-        interval=kw.pop("interval"),
+        interval=kw.pop("interval", settings.interval),
         name=name,
     )
 
@@ -344,7 +427,9 @@ def _byte_rate(ctx: click.Context, param: click.Parameter, value: str) -> int:
 
 
 @main.command()
-@discovery_options
+@finding_options(BIND_TO_SERVE)
+@announcing_options
+@chunk_timeout_option
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -355,9 +440,10 @@ def _byte_rate(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option(
     "--control-port",
     type=click.IntRange(0, 65535),
-    default=DEFAULT_CONTROL_PORT,
-    show_default=True,
-    help="Port of the control API and web page on 127.0.0.1 (0 = any free port).",
+    default=None,
+    help=f"Port of the control API and web page on 127.0.0.1 (0 = any free port; default:"
+    f" {DEFAULT_CONTROL_PORT}, or any free port when another program has it; the CLI finds"
+    " the port in the home).",
 )
 @click.option(
     "--legacy",
@@ -383,7 +469,7 @@ def run(
     ctx: click.Context,
     /,
     port: int,
-    control_port: int,
+    control_port: int | None,
     legacy: bool,
     legacy_port: int,
     upload_limit: int,
@@ -403,29 +489,18 @@ def run(
             "--legacy and a swarm secret do not mix: the original scripts cannot prove a secret"
         )
 
-    _log_to_stdout()
+    setup_logging(_verbosity(ctx), log_file=settings.home / LOG_FILE)
     from swarmshare.app.daemon import Daemon  # the server side loads only for `run`
 
     asyncio.run(Daemon(settings).run())
 
 
-def _log_to_stdout() -> None:
-    """The daemon's lines, time-stamped, on standard output."""
-    import logging
-
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    logger = logging.getLogger("swarmshare")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
 def look_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--wait and --json, shared by ls and peers."""
-    func = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+    func = click.option("--json", "as_json", is_flag=True, help="Print JSON, not a table.")(func)
     return click.option(
         "--wait",
-        type=float,
+        type=click.FloatRange(0, 600),
         default=2.0,
         show_default=True,
         help="Without a daemon: seconds to wait for answers.",
@@ -433,7 +508,7 @@ def look_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @main.command(name="ls")
-@discovery_options
+@finding_options(BIND_TO_ASK)
 @look_options
 @click.pass_context
 def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
@@ -446,9 +521,7 @@ def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> 
     if not items:
         out.print("nothing on the network yet (no peers answered)")
         return
-    table = _table()
-    for column in ("ID", "NAME", "SIZE", "PEERS", "STATE"):
-        table.add_column(column, justify="right" if column in ("SIZE", "PEERS") else "left")
+    grid = table(("ID", "NAME", "SIZE", "PEERS", "STATE"), right=("SIZE", "PEERS"))
     for item in items:
         state = "complete" if item["complete"] else "partial"
         if item.get("legacy"):
@@ -456,18 +529,19 @@ def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> 
         if item.get("here"):
             state += ", here"
         size = item["size"]
-        table.add_row(
+        add_row(
+            grid,
             str(item["id"])[:12],
-            str(item["name"]),
+            item["name"],
             "?" if size is None else fmt_size(int(str(size))),
-            str(item["peers"]),
+            item["peers"],
             state,
         )
-    out.print(table)
+    out.print(grid)
 
 
 @main.command()
-@discovery_options
+@finding_options(BIND_TO_ASK)
 @look_options
 @click.pass_context
 def peers(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
@@ -480,19 +554,18 @@ def peers(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
     if not found:
         out.print("no peers found")
         return
-    table = _table()
-    for column in ("NAME", "ADDRESS", "PORT", "LAST SEEN", "ITEMS", "PEER ID"):
-        table.add_column(column)
+    grid = table(("NAME", "ADDRESS", "PORT", "LAST SEEN", "ITEMS", "PEER ID"))
     for p in found:
-        table.add_row(
-            str(p["name"]),
+        add_row(
+            grid,
+            p["name"],
             str(p["address"]),
             str(p["port"]),
             fmt_ago(float(str(p["last_seen"]))),
             str(p["items"]),
             str(p["peer_id"]),
         )
-    out.print(table)
+    out.print(grid)
 
 
 @main.command()
@@ -515,7 +588,8 @@ def peers(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
     show_default=True,
     help="TCP port of the original scripts' uploaders (for their contents).",
 )
-@discovery_options
+@finding_options(BIND_TO_FETCH)
+@chunk_timeout_option
 @click.pass_context
 def get(
     ctx: click.Context,
@@ -658,7 +732,7 @@ class DownloadView:
             return
         self._progress.update(
             self._task,
-            description=str(stats["name"]),
+            description=shown(stats["name"]),
             total=stats["total_bytes"] or None,
             completed=stats["done_bytes"],
             peers=stats["peers_in_use"],
@@ -717,19 +791,20 @@ def status(ctx: click.Context, as_json: bool) -> None:
         _print_json(state)
         return
     out.print(
-        f"peer {state['name']!r} ({state['peer_id']}) on {state['address']}:{state['port']}\n"
+        f"peer {shown(repr(state['name']))} ({state['peer_id']})"
+        f" on {state['address']}:{state['port']}\n"
         f"discovery UDP {state['discovery_port']} -> {', '.join(state['broadcast'])}\n"
         f"{state['peers']} peer(s) live, sharing {state['items']} item(s), "
         f"served {state['served_chunks']} chunk(s) ({fmt_size(state['served_bytes'])})\n"
-        f"web page: swarmshare open (http://127.0.0.1:{state['control_port']}/)",
-        markup=False,
+        f"web page: swarmshare open (http://127.0.0.1:{state['control_port']}/)"
     )
     for d in state["downloads"]:
         share = f"{d['done_bytes'] * 100 // max(1, d['total_bytes'])}%" if d["total_bytes"] else ""
         out.print(
-            f"download {d['name']}: {d['state']} {share} -> {d['dest']}"
-            + (f" ({d['error']})" if d["error"] else ""),
-            markup=False,
+            shown(
+                f"download {d['name']}: {d['state']} {share} -> {d['dest']}"
+                + (f" ({d['error']})" if d["error"] else "")
+            )
         )
     if state.get("legacy"):
         legacy = state["legacy"]
@@ -742,13 +817,21 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--limit", type=click.IntRange(1, 1_000_000), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, LOG_ALL_ENTRIES),
+    default=None,
+    help=f"Show only the newest N entries (default: {LOG_TABLE_ENTRIES} in a table or JSON;"
+    f" with --format seed, every entry up to {LOG_ALL_ENTRIES:,}).",
+)
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "seed"]),
     default="table",
-    help="seed: write Upload_log.txt and Download_Log.txt in the original scripts' formats.",
+    show_default=True,
+    help="seed: write Upload_log.txt and Download_Log.txt in the original scripts' formats"
+    " (every entry unless --limit says otherwise).",
 )
 @click.option(
     "--dir",
@@ -758,8 +841,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     help="With --format seed: where to write the two files.",
 )
 @click.pass_context
-def log(ctx: click.Context, as_json: bool, limit: int, fmt: str, out_dir: Path) -> None:
+def log(ctx: click.Context, as_json: bool, limit: int | None, fmt: str, out_dir: Path) -> None:
     """Show the transfer log: every chunk served and fetched."""
+    limit = limit or (LOG_ALL_ENTRIES if fmt == "seed" else LOG_TABLE_ENTRIES)
     with _session(ctx) as session:
         rows = session.log(limit)
     if fmt == "seed":
@@ -779,11 +863,10 @@ def log(ctx: click.Context, as_json: bool, limit: int, fmt: str, out_dir: Path) 
     if not rows:
         out.print("no transfers yet")
         return
-    table = _table()
-    for column in ("TIME", "DIR", "PEER", "CONTENT", "CHUNK", "BYTES", "RESULT"):
-        table.add_column(column)
+    grid = table(("TIME", "DIR", "PEER", "CONTENT", "CHUNK", "BYTES", "RESULT"))
     for r in rows:
-        table.add_row(
+        add_row(
+            grid,
             fmt_time(r["ts"]),
             r["direction"],
             r["peer"],
@@ -792,7 +875,7 @@ def log(ctx: click.Context, as_json: bool, limit: int, fmt: str, out_dir: Path) 
             str(r["bytes"]),
             r["result"],
         )
-    out.print(table)
+    out.print(grid)
 
 
 @main.command(name="downloads")
@@ -808,14 +891,12 @@ def downloads_command(ctx: click.Context, as_json: bool) -> None:
     if not found:
         out.print("no downloads")
         return
-    table = _table()
-    for column in ("ID", "NAME", "STATE", "DONE", "DEST"):
-        table.add_column(column)
+    grid = table(("ID", "NAME", "STATE", "DONE", "DEST"))
     for d in found:
         share = f"{d['done_bytes'] * 100 // max(1, d['total_bytes'])}%" if d["total_bytes"] else ""
         state = d["state"] + (f" ({d['error']})" if d["error"] and d["state"] != "done" else "")
-        table.add_row(str(d["id"])[:12], str(d["name"]), state, share, str(d["dest"]))
-    out.print(table)
+        add_row(grid, str(d["id"])[:12], str(d["name"]), state, share, str(d["dest"]))
+    out.print(grid)
 
 
 def _download_action(

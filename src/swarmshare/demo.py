@@ -17,13 +17,14 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from swarmshare.app.loopback import LOOPBACK_BROADCAST, LoopbackPeer, LoopbackSwarm
 from swarmshare.errors import DaemonError
-from swarmshare.ui import fmt_rate, fmt_size, out
+from swarmshare.ui import add_row, fmt_rate, fmt_size, out, table
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 DEMO_INTERVAL_SECONDS = 5.0
 
@@ -96,7 +97,8 @@ def run_demo(size_mib: int, peers: int, keep: bool, show_progress: Callable[[], 
         out.print(f"  SHA-256 of the original: {want_hash}")
         out.print(
             f"  SHA-256 downloaded:      {got_hash}  "
-            f"{'[green]identical[/]' if got_hash == want_hash else '[red]DIFFERENT[/]'}"
+            f"{'[green]identical[/]' if got_hash == want_hash else '[red]DIFFERENT[/]'}",
+            markup=True,
         )
         if got_hash != want_hash:
             raise DaemonError("the downloaded file differs: this is a bug")
@@ -160,7 +162,9 @@ def make_png(width: int, height: int) -> bytes:
 
 def step(text: str) -> None:
     """A heading for one step of the demo."""
-    out.print(f"\n[bold cyan]>>[/] [bold]{text}[/]")
+    from rich.markup import escape
+
+    out.print(f"\n[bold cyan]>>[/] [bold]{escape(text)}[/]", markup=True)
 
 
 def _download(
@@ -185,19 +189,18 @@ def _download(
 def _network_table(items: list[dict[str, Any]], swarm: list[LoopbackPeer]) -> Table:
     """What one peer sees on the network, with the names of the other peers holding each."""
     names = {peer.control().get("status")["peer_id"]: peer.name for peer in swarm}
-    table = Table(box=None, pad_edge=False)
-    for column in ("ID", "NAME", "SIZE", "PEERS", "HELD BY"):
-        table.add_column(column)
+    grid = table(("ID", "NAME", "SIZE", "PEERS", "HELD BY"))
     for item in items:
         holders = [*item["complete_peers"], *item["partial_peers"]]
-        table.add_row(
+        add_row(
+            grid,
             str(item["id"])[:12],
             item["name"],
             fmt_size(item["size"]),
             str(item["peers"]),
             ", ".join(sorted(names.get(h, h[:8]) for h in holders)),
         )
-    return table
+    return grid
 
 
 def _fetched_rows(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -216,12 +219,10 @@ def _served_table(log: list[dict[str, Any]], swarm: list[LoopbackPeer]) -> Table
         entry = counts.setdefault(row["peer"], [0, 0])
         entry[0] += 1
         entry[1] += row["bytes"]
-    table = Table(box=None, pad_edge=False)
-    for column in ("PEER", "ADDRESS", "CHUNKS", "BYTES"):
-        table.add_column(column)
+    grid = table(("PEER", "ADDRESS", "CHUNKS", "BYTES"))
     for address, (chunks, nbytes) in sorted(counts.items()):
-        table.add_row(names.get(address, "?"), address, str(chunks), fmt_size(nbytes))
-    return table
+        add_row(grid, names.get(address, "?"), address, str(chunks), fmt_size(nbytes))
+    return grid
 
 
 def _write_file(path: Path, size: int) -> None:

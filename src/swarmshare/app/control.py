@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
+import socket
 from importlib import resources
 from typing import Any
 
@@ -19,7 +21,9 @@ from aiohttp.typedefs import Handler
 from swarmshare.app.node import Node
 from swarmshare.errors import AmbiguousError, DaemonError, NotFoundError, SwarmshareError
 from swarmshare.net.server import error_response, start_site
+from swarmshare.settings import DEFAULT_CONTROL_PORT
 
+_log = logging.getLogger(__name__)
 CONTROL_HOST = "127.0.0.1"
 COOKIE = "swarmshare_token"
 EVENT_KEEPALIVE_SECONDS = 15.0
@@ -34,7 +38,7 @@ STATIC_FILES = {
 class ControlServer:
     """The control API server; `async with ControlServer(node, token, port) as c:`."""
 
-    def __init__(self, node: Node, token: str, port: int) -> None:
+    def __init__(self, node: Node, token: str, port: int | None) -> None:
         self.node = node
         self.token = token
         self.requested_port = port
@@ -64,10 +68,13 @@ class ControlServer:
 
     async def __aenter__(self) -> ControlServer:
         await self._runner.setup()
+        port = self.requested_port
+        if port is None:  # the usual port, unless another peer of this host has it
+            port = DEFAULT_CONTROL_PORT if _port_is_free(DEFAULT_CONTROL_PORT) else 0
         self.port = await start_site(
             self._runner,
             CONTROL_HOST,
-            self.requested_port,
+            port,
             "the control port: pick another --control-port, or 0 for any",
         )
         return self
@@ -131,18 +138,22 @@ class ControlServer:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
-        await response.prepare(request)
         sent = ""
         version = -1
-        while True:
-            body = json.dumps(self.snapshot(), separators=(",", ":"))
-            if body != sent:
-                await response.write(f"data: {body}\n\n".encode())
-                sent = body
-            else:
-                await response.write(b": keep-alive\n\n")
-            version = await self.node.changes.wait(version, EVENT_KEEPALIVE_SECONDS)
-            await asyncio.sleep(EVENT_MIN_GAP_SECONDS)  # at most a few snapshots a second
+        try:
+            await response.prepare(request)
+            while True:
+                body = json.dumps(self.snapshot(), separators=(",", ":"))
+                if body != sent:
+                    await response.write(f"data: {body}\n\n".encode())
+                    sent = body
+                else:
+                    await response.write(b": keep-alive\n\n")
+                version = await self.node.changes.wait(version, EVENT_KEEPALIVE_SECONDS)
+                await asyncio.sleep(EVENT_MIN_GAP_SECONDS)  # at most a few snapshots a second
+        except ConnectionError:  # the page was closed or reloaded: nothing went wrong
+            _log.debug("a page closed its event stream")
+        return response
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the page shows."""
@@ -250,6 +261,17 @@ class ControlServer:
         if action == "cancel":
             return web.json_response(await self.node.cancel(ref))
         return error_response(404, "not_found", "actions: pause, resume, cancel")
+
+
+def _port_is_free(port: int) -> bool:
+    """Whether a listening socket could be bound to CONTROL_HOST:port right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind((CONTROL_HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def _static_file(name: str) -> web.StreamResponse:

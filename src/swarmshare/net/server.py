@@ -16,6 +16,7 @@ Errors are JSON: {"error": {"code": "unknown_content", "message": "..."}}.
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 import time
 from typing import IO, Any, Protocol
@@ -300,14 +301,23 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def start_site(runner: web.AppRunner, host: str, port: int, hint: str) -> int:
-    """Listen on host:port (after runner.setup()); the port really bound. DaemonError, with
-    one clear line naming `hint`, when the address is taken."""
+    """Listen on host:port (after runner.setup()); the port really bound. DaemonError, one
+    clear line naming the cause: an address this machine does not have, or a port in use
+    (then with `hint`)."""
     site = web.TCPSite(runner, host, port, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise DaemonError(f"cannot listen on TCP {host}:{port}: {exc.strerror} ({hint})") from None
+        where = f"cannot listen on TCP {host}:{port}"
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise DaemonError(
+                f"{where}: {host} is not an address of this machine (--bind one of its"
+                " addresses, or 0.0.0.0 for all of them)"
+            ) from None
+        if exc.errno == errno.EADDRINUSE:
+            raise DaemonError(f"{where}: another program uses port {port} ({hint})") from None
+        raise DaemonError(f"{where}: {exc.strerror or exc} ({hint})") from None
     return int(runner.addresses[-1][1])
 
 
