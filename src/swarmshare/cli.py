@@ -289,7 +289,7 @@ def library(ctx: click.Context, as_json: bool) -> None:
         name = plain(str(r["name"]))
         if not r["intact"]:
             name.append(" [changed on disk]", style="bold yellow")
-        add_row(grid, str(r["id"])[:12], name, fmt_size(r["size"]), str(r["chunks"]), r["root"])
+        add_row(grid, str(r["id"])[:12], name, fmt_size(r["size"]), str(r["chunks"]), r["path"])
     out.print(grid)
 
 
@@ -673,8 +673,8 @@ def _say_got(stats: dict[str, Any]) -> None:
     check = "SHA-256 verified" if stats["verified"] else "UNVERIFIED"
     if stats.get("already_there"):
         out.print(
-            f"already there: {stats['name']} ({fmt_size(stats['total_bytes'])}) is complete"
-            f" at {stats['dest']}; {check}, nothing written",
+            f"already there: {shown(str(stats['name']))} ({fmt_size(stats['total_bytes'])})"
+            f" is complete at {shown(str(stats['dest']))}; {check}, nothing written",
             markup=False,
         )
         return
@@ -683,8 +683,8 @@ def _say_got(stats: dict[str, Any]) -> None:
     peers = len(stats["by_peer"])
     source = f"from {peers} peer(s)" if peers else "from files already here"
     out.print(
-        f"got {stats['name']} ({fmt_size(stats['total_bytes'])}) in {seconds:.1f} s, "
-        f"{fmt_rate(fetched / seconds)}, {source}; {check} -> {stats['dest']}",
+        f"got {shown(str(stats['name']))} ({fmt_size(stats['total_bytes'])}) in {seconds:.1f} s, "
+        f"{fmt_rate(fetched / seconds)}, {source}; {check} -> {shown(str(stats['dest']))}",
         markup=False,
     )
     if stats.get("legacy"):
