@@ -32,11 +32,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from swarmshare.errors import RemoteProtocolError
-from swarmshare.limits import (
-    INITIAL_REPLY_BUFFER_BYTES,
-    MAX_ERROR_REPLY_BYTES,
-    MAX_REPLY_HEAD_BYTES,
-)
+from swarmshare.limits import MAX_ERROR_REPLY_BYTES, MAX_REPLY_HEAD_BYTES
 
 # ---- what a request allows -------------------------------------------------------------------
 
@@ -405,6 +401,7 @@ class ReplyBudget:
 
 
 def grown_capacity(capacity: int, needed: int, length: int) -> int:
-    """The next size of a reply buffer that must hold `needed` of `length` bytes: doubled (so
-    what it holds stays within twice what arrived), never past the length."""
-    return min(length, max(needed, INITIAL_REPLY_BUFFER_BYTES, 2 * capacity))
+    """The next size of a reply buffer of `capacity` bytes that must now hold `needed` (more)
+    of `length` bytes: doubled, so that it never holds more than twice what arrived, and so
+    that growing to `length` copies fewer than `length` bytes in all; never past `length`."""
+    return min(length, max(needed, 2 * capacity))

@@ -99,13 +99,17 @@ class _Connection(asyncio.BufferedProtocol):
     """One keep-alive connection, one request at a time: bytes from the socket into a
     ReplyReader, its events onto the waiting request."""
 
-    def __init__(self, timing: ReplyTiming, pool: BufferPool, budget: ReplyBudget) -> None:
+    def __init__(
+        self, timing: ReplyTiming, pool: BufferPool, budget: ReplyBudget, scratch: bytearray
+    ) -> None:
         self.transport: asyncio.Transport | None = None
         self._timing = timing
         self._pool = pool
         self._budget = budget
         self._reader = ReplyReader()
-        self._scratch = bytearray(SCRATCH_BYTES)
+        # Shared by every connection of a client: the transport reads into it and hands it to
+        # buffer_updated at once, which copies what arrived into the reader.
+        self._scratch = scratch
         self._into_body = False
         self._body: Buffer | None = None
         self._filled = 0
@@ -337,6 +341,7 @@ class ChunkClient:
         self.budget = budget if budget is not None else ReplyBudget(MAX_REPLY_BYTES_TOTAL)
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
+        self._scratch = bytearray(SCRATCH_BYTES)
 
     async def fetch(self, host: str, port: int, path: str, length: int) -> Buffer:
         """GET one chunk of exactly `length` bytes; ChunkFetchError or RemoteProtocolError."""
@@ -406,7 +411,7 @@ class ChunkClient:
         try:
             _transport, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(self._timing, self.pool, self.budget),
+                    lambda: _Connection(self._timing, self.pool, self.budget, self._scratch),
                     host,
                     port,
                     local_addr=local,
