@@ -274,7 +274,7 @@ _MAX_LENGTH_DIGITS = 18  # far over any limit; int() of a longer string is never
 
 def _parse_head(head: bytes, expect: Expect, max_error: int) -> Response:
     lines = head.split(b"\r\n")
-    if any(b"\r" in line or b"\n" in line for line in lines):
+    if head.count(b"\r") != len(lines) - 1 or head.count(b"\n") != len(lines) - 1:
         raise MalformedReply("a bare CR or LF in the reply head")
     version, sep, rest = lines[0].partition(b" ")
     code = rest.partition(b" ")[0]
