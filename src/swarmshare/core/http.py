@@ -268,15 +268,19 @@ class ReplyReader:
         return response
 
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_FIELDS = re.compile(rb"%s:[^\r\n]*(?:\r\n%s:[^\r\n]*)*" % (_TOKEN, _TOKEN))
+"""Header lines: a token, a colon (no space before it), a value without CR or LF."""
 _MAX_LENGTH_DIGITS = 18  # far over any limit; int() of a longer string is never needed
 
 
 def _parse_head(head: bytes, expect: Expect, max_error: int) -> Response:
-    lines = head.split(b"\r\n")
-    if head.count(b"\r") != len(lines) - 1 or head.count(b"\n") != len(lines) - 1:
-        raise MalformedReply("a bare CR or LF in the reply head")
-    version, sep, rest = lines[0].partition(b" ")
+    status_line, _, fields = head.partition(b"\r\n")
+    if b"\r" in status_line or b"\n" in status_line:
+        raise MalformedReply("a bare CR or LF in the status line")
+    if fields and not _FIELDS.fullmatch(fields):
+        raise MalformedReply("malformed header line")
+    version, sep, rest = status_line.partition(b" ")
     code = rest.partition(b" ")[0]
     if version not in (b"HTTP/1.1", b"HTTP/1.0") or not sep:
         raise MalformedReply("not an HTTP/1.1 reply")
@@ -285,10 +289,8 @@ def _parse_head(head: bytes, expect: Expect, max_error: int) -> Response:
     status = int(code)
     length: int | None = None
     keep_alive = version == b"HTTP/1.1"
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name):
-            raise MalformedReply("malformed header line")
+    for line in fields.split(b"\r\n") if fields else ():
+        name, _, value = line.partition(b":")
         key = name.lower()
         value = value.strip(b" \t")
         if key == b"content-length":
