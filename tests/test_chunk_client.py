@@ -15,8 +15,8 @@ import pytest
 
 from swarmshare.core.http import ReplyBudget, ReplyError, WrongLength
 from swarmshare.errors import RemoteProtocolError
-from swarmshare.limits import INITIAL_REPLY_BUFFER_BYTES, KIB, MAX_CATALOG_BYTES, MIB
-from swarmshare.net.chunkconn import BufferPool, ChunkClient, ChunkFetchError
+from swarmshare.limits import KIB, MAX_CATALOG_BYTES, MIB
+from swarmshare.net.chunkconn import Buffer, BufferPool, ChunkClient, ChunkFetchError
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 CHUNK = b"0123456789abcdef"
@@ -51,10 +51,22 @@ async def scripted_server(answer: Answer) -> AsyncIterator[int]:
         await server.wait_closed()
 
 
+class CountingPool(BufferPool):
+    """A buffer pool that counts the buffers taken from it."""
+
+    def __init__(self) -> None:
+        super().__init__(1 * MIB)
+        self.taken = 0
+
+    def get(self, size: int) -> Buffer:
+        self.taken += 1
+        return super().get(size)
+
+
 def client(**kwargs: object) -> ChunkClient:
     options: dict[str, object] = {"local_address": None, "idle_timeout": 30.0}
     options.update(kwargs)
-    return ChunkClient(pool=BufferPool(1 * MIB), **options)  # type: ignore[arg-type]
+    return ChunkClient(pool=CountingPool(), **options)  # type: ignore[arg-type]
 
 
 def rss_bytes() -> int:
@@ -112,6 +124,10 @@ def test_a_malformed_chunk_reply_fails_that_request_only_and_prints_nothing(
                     except RemoteProtocolError as exc:
                         outcomes[name] = type(exc).__name__
                     assert bytes(await chunks.fetch("127.0.0.1", port, "/c", 16)) == CHUNK
+                # A pooled buffer is taken only for a head with the manifest's length: only the
+                # good replies (and the truncated one, whose head was right) took one.
+                assert isinstance(chunks.pool, CountingPool)
+                assert chunks.pool.taken == len(BAD_CHUNK_REPLIES) + 1
             finally:
                 chunks.close()
 
@@ -259,7 +275,7 @@ def test_huge_announced_lengths_trickling_in_hold_memory_by_bytes_received() -> 
             return grown, held
 
     grown, held = asyncio.run(scenario())
-    assert held <= connections * INITIAL_REPLY_BUFFER_BYTES
+    assert held <= connections * 2 * max(trickled.values())  # twice what arrived, at most
     assert grown < 64 * MIB
 
 

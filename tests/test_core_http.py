@@ -30,7 +30,7 @@ from swarmshare.core.http import (
     grown_capacity,
 )
 from swarmshare.errors import RemoteProtocolError
-from swarmshare.limits import INITIAL_REPLY_BUFFER_BYTES, MAX_REPLY_HEAD_BYTES
+from swarmshare.limits import MAX_REPLY_HEAD_BYTES
 
 Outcome = tuple[list[ReplyEvent], str | None]
 
@@ -448,7 +448,7 @@ def test_a_growing_buffer_holds_at_most_twice_what_arrived(length: int, pieces: 
         received += piece
         if received > capacity:
             capacity = grown_capacity(capacity, received, length)
-        assert received <= capacity <= max(INITIAL_REPLY_BUFFER_BYTES, 2 * received)
+        assert received <= capacity <= 2 * received
         assert capacity <= length
 
 

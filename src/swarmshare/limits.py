@@ -63,7 +63,6 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 MAX_REPLY_HEAD_BYTES = 16 * KIB  # status line and headers
 MAX_ERROR_REPLY_BYTES = 64 * KIB  # the body of a reply other than 200
 MAX_REPLY_BYTES_TOTAL = 128 * MIB  # held at once for all catalogue, manifest and error replies
-INITIAL_REPLY_BUFFER_BYTES = 16 * KIB  # what a reply may hold before its bytes arrive; it doubles
 REPLY_DEADLINE_BASE_SECONDS = 10.0  # a reply's grace before MIN_REPLY_BYTES_PER_SECOND counts
 MIN_REPLY_BYTES_PER_SECOND = 64 * KIB  # a slower reply (on average since its request) is cut
 RESUME_RECORD_INTERVAL_SECONDS = 0.5

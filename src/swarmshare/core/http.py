@@ -32,11 +32,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from swarmshare.errors import RemoteProtocolError
-from swarmshare.limits import (
-    INITIAL_REPLY_BUFFER_BYTES,
-    MAX_ERROR_REPLY_BYTES,
-    MAX_REPLY_HEAD_BYTES,
-)
+from swarmshare.limits import MAX_ERROR_REPLY_BYTES, MAX_REPLY_HEAD_BYTES
 
 # ---- what a request allows -------------------------------------------------------------------
 
@@ -272,15 +268,19 @@ class ReplyReader:
         return response
 
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_FIELDS = re.compile(rb"%s:[^\r\n]*(?:\r\n%s:[^\r\n]*)*" % (_TOKEN, _TOKEN))
+"""Header lines: a token, a colon (no space before it), a value without CR or LF."""
 _MAX_LENGTH_DIGITS = 18  # far over any limit; int() of a longer string is never needed
 
 
 def _parse_head(head: bytes, expect: Expect, max_error: int) -> Response:
-    lines = head.split(b"\r\n")
-    if any(b"\r" in line or b"\n" in line for line in lines):
-        raise MalformedReply("a bare CR or LF in the reply head")
-    version, sep, rest = lines[0].partition(b" ")
+    status_line, _, fields = head.partition(b"\r\n")
+    if b"\r" in status_line or b"\n" in status_line:
+        raise MalformedReply("a bare CR or LF in the status line")
+    if fields and not _FIELDS.fullmatch(fields):
+        raise MalformedReply("malformed header line")
+    version, sep, rest = status_line.partition(b" ")
     code = rest.partition(b" ")[0]
     if version not in (b"HTTP/1.1", b"HTTP/1.0") or not sep:
         raise MalformedReply("not an HTTP/1.1 reply")
@@ -289,10 +289,8 @@ def _parse_head(head: bytes, expect: Expect, max_error: int) -> Response:
     status = int(code)
     length: int | None = None
     keep_alive = version == b"HTTP/1.1"
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name):
-            raise MalformedReply("malformed header line")
+    for line in fields.split(b"\r\n") if fields else ():
+        name, _, value = line.partition(b":")
         key = name.lower()
         value = value.strip(b" \t")
         if key == b"content-length":
@@ -405,6 +403,7 @@ class ReplyBudget:
 
 
 def grown_capacity(capacity: int, needed: int, length: int) -> int:
-    """The next size of a reply buffer that must hold `needed` of `length` bytes: doubled (so
-    what it holds stays within twice what arrived), never past the length."""
-    return min(length, max(needed, INITIAL_REPLY_BUFFER_BYTES, 2 * capacity))
+    """The next size of a reply buffer of `capacity` bytes that must now hold `needed` (more)
+    of `length` bytes: doubled, so that it never holds more than twice what arrived, and so
+    that growing to `length` copies fewer than `length` bytes in all; never past `length`."""
+    return min(length, max(needed, 2 * capacity))

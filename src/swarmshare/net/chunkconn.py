@@ -99,13 +99,18 @@ class _Connection(asyncio.BufferedProtocol):
     """One keep-alive connection, one request at a time: bytes from the socket into a
     ReplyReader, its events onto the waiting request."""
 
-    def __init__(self, timing: ReplyTiming, pool: BufferPool, budget: ReplyBudget) -> None:
+    def __init__(
+        self, timing: ReplyTiming, pool: BufferPool, budget: ReplyBudget, scratch: bytearray
+    ) -> None:
         self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
         self._timing = timing
         self._pool = pool
         self._budget = budget
         self._reader = ReplyReader()
-        self._scratch = bytearray(SCRATCH_BYTES)
+        # Shared by every connection of a client: the transport reads into it and hands it to
+        # buffer_updated at once, which copies what arrived into the reader.
+        self._scratch = scratch
         self._into_body = False
         self._body: Buffer | None = None
         self._filled = 0
@@ -146,11 +151,13 @@ class _Connection(asyncio.BufferedProtocol):
         if self.closed:
             return  # a read already under way when the connection was dropped
         if self._deadline is not None:
-            self._deadline.received_bytes(nbytes, asyncio.get_running_loop().time())
+            self._deadline.received_bytes(nbytes, self._loop.time())
         try:
             if self._into_body:
                 self._filled += nbytes
                 self._reader.body_received(nbytes)
+                if self._reader.body_remaining:
+                    return  # the hot path: more of a body, nothing to parse
             else:
                 self._reader.receive_data(self._scratch[:nbytes])
             self._pump()
@@ -170,7 +177,7 @@ class _Connection(asyncio.BufferedProtocol):
         if self.closed or self._reader.state not in (ReplyState.IDLE, ReplyState.DONE):
             raise ChunkFetchError("connection closed", "short")
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._waiter = loop.create_future()
         self._chunk = expect.length is not None
         self._reader.request_sent(expect)
@@ -292,7 +299,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _arm_timer(self, when: float) -> None:
         self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+        self._timer = self._loop.call_at(when, self._on_timer)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -304,7 +311,7 @@ class _Connection(asyncio.BufferedProtocol):
         deadline = self._deadline
         if deadline is None or self._waiter is None or self._waiter.done():
             return
-        why = deadline.expired(asyncio.get_running_loop().time())
+        why = deadline.expired(self._loop.time())
         if why is None:
             self._arm_timer(deadline.next_deadline())
         else:
@@ -337,6 +344,7 @@ class ChunkClient:
         self.budget = budget if budget is not None else ReplyBudget(MAX_REPLY_BYTES_TOTAL)
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
+        self._scratch = bytearray(SCRATCH_BYTES)
 
     async def fetch(self, host: str, port: int, path: str, length: int) -> Buffer:
         """GET one chunk of exactly `length` bytes; ChunkFetchError or RemoteProtocolError."""
@@ -408,7 +416,7 @@ class ChunkClient:
         try:
             _transport, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(self._timing, self.pool, self.budget),
+                    lambda: _Connection(self._timing, self.pool, self.budget, self._scratch),
                     host,
                     port,
                     local_addr=local,

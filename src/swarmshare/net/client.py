@@ -2,7 +2,10 @@
 
 Everything goes over the small kept-alive HTTP/1.1 client of chunkconn.py: the peer server
 answers every GET with a Content-Length, so no general HTTP client (and its start-up cost) is
-needed on this side.
+needed on this side. Every reply has a deadline (an idle timeout, and a minimum average rate
+after a grace period), and the memory held for catalogues and manifests grows with the bytes
+that arrived, within one budget for all peers: what a peer does wrong fails that request with a
+PeerUnavailable or RemoteProtocolError that names the peer and what it did.
 """
 
 from __future__ import annotations
@@ -12,12 +15,19 @@ import hashlib
 from swarmshare.core.catalog import Catalog, decode_catalog
 from swarmshare.core.manifest import Manifest, decode_manifest
 from swarmshare.errors import IntegrityError, SwarmshareError
-from swarmshare.limits import MAX_CATALOG_BYTES, MAX_INFLIGHT_BYTES_TOTAL, MAX_MANIFEST_BYTES
+from swarmshare.limits import (
+    MAX_CATALOG_BYTES,
+    MAX_INFLIGHT_BYTES_TOTAL,
+    MAX_MANIFEST_BYTES,
+    MIN_REPLY_BYTES_PER_SECOND,
+    REPLY_DEADLINE_BASE_SECONDS,
+)
 from swarmshare.net.chunkconn import Buffer, BufferPool, ChunkClient, ChunkFetchError
 
 
 class PeerUnavailable(SwarmshareError):
-    """A peer could not be reached, timed out, or answered with an error status."""
+    """A peer could not be reached, was too slow or silent (reason "timeout"), answered with an
+    error status (its error code), or no memory was left for its reply (reason "busy")."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
@@ -33,12 +43,21 @@ class PeerClient:
         local_address: str | None = None,
         idle_timeout: float = 10.0,
         key: bytes | None = None,
+        deadline_base_seconds: float = REPLY_DEADLINE_BASE_SECONDS,
+        min_bytes_per_second: float = MIN_REPLY_BYTES_PER_SECOND,
     ) -> None:
         local = local_address if local_address not in (None, "", "0.0.0.0") else None
         self.buffers = BufferPool(MAX_INFLIGHT_BYTES_TOTAL)
         self._http = ChunkClient(
-            local_address=local, idle_timeout=idle_timeout, pool=self.buffers, key=key
+            local_address=local,
+            idle_timeout=idle_timeout,
+            pool=self.buffers,
+            key=key,
+            deadline_base_seconds=deadline_base_seconds,
+            min_bytes_per_second=min_bytes_per_second,
         )
+        self.replies = self._http.budget
+        """Memory held at once for catalogue, manifest and error replies, for all peers."""
 
     async def __aenter__(self) -> PeerClient:
         return self
