@@ -118,8 +118,11 @@ def run_demo(size_mib: int, peers: int, keep: bool, show_progress: Callable[[], 
         out.print(f"  cat.png: {fmt_size(png.stat().st_size)}, identical: {same}")
 
         step("Swarming: the downloader now shares what it fetched")
+        downloader_id = downloader.control().get("status")["peer_id"]
         _wait(
-            lambda: max(i["peers"] for i in seeders[0].control().get("network")) == len(seeders),
+            lambda: all(
+                downloader_id in i["complete_peers"] for i in seeders[0].control().get("network")
+            ),
             10,
             "the new holder was not announced",
         )

@@ -40,8 +40,8 @@ class Daemon:
                 Node(s, serve=True) as node,
                 ControlServer(node, self.token, s.control_port) as control,
             ):
+                self._install_signals()  # before the CLI can find us and send a signal
                 write_control_file(s.home, control.port, self.token)
-                self._install_signals()
                 self.ready.set()
                 _say_started(node, control.port)
                 node.shelf.refresh()

@@ -241,11 +241,12 @@ class Download:
         return Path(self.stats.dest)
 
     def reset(self, hold_wait: float | None, force: bool) -> None:
-        """Before another run: the caller's wait and --force."""
+        """Before a run (the first or another): the caller's wait and --force."""
         self.hold_wait = hold_wait
         self.force = force
         self._stopping = None
         self._stop_event = asyncio.Event()
+        self._move(State.FINDING)  # at once: whoever started it must not see it still paused
 
     def stop(self, outcome: Outcome) -> None:
         """Ask the run to end with `outcome` (PAUSED or CANCELLED or FAILED)."""
@@ -452,12 +453,12 @@ class Download:
             self.stats.peers_in_use = len({r.peer for r in self._tasks})
             self.stats.peers_known = len(self._sources)
             deadlines = [sched.next_deadline()]
-            if self._tasks:
+            self._move(State.FETCHING if self._tasks else State.WAITING)
+            # A holder that fails for a while (benched) is still a holder; one that lied is not.
+            if self._tasks or any(key not in sched.dropped for key in self._sources):
                 stalled_since = None
-                self._move(State.FETCHING)
             else:
                 stalled_since = now if stalled_since is None else stalled_since
-                self._move(State.WAITING)
                 self._check_holder_wait(stalled_since, now, f"the last {sched.missing} chunk(s)")
                 if self.hold_wait is not None:
                     deadlines.append(stalled_since + self.hold_wait)

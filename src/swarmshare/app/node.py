@@ -29,7 +29,7 @@ import platformdirs
 from swarmshare.app.download import Destination, EngineDeps
 from swarmshare.app.seeds import SeedServing, SeedView
 from swarmshare.app.shelf import Shelf
-from swarmshare.app.sources import Origin, SeedOrigin, SwarmOrigin
+from swarmshare.app.sources import DeferredOrigin, Origin, SeedOrigin, SwarmOrigin
 from swarmshare.app.swarm import Swarm, peer_json
 from swarmshare.app.transfers import Transfers
 from swarmshare.app.translog import TransferLog
@@ -417,7 +417,8 @@ class Node:
     def _origin(self, content_id: str) -> Origin:
         if content_id.startswith("seed:"):
             return self._seed_origin(content_id[5:])
-        assert self.swarm is not None, "the swarm starts before any download"
+        if self.swarm is None:  # a remembered download, listed before the network is up
+            return DeferredOrigin(lambda: self._origin(content_id))
         return SwarmOrigin(self.swarm, self.client, content_id)
 
     def _seed_origin(self, name: str) -> SeedOrigin:

@@ -80,6 +80,39 @@ class Origin(Protocol):
         """What holders did wrong lately, one line each (for the message when nothing is left)."""
 
 
+class DeferredOrigin:
+    """An origin made on first use (a download remembered before the network was up)."""
+
+    unverified = False
+
+    def __init__(self, make: Callable[[], Origin]) -> None:
+        self._make = make
+        self._origin: Origin | None = None
+
+    @property
+    def origin(self) -> Origin:
+        """The real origin."""
+        if self._origin is None:
+            self._origin = self._make()
+        return self._origin
+
+    async def manifest(self) -> Manifest | None:
+        """The real origin's."""
+        return await self.origin.manifest()
+
+    def sources(self, manifest: Manifest) -> list[Source]:
+        """The real origin's."""
+        return self.origin.sources(manifest)
+
+    def watch(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """The real origin's."""
+        return self.origin.watch(wake)
+
+    def problems(self) -> list[str]:
+        """The real origin's."""
+        return self.origin.problems()
+
+
 # ---- swarmshare peers ------------------------------------------------------------------------
 
 

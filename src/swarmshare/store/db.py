@@ -239,9 +239,14 @@ def make_private_dir(path: Path) -> None:
 
 def _create_private(path: Path) -> None:
     """Create the database file as 0600 before SQLite does (it would follow the umask), and
-    tighten one made by an older version."""
-    with contextlib.suppress(OSError):
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
+    tighten one made by an older version.
+
+    An existing file is never opened here: closing any descriptor of a file drops every POSIX
+    lock this process holds on it, SQLite's too, so another connection of this process (the
+    daemon's, while a worker thread opens its own) would lose its locks and could corrupt it."""
+    if not path.exists():
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
     with contextlib.suppress(OSError):
         if path.stat().st_mode & 0o077:
             path.chmod(PRIVATE_FILE_MODE)
