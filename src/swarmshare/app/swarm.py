@@ -151,7 +151,9 @@ class Swarm:
     def wake(self) -> None:
         """Do what is due by the clock now: expire peers, fetch catalogues, announce (the
         timers call this; a test that moves a fake clock may too)."""
-        self._timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._dispatch(self.table.tick(self.clock()))
         self.discovery.wake()
         self._arm(force=True)
