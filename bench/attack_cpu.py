@@ -81,15 +81,22 @@ def idle_cpu_percent(pid: int, seconds: float) -> float:
     return 100 * (cpu_seconds(pid) - before) / (time.monotonic() - start)
 
 
-def timed_get(home: Path, out: Path) -> float:
+def timed_get(home: Path, out: Path) -> str:
+    """The wall time of one `get` of the payload through the victim (or how it failed)."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     start = time.monotonic()
-    swarmshare(home, "get", "payload.bin", "-o", str(out))
+    try:
+        swarmshare(home, "get", "payload.bin", "-o", str(out))
+    except subprocess.CalledProcessError as exc:
+        last = (exc.stderr or "").strip().splitlines()[-1:] or ["?"]
+        return f"FAILED after {time.monotonic() - start:.2f} s: {last[0]}"
+    except subprocess.TimeoutExpired:
+        return "FAILED: still running after 300 s"
     took = time.monotonic() - start
     assert (out / "payload.bin").stat().st_size == FILE_MIB * 1024 * 1024
     swarmshare(home, "unshare", "payload.bin")  # the victim must fetch it again
-    return took
+    return f"{took:5.2f} s"
 
 
 class Attacker:
@@ -181,10 +188,7 @@ def main() -> None:
             f"its catalogue was fetched {fetches} times"
         )
         for label, cpu, took in rows:
-            print(
-                f"{label:>10}: victim idle CPU {cpu:5.1f} % of a core, "
-                f"{FILE_MIB} MiB get {took:5.2f} s"
-            )
+            print(f"{label:>10}: victim idle CPU {cpu:5.1f} % of a core, {FILE_MIB} MiB get {took}")
         print(f"peers the victim lists after: {len(listed)}")
     finally:
         for proc in procs:
