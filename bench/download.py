@@ -20,23 +20,18 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from swarmshare.app.loopback import LoopbackPeer, LoopbackSwarm
+
 SEEDERS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 DOWNLOADER = "127.0.0.5"
 ROUNDS = 3
 ARIA_SETTINGS = [["-x", "16", "-s", "16", "-k", "1M"], ["-x", "4", "-s", "12", "-k", "4M"]]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
 
 
 def swarmshare(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -64,10 +59,13 @@ def ensure_aria2c() -> str | None:
     return found
 
 
-def seeders_cpu(procs: list[subprocess.Popen[bytes]]) -> float:
+def seeders_cpu(peers: list[LoopbackPeer]) -> float:
     """CPU seconds (user + system) the seeder processes have used so far (Linux /proc)."""
     total = 0
-    for proc in procs:
+    for peer in peers:
+        proc = peer.proc
+        if proc is None:
+            continue
         try:
             fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -83,50 +81,22 @@ def children_usage() -> tuple[float, float]:
 
 def main() -> None:
     size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="swarmshare-bench-") as tmp:
         root = Path(tmp)
         src = root / "big.bin"
         with open(src, "wb") as handle:
             for index in range(size_mib):
                 handle.write(hashlib.sha256(str(index).encode()).digest() * 32768)
-        procs = []
-        try:
+        with LoopbackSwarm(root) as lab:
+            port = lab.discovery_port
             for index, address in enumerate(SEEDERS):
                 home = root / f"seed{index}"
                 swarmshare(home, "share", str(src))
-                procs.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "swarmshare",
-                            "--home",
-                            str(home),
-                            "run",
-                            "--bind",
-                            address,
-                            "--broadcast",
-                            "127.255.255.255",
-                            "--discovery-port",
-                            str(port),
-                            "--port",
-                            "0",
-                            "--control-port",
-                            "0",
-                        ],
-                        stdout=subprocess.DEVNULL,
-                    )
-                )
-            for index in range(len(SEEDERS)):
-                while not (root / f"seed{index}" / "control.json").exists():
-                    time.sleep(0.05)
-            time.sleep(0.5)
-            ports = [
-                json.loads(swarmshare(root / f"seed{i}", "status", "--json").stdout)["port"]
-                for i in range(len(SEEDERS))
-            ]
-            cid = json.loads(swarmshare(root / "seed0", "library", "--json").stdout)[0]["id"]
+                lab.start(int(address.rsplit(".", 1)[1]), home=home, wait=False)
+            lab.wait_ready()
+            procs = lab.peers
+            ports = [int(peer.control().get("status")["port"]) for peer in procs]
+            cid = procs[0].control().get("library")[0]["id"]
 
             size = size_mib * (1 << 20)
             aria2c = ensure_aria2c()
@@ -210,11 +180,6 @@ def main() -> None:
                     run_aria()
             wall, cpu, rss, transfer, seeders = min(runs)
             aria = min(aria_runs) if aria_runs else None
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(15)
 
     mbs = size / wall / 1e6
     sha = sha256_rate()

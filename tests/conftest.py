@@ -15,8 +15,10 @@ from hypothesis import HealthCheck, settings
 GUARD_DIR = Path(__file__).parent / "netguard"
 sys.path.insert(0, str(GUARD_DIR))
 
+from swarmshare.app.loopback import free_udp_port, stop_all  # noqa: E402
+
 import swarmshare_netguard  # noqa: E402
-from helpers import PeerProcess, free_udp_port  # noqa: E402
+from helpers import PeerProcess  # noqa: E402
 
 # Timings are measured in bench/, never asserted in tests: no Hypothesis deadlines.
 settings.register_profile(
@@ -83,7 +85,8 @@ def swarm(tmp_path: Path) -> Iterator[Swarm]:
 
 
 class Swarm:
-    """A test's own swarm of real peer processes on loopback, with its own discovery port."""
+    """A test's own swarm of real peer processes on loopback (started by the loopback launcher),
+    with its own discovery port."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -126,16 +129,7 @@ class Swarm:
     def close(self) -> None:
         if os.environ.get("SWARMSHARE_TEST_RSS"):
             print("peak RSS MiB:", self.peak_rss_mib())
-        for peer in self.peers:
-            if peer.proc is not None and peer.proc.poll() is None:
-                peer.proc.terminate()
-        for peer in self.peers:
-            if peer.proc is not None:
-                try:
-                    peer.proc.wait(15)
-                except Exception:
-                    peer.proc.kill()
-                    peer.proc.wait(5)
+        stop_all(self.peers)
 
 
 HARDENING: list[str] = []

@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from swarmshare.app.loopback import LoopbackPeer
 
 
 def swarmshare_command(home: Path, *args: str) -> list[str]:
@@ -51,17 +55,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
         assert needle in proc.stderr, proc.stderr
 
 
-def free_udp_port() -> int:
-    """A UDP port that is free on this host right now (for a test's own discovery port)."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
-
-
-class PeerProcess:
-    """A real `swarmshare run` process bound to one loopback address."""
+class PeerProcess(LoopbackPeer):
+    """A real `swarmshare run` process on 127.0.0.`index`, home ROOT/peer`index`, with the
+    tests' conveniences: CLI commands against its home."""
 
     def __init__(
         self,
@@ -72,61 +68,21 @@ class PeerProcess:
         interval: float = 30.0,
         name: str | None = None,
     ) -> None:
-        self.index = index
-        self.address = f"127.0.0.{index}"
-        self.home = root / f"peer{index}"
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.name = name or f"peer{index}"
-        self.discovery_port = discovery_port
-        self.args = [
-            "run",
-            "--bind",
-            self.address,
-            "--broadcast",
-            "127.255.255.255",
-            "--discovery-port",
-            str(discovery_port),
-            "--port",
-            "0",
-            "--control-port",
-            "0",
-            "--interval",
-            str(interval),
-            "--name",
-            self.name,
+        super().__init__(
+            root / f"peer{index}",
+            f"127.0.0.{index}",
+            discovery_port,
             *extra,
-        ]
-        self.log_path = self.home / "run.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, wait: bool = True) -> PeerProcess:
-        """Start the daemon; with `wait`, return once its control API answers."""
-        import time
-
-        (self.home / "control.json").unlink(missing_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child from here on
-        self.proc = subprocess.Popen(
-            swarmshare_command(self.home, *self.args),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            name=name or f"peer{index}",
+            interval=interval,
         )
-        log.close()
-        if wait:
-            deadline = time.monotonic() + 30
-            while not (self.home / "control.json").exists():
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"peer{self.index} died:\n{self.log()}")
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"peer{self.index} did not start:\n{self.log()}")
-                time.sleep(0.02)
-        return self
+        self.index = index
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a CLI command against this peer's home."""
         return cli(self.home, *args, timeout=timeout)
 
-    def json(self, *args: str) -> object:
+    def json(self, *args: str) -> Any:
         """Run a CLI command with --json and parse its output."""
         import json
 
@@ -134,29 +90,13 @@ class PeerProcess:
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
-    def log(self) -> str:
-        """Everything the daemon printed."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def kill(self) -> None:
-        """SIGKILL: no goodbye."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 15) -> int:
-        """SIGTERM and wait; the exit code."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        return self.proc.wait(timeout)
-
-
-def wait_until(predicate: object, timeout: float = 15.0, interval: float = 0.05) -> float:
+def wait_until(
+    predicate: Callable[..., object], timeout: float = 15.0, interval: float = 0.05
+) -> float:
     """Poll `predicate()` until true; the seconds it took. Fails the test at `timeout`."""
     import time
 
-    assert callable(predicate)
     start = time.monotonic()
     while True:
         if predicate():
@@ -188,7 +128,7 @@ def same_file(a: Path, b: Path) -> bool:
     return filecmp.cmp(a, b, shallow=False)
 
 
-def control(home: Path, method: str, path: str, body: object = None) -> object:
+def control(home: Path, method: str, path: str, body: object = None) -> Any:
     """Call a daemon's control API directly (fast polling in tests)."""
     import http.client
     import json

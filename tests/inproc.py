@@ -12,12 +12,12 @@ from pathlib import Path
 from swarmshare.app.swarm import Swarm
 from swarmshare.core.auth import derive_key
 from swarmshare.core.catalog import Catalog, CatalogItem, make_catalog
+from swarmshare.core.location import ChunkLocation
 from swarmshare.core.manifest import Manifest
 from swarmshare.net.client import PeerClient
 from swarmshare.net.server import PeerServer, ServeError
 from swarmshare.settings import Settings
 from swarmshare.store.hashing import hash_content, scan_path
-from swarmshare.store.library import ChunkLocation
 
 
 class JumpClock:

@@ -16,6 +16,7 @@ from swarmshare.core.manifest import (
     ManifestError,
     decode_manifest,
     file_entry,
+    name_collision,
 )
 from swarmshare.errors import RemoteProtocolError
 
@@ -47,7 +48,7 @@ def manifests(draw: st.DrawFn) -> Manifest:
         clash = any(
             p == path or p.startswith(path + "/") or path.startswith(p + "/") for p in joined
         )
-        if not clash:
+        if not clash and name_collision([*joined, path]) is None:
             joined.append(path)
     return Manifest.build(name, "dir", [draw(entries(p)) for p in joined])
 

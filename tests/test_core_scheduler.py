@@ -62,12 +62,12 @@ def simulate(
             return sched, writes, sent
         deadline = sched.next_deadline()
         next_event = events[0][0] if events else None
-        next_leave = min((t for k, t in leave.items() if k != "_gone"), default=None)  # type: ignore[type-var]
+        next_leave = min((t for k, t in leave.items() if k != "_gone"), default=None)
         candidates = [t for t in (deadline, next_event, next_leave) if t is not None]
         assert candidates, "stuck: nothing in flight and nothing to wait for"
-        now = max(now, min(candidates))  # type: ignore[type-var]
+        now = max(now, min(candidates))
         for peer_id, when in list(leave.items()):
-            if peer_id != "_gone" and when <= now:  # type: ignore[operator]
+            if peer_id != "_gone" and when <= now:
                 del leave[peer_id]
                 sched.remove_peer(peer_id)
                 live = {r for r in live if r.peer != peer_id}

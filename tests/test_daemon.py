@@ -8,7 +8,6 @@ import random
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -28,26 +27,26 @@ def test_five_peers_discover_a_share_and_a_peer_that_leaves_and_returns(
     # A long interval: what is seen below can only come from change announcements and
     # solicitations, never from a periodic announcement.
     peers = [swarm.start(i, interval=30.0) for i in range(2, 7)]
-    wait_until(lambda: all(len(p.json("peers")) == 4 for p in peers))  # type: ignore[arg-type]
+    wait_until(lambda: all(len(p.json("peers")) == 4 for p in peers))
     (tmp_path / "cat.png").write_bytes(os.urandom(50_000))
     assert peers[0].cli("share", str(tmp_path / "cat.png")).returncode == 0
     for other in peers[1:]:
         wait_until(lambda other=other: "cat.png" in _names(other), timeout=10)
-    item = peers[1].json("ls")[0]  # type: ignore[index]
+    item = peers[1].json("ls")[0]
     assert item["peers"] == 1 and item["complete"]
 
     # SIGKILL: no goodbye, so the others drop the peer only when it expires (3 intervals).
     short = swarm.start(7, interval=0.5)
-    wait_until(lambda: any(p["name"] == "peer7" for p in peers[1].json("peers")))  # type: ignore[union-attr]
+    wait_until(lambda: any(p["name"] == "peer7" for p in peers[1].json("peers")))
     short.kill()
-    wait_until(lambda: all(p["name"] != "peer7" for p in peers[1].json("peers")), timeout=10)  # type: ignore[union-attr]
+    wait_until(lambda: all(p["name"] != "peer7" for p in peers[1].json("peers")), timeout=10)
 
     # A restarted peer solicits answers and knows everyone at once, and they know it.
     peers[4].stop()
-    wait_until(lambda: len(peers[1].json("peers")) == 3)  # type: ignore[arg-type]
+    wait_until(lambda: len(peers[1].json("peers")) == 3)
     peers[4].start()
     wait_until(lambda: "cat.png" in _names(peers[4]), timeout=10)
-    wait_until(lambda: len(peers[1].json("peers")) == 4)  # type: ignore[arg-type]
+    wait_until(lambda: len(peers[1].json("peers")) == 4)
 
 
 def test_curl_fetches_chunk_file_and_range(swarm: Swarm, tmp_path: Path) -> None:
@@ -56,7 +55,7 @@ def test_curl_fetches_chunk_file_and_range(swarm: Swarm, tmp_path: Path) -> None
     peer = swarm.start(2)
     shared = json.loads(peer.cli("share", "--json", str(tmp_path / "doc.bin")).stdout)[0]
     status = peer.json("status")
-    base = f"http://127.0.0.2:{status['port']}/v1/content/{shared['id']}"  # type: ignore[index]
+    base = f"http://127.0.0.2:{status['port']}/v1/content/{shared['id']}"
 
     def curl(*args: str) -> bytes:
         proc = subprocess.run(["curl", "-sf", *args], capture_output=True, timeout=30)
@@ -71,10 +70,13 @@ def test_curl_fetches_chunk_file_and_range(swarm: Swarm, tmp_path: Path) -> None
     assert json.loads(manifest)["name"] == "doc.bin"
     missing = subprocess.run(["curl", "-s", f"{base}/chunk/4"], capture_output=True, timeout=30)
     assert json.loads(missing.stdout)["error"]["code"] == "bad_index"
-    time.sleep(0.7)  # the transfer log is flushed twice a second
-    log = peer.json("log")
-    ok = [row for row in log if row["result"] == "ok" and row["direction"] == "up"]  # type: ignore[union-attr,index]
-    assert sorted(row["chunk"] for row in ok) == [1, 3]
+
+    def served() -> list[int]:
+        log = peer.json("log")
+        return [r["chunk"] for r in log if r["result"] == "ok" and r["direction"] == "up"]
+
+    wait_until(lambda: len(served()) >= 2)  # the transfer log is written in batches
+    assert sorted(served()) == [1, 3]
 
 
 def test_changed_file_is_not_served_under_its_old_id(swarm: Swarm, tmp_path: Path) -> None:
@@ -82,7 +84,7 @@ def test_changed_file_is_not_served_under_its_old_id(swarm: Swarm, tmp_path: Pat
     path.write_bytes(b"v1" * 1000)
     peer = swarm.start(2)
     old = json.loads(peer.cli("share", "--json", str(path)).stdout)[0]["id"]
-    port = peer.json("status")["port"]  # type: ignore[index]
+    port = peer.json("status")["port"]
     path.write_bytes(b"v2" * 1001)
     proc = subprocess.run(
         ["curl", "-s", f"http://127.0.0.2:{port}/v1/content/{old}/chunk/0"],
@@ -90,7 +92,7 @@ def test_changed_file_is_not_served_under_its_old_id(swarm: Swarm, tmp_path: Pat
         timeout=30,
     )
     assert json.loads(proc.stdout)["error"]["code"] == "changed_on_disk"
-    wait_until(lambda: [i["id"] for i in peer.json("library")] not in ([], [old]))  # type: ignore[union-attr]
+    wait_until(lambda: [i["id"] for i in peer.json("library")] not in ([], [old]))
 
 
 def test_garbage_datagrams_never_stop_discovery(swarm: Swarm, tmp_path: Path) -> None:
@@ -116,14 +118,12 @@ def test_garbage_datagrams_never_stop_discovery(swarm: Swarm, tmp_path: Path) ->
             else:
                 data = b'{"chunks":' + rng.randbytes(20) + b"}"
             sender.sendto(data, ("127.0.0.1", swarm.discovery_port))
-            if i % 500 == 0:
-                time.sleep(0.01)  # let the receivers keep up; the point is content, not rate
     finally:
         sender.close()
     (tmp_path / "after.txt").write_text("still here")
     assert a.cli("share", str(tmp_path / "after.txt")).returncode == 0
     wait_until(lambda: "after.txt" in _names(b), timeout=10)
-    dropped = b.json("status")["discovery"]  # type: ignore[index]
+    dropped = b.json("status")["discovery"]
     assert a.proc is not None and a.proc.poll() is None
     assert b.proc is not None and b.proc.poll() is None
     assert dropped["malformed"] + dropped["foreign"] + dropped["oversized"] > 0
@@ -146,7 +146,7 @@ def test_second_daemon_and_busy_port_get_one_clear_line(swarm: Swarm) -> None:
     assert_one_line_error(proc, "already running")
     status = first.json("status")
     busy = PeerProcess(swarm.root, 3, swarm.discovery_port)  # not started: run it by hand
-    busy.args[busy.args.index("--port") + 1] = str(status["port"])  # type: ignore[index]
+    busy.args[busy.args.index("--port") + 1] = str(status["port"])
     busy.args[busy.args.index("--bind") + 1] = "127.0.0.2"
     proc = busy.cli(*busy.args, timeout=30)
     assert_one_line_error(proc, "cannot listen on TCP")

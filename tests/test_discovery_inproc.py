@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from inproc import JumpClock, make_manifest, member, until
+from swarmshare.app.loopback import free_udp_port
 from swarmshare.core.pacing import AnnouncePacer, Answer, Broadcast
 from swarmshare.limits import CHANGE_ANNOUNCE_DELAY_SECONDS
-
-from helpers import free_udp_port
 
 
 def test_pacer_schedule_in_simulated_time() -> None:

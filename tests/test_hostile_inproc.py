@@ -16,13 +16,12 @@ import pytest
 from evilpeer import HostilePeer
 from faultrelay import pipe
 from inproc import JumpClock, make_manifest, member, until
+from swarmshare.app.loopback import free_udp_port
 from swarmshare.core.announce import Announcement, encode_private
 from swarmshare.core.auth import derive_key
 from swarmshare.core.catalog import CatalogItem
 from swarmshare.limits import MAX_PEER_INTERVAL_SECONDS, MAX_PEERS_PER_ADDRESS
 from swarmshare.net.client import PeerClient, PeerUnavailable
-
-from helpers import free_udp_port
 
 SECRET = "correct horse battery staple"
 

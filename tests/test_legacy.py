@@ -7,13 +7,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmshare.app.demo import make_png
+from swarmshare.demo import make_png
 from swarmshare.net.legacy import (
     SeedFormatError,
     decode_seed_announcement,
@@ -96,7 +98,7 @@ def _script(name: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
 
 
 @pytest.fixture
-def scripts() -> list[subprocess.Popen[str]]:
+def scripts() -> Iterator[list[subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
     yield started
     for proc in started:
@@ -140,10 +142,13 @@ def test_seed_downloader_fetches_a_png_from_swarmshare(
     assert fetch.returncode == 0, fetch.stdout + fetch.stderr
     assert (seed_dir / "cat.png").read_bytes() == png
     assert len((seed_dir / "Download_Log.txt").read_text().splitlines()) == 5
-    time.sleep(0.7)
-    log = peer.json("log")
-    served = sorted(r["name"] for r in log if r["direction"] == "up" and r["legacy"])  # type: ignore[union-attr,index]
-    assert served == [f"cat_{i}" for i in range(1, 6)]
+
+    def served() -> list[str]:
+        log = peer.json("log")
+        return sorted(r["name"] for r in log if r["direction"] == "up" and r["legacy"])
+
+    wait_until(lambda: len(served()) >= 5)  # the transfer log is written in batches
+    assert served() == [f"cat_{i}" for i in range(1, 6)]
 
 
 def test_swarmshare_fetches_from_seed_uploaders_one_refusing(
@@ -174,23 +179,29 @@ def test_swarmshare_fetches_from_seed_uploaders_one_refusing(
     peer = swarm.start(2, "--legacy", "--legacy-port", str(legacy_port), interval=0.5)
 
     def seed_item() -> dict | None:  # type: ignore[type-arg]
-        return next((i for i in peer.json("ls") if i["name"] == "cat"), None)  # type: ignore[union-attr,index]
+        return next((i for i in peer.json("ls") if i["name"] == "cat"), None)
 
     wait_until(lambda: (seed_item() or {}).get("peers") == 2, timeout=20)
     item = seed_item()
     assert item is not None and item["legacy"] and not item["verified"]
-    seeds = [p for p in peer.json("peers") if p.get("legacy")]  # type: ignore[union-attr]
+    seeds = [p for p in peer.json("peers") if p.get("legacy")]
     assert sorted(p["address"] for p in seeds) == ["127.0.0.7", "127.0.0.8"]
 
     out = tmp_path / "out"
     out.mkdir()
     for _attempt in range(3):  # each piece is tried on both addresses, in random order
-        proc = peer.cli("get", "cat", "-o", str(out), "--force")
+        (out / "cat.png").unlink(missing_ok=True)  # else the next get finds it already there
+        proc = peer.cli("get", "cat", "-o", str(out))
         assert proc.returncode == 0, proc.stderr
         assert "UNVERIFIED" in proc.stdout and "no hashes" in proc.stderr
         assert (out / "cat.png").read_bytes() == png
-    time.sleep(0.7)
-    log = [r for r in peer.json("log", "--limit", "1000") if r["legacy"]]  # type: ignore[union-attr,index]
+
+    def legacy_rows() -> list[dict[str, Any]]:
+        return [r for r in peer.json("log", "--limit", "1000") if r["legacy"]]
+
+    # Three gets of five pieces: wait until the batched transfer log lists all 15.
+    wait_until(lambda: sum(r["result"] == "ok" for r in legacy_rows()) >= 15)
+    log = legacy_rows()
     assert {r["peer"] for r in log if r["result"] == "ok"} == {"127.0.0.7"}
     assert any(r["peer"] == "127.0.0.8" and r["result"] == "refused" for r in log)
     seed_logs = tmp_path / "seedlogs"
@@ -242,12 +253,12 @@ def test_legacy_port_refuses_traversal_and_garbage(swarm: Swarm, tmp_path: Path)
     size = (tmp_path / "cat.png").stat().st_size
     assert got == (tmp_path / "cat.png").read_bytes()[: -(-size // 5)]
     status = peer.json("status")
-    assert status["legacy"]["refused"] == len(attacks)  # type: ignore[index]
+    assert status["legacy"]["refused"] == len(attacks)
     assert peer.proc is not None and peer.proc.poll() is None
     assert "must never" not in peer.log()
 
 
 def test_legacy_off_by_default(swarm: Swarm) -> None:
     peer = swarm.start(2)
-    assert peer.json("status")["legacy"] is None  # type: ignore[index]
+    assert peer.json("status")["legacy"] is None
     assert cli(peer.home, "status").returncode == 0

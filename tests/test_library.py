@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from swarmshare.store.library import Library
 
 
 @pytest.fixture
-def library(tmp_path: Path) -> Library:
+def library(tmp_path: Path) -> Iterator[Library]:
     db = Database.open_home(tmp_path / "home")
     yield Library(db)
     db.close()
@@ -69,8 +70,9 @@ def test_changed_file_is_detected_and_rehashed(library: Library, tmp_path: Path)
     assert library.is_intact(old.id)
     path.write_text("version two!")
     assert not library.is_intact(old.id)
-    rehashed, dropped = library.refresh()
-    assert [r.name for r in rehashed] == ["notes.txt"] and dropped == []
+    result = library.refresh()
+    rehashed, dropped = result.rehashed, result.dropped
+    assert [r.name for r in rehashed] == ["notes.txt"] and dropped == ()
     assert rehashed[0].id != old.id
     assert [r.id for r in library.contents()] == [rehashed[0].id]
 
@@ -80,8 +82,8 @@ def test_vanished_file_is_dropped(library: Library, tmp_path: Path) -> None:
     path.write_text("bye")
     record = library.share(str(path)).record
     path.unlink()
-    rehashed, dropped = library.refresh()
-    assert rehashed == [] and [r.id for r in dropped] == [record.id]
+    result = library.refresh()
+    assert result.rehashed == () and [r.id for r in result.dropped] == [record.id]
     assert library.contents() == []
 
 

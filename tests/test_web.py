@@ -99,3 +99,78 @@ def test_page_refuses_without_the_token(swarm: Swarm) -> None:
             return api.status, login.status
 
     assert asyncio.run(drive()) == (401, 401)
+
+
+def test_page_without_a_login_says_how_to_log_in(swarm: Swarm) -> None:
+    peer = swarm.start(2)
+    base = cli(peer.home, "open", "--print-url").stdout.strip().split("/login")[0]
+
+    async def drive() -> str:
+        assert async_playwright is not None
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = await browser.new_page()
+            await page.goto(base + "/")  # the address `status` prints, no token
+            me = page.locator("#me", has_text="swarmshare open")
+            await me.wait_for(timeout=15000)
+            text = await me.text_content()
+            await browser.close()
+            return text or ""
+
+    assert "Not logged in" in asyncio.run(drive())
+
+
+def test_page_ids_text_names_errors_beside_actions_and_finished_stats(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    shares = tmp_path / "shares"
+    for folder, size in (("a", 3072), ("b", 5120)):
+        (shares / folder).mkdir(parents=True)
+        (shares / folder / "report.txt").write_bytes(bytes([size % 251]) * size)
+    tricky = shares / "rtl\u202etxt.exe"
+    tricky.write_bytes(b"x" * 4000)
+    seeder = swarm.start(2, "--name", "<b>[/x]</b>")
+    viewer = swarm.start(3)
+    assert seeder.cli("share", str(shares / "a" / "report.txt")).returncode == 0
+    assert seeder.cli("share", str(shares / "b" / "report.txt"), str(tricky)).returncode == 0
+    ids = {item["id"][:12] for item in seeder.json("library")}
+    gone, typed = tmp_path / "gone", tmp_path / "typed"
+    gone.mkdir()
+    typed.mkdir()
+    url = cli(viewer.home, "open", "--print-url").stdout.strip()
+
+    async def drive() -> tuple[set[str], str, str, str, str]:
+        assert async_playwright is not None
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = await browser.new_page(viewport={"width": 1100, "height": 900})
+            await page.goto(url)
+            await page.locator("#network tbody tr").nth(2).wait_for(timeout=15000)
+            shown_ids = set(await page.locator("#network tbody td.id").all_text_contents())
+            peer_name = await page.locator("#peers tbody td").first.text_content()
+            # An error shows in the row whose button was clicked.
+            await page.fill("#folder", str(gone))
+            await page.get_by_role("button", name="Save").click()
+            await page.get_by_text("Download folder saved.").wait_for()
+            gone.rmdir()
+            row = page.locator("#network tbody tr", has_text="3.0 KiB")
+            await row.get_by_role("button").click()
+            await row.locator(".msg", has_text="Download failed").wait_for(timeout=10000)
+            await page.wait_for_timeout(600)  # a redraw of the table keeps it
+            error = await row.locator(".msg").text_content()
+            # A typed folder is used by the next Download, though Save was not clicked.
+            await page.fill("#folder", str(typed))
+            await page.get_by_role("button", name="Download rtl\\u202etxt.exe").click()
+            await page.locator("#downloads li[data-state=done]").wait_for(timeout=30000)
+            card = await page.locator("#downloads li[data-state=done] .meta").first.text_content()
+            tricky_cell = await page.locator("#network tbody td", has_text="rtl").text_content()
+            await browser.close()
+            return shown_ids, peer_name or "", error or "", card or "", tricky_cell or ""
+
+    shown_ids, peer_name, error, card, tricky_cell = asyncio.run(drive())
+    assert shown_ids == ids
+    assert peer_name == "<b>[/x]</b>"
+    assert "Download failed" in error and "gone" in error
+    assert tricky_cell == "rtl\\u202etxt.exe"
+    wait_until(lambda: (typed / tricky.name).exists())
+    assert "1 peer(s) served" in card and "0 B/s" not in card, card

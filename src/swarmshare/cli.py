@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -16,14 +17,14 @@ import click
 from swarmshare import __version__
 from swarmshare.app.control_client import ControlClient
 from swarmshare.app.seedlog import seed_log_lines
-from swarmshare.app.standalone import NetworkView, browse, standalone_get
+from swarmshare.app.session import FINISHED, Session, open_session
 from swarmshare.errors import (
     AmbiguousError,
     DaemonError,
-    NotFoundError,
     SwarmshareError,
     UsageError,
 )
+from swarmshare.logs import LOG_FILE, setup_logging
 from swarmshare.settings import (
     DEFAULT_CONTROL_PORT,
     DEFAULT_DISCOVERY_PORT,
@@ -33,20 +34,98 @@ from swarmshare.settings import (
     Settings,
     default_home,
 )
-from swarmshare.store.db import Database
-from swarmshare.store.hashing import scan_path
-from swarmshare.store.library import Library
-from swarmshare.ui import err, fmt_ago, fmt_rate, fmt_size, fmt_time, out
+from swarmshare.ui import (
+    add_row,
+    err,
+    error_line,
+    fmt_ago,
+    fmt_rate,
+    fmt_size,
+    fmt_time,
+    out,
+    plain,
+    shown,
+    table,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
-    from rich.table import Table
 
 BIG_SHARE_BYTES = 32 * 1024 * 1024
+LOG_TABLE_ENTRIES = 50
+LOG_ALL_ENTRIES = 100_000
+
+
+_HOME = "swarmshare.home"
+_VERBOSITY = "swarmshare.verbosity"
+
+
+def _remember_home(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:  # given after the command, it wins over before
+        ctx.meta[_HOME] = value
+
+
+def _count_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    ctx.meta[_VERBOSITY] = ctx.meta.get(_VERBOSITY, 0) + value
+
+
+def _count_quiet(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    ctx.meta[_VERBOSITY] = ctx.meta.get(_VERBOSITY, 0) - value
+
+
+def global_options(*, envvar: bool) -> list[click.Parameter]:
+    """--home, -v and -q: taken before the command (`envvar`: there, $SWARMSHARE_HOME too)
+    or after it."""
+    return [
+        click.Option(
+            ["--home"],
+            type=click.Path(file_okay=False, path_type=Path),
+            envvar="SWARMSHARE_HOME" if envvar else None,
+            expose_value=False,
+            callback=_remember_home,
+            help="Data directory (default: $SWARMSHARE_HOME, else the platform's user data"
+            " directory).",
+        ),
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            expose_value=False,
+            callback=_count_verbose,
+            help="Log more: debug messages too.",
+        ),
+        click.Option(
+            ["-q", "--quiet"],
+            count=True,
+            expose_value=False,
+            callback=_count_quiet,
+            help="Log less: warnings and errors only.",
+        ),
+    ]
+
+
+class SwarmshareCommand(click.Command):
+    """A command that takes the global options after its name too, and sets up the settings
+    and logging they ask for before it runs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        taken = {name for param in self.params for name in param.opts}
+        self.params += [p for p in global_options(envvar=False) if not taken & set(p.opts)]
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if ctx.params.get("quiet") is True:  # a command's own --quiet flag (get) counts too
+            ctx.meta[_VERBOSITY] = ctx.meta.get(_VERBOSITY, 0) - 1
+        if "quiet" in ctx.params and ctx.meta.get(_VERBOSITY, 0) < 0:
+            ctx.params["quiet"] = True
+        ctx.obj = Settings(home=Path(ctx.meta.get(_HOME) or default_home()).expanduser())
+        setup_logging(_verbosity(ctx))
+        return super().invoke(ctx)
 
 
 class SwarmshareGroup(click.Group):
     """A click group that turns our errors into one clear line on stderr and an exit code."""
+
+    command_class = SwarmshareCommand
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -64,38 +143,35 @@ class SwarmshareGroup(click.Group):
 
 
 def _fail(message: str, details: list[str] | None = None, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    err.print(error_line(message))
     for line in details or []:
-        err.print(f"  {line}", markup=False)
+        err.print(f"  {shown(line)}")
     sys.exit(code)
 
 
-@click.group(cls=SwarmshareGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="swarmshare")
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="SWARMSHARE_HOME",
-    help="Data directory (default: the platform's user data directory).",
+@click.group(
+    cls=SwarmshareGroup,
+    params=global_options(envvar=True),
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+@click.version_option(__version__, prog_name="swarmshare")
 @click.pass_context
-def main(ctx: click.Context, home: Path | None) -> None:
-    """Share files with everyone on your local network: no server, no accounts, no setup."""
-    ctx.obj = Settings(home=(home or default_home()).expanduser())
+def main(ctx: click.Context) -> None:
+    """Share files with everyone on your local network: no server, no accounts, no setup.
+
+    --home, -v and -q work before or after the command's name."""
+    ctx.obj = Settings(home=Path(ctx.meta.get(_HOME) or default_home()).expanduser())
+
+
+def _verbosity(ctx: click.Context) -> int:
+    """-v (+1 each) and -q (-1 each), before and after the command."""
+    return int(ctx.meta.get(_VERBOSITY, 0))
 
 
 def _settings(ctx: click.Context) -> Settings:
     settings = ctx.find_object(Settings)
     assert settings is not None
     return settings
-
-
-def _open_library(settings: Settings) -> Library:
-    try:
-        db = Database.open_home(settings.home)
-    except OSError as exc:
-        raise UsageError(f"cannot use data directory {settings.home}: {exc.strerror}") from None
-    return Library(db)
 
 
 def _print_json(value: object) -> None:
@@ -108,62 +184,57 @@ def _print_json(value: object) -> None:
 @click.pass_context
 def share(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
     """Share files or folders with the network (hashes them; files stay where they are)."""
-    settings = _settings(ctx)
-    library = _open_library(settings)
-    results: list[dict[str, object]] = []
+    with _session(ctx) as session:
+        progress = None if as_json else _share_progress
+        results = session.share(list(paths), progress)
     failures = 0
-    for path in paths:
-        try:
-            total = sum(f.stat.size for f in scan_path(path)[2])
-            with _share_progress(total, path, quiet=as_json) as advance:
-                result = library.share(path, progress=advance)
-        except SwarmshareError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    for result in results:
+        if "error" in result:
+            err.print(error_line(str(result["error"])))
             failures += 1
             continue
-        for skipped in result.skipped:
-            err.print(f"skipped {skipped}", markup=False)
-        record = result.record
-        results.append(record.as_json() | {"unchanged": result.unchanged})
+        for skipped in result.get("skipped", []):
+            err.print(f"skipped {shown(skipped)}")
         if not as_json:
-            note = " (unchanged)" if result.unchanged else ""
+            note = " (unchanged)" if result["unchanged"] else ""
             out.print(
-                f"shared  {record.short_id}  {record.name}  {fmt_size(record.size)}{note}",
+                f"shared  {str(result['id'])[:12]}  {shown(str(result['name']))}  "
+                f"{fmt_size(int(result['size']))}{note}",
                 markup=False,
             )
-    _notify_daemon(settings)
     if as_json:
-        _print_json(results)
+        _print_json([r for r in results if "error" not in r])
     if failures:
         sys.exit(1)
 
 
-class _share_progress:
-    """A progress bar on stderr for hashing big shares; nothing for small ones."""
-
-    def __init__(self, total: int, label: str, quiet: bool) -> None:
-        show = total >= BIG_SHARE_BYTES and not quiet and err.is_terminal
-        self._progress = (
-            _progress_bar("hashing {task.description}", transient=True) if show else None
-        )
-        self._task = self._progress.add_task(label, total=total) if self._progress else None
-
-    def __enter__(self) -> Callable[[int], None]:
-        progress, task = self._progress, self._task
-        if progress is None or task is None:
-            return lambda n: None
-        progress.start()
-        return lambda n: progress.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+@contextlib.contextmanager
+def _session(ctx: click.Context, settings: Settings | None = None) -> Iterator[Session]:
+    """The session of this command (the daemon's, or the app run here), closed after."""
+    session = open_session(settings or _settings(ctx))
+    try:
+        yield session
+    finally:
+        session.close()
 
 
-def _table() -> Table:
-    from rich.table import Table
+def _share_progress(label: str, total: int) -> Callable[[int], None]:
+    """A progress bar on stderr for hashing a big share; nothing for small ones."""
+    if total < BIG_SHARE_BYTES or not err.is_terminal:
+        return lambda n: None
+    progress = _progress_bar("hashing {task.description}", transient=True)
+    task = progress.add_task(label, total=total)
+    progress.start()
+    done = 0
 
-    return Table(box=None, pad_edge=False)
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        progress.advance(task, n)
+        if done >= total:
+            progress.stop()
+
+    return advance
 
 
 def _progress_bar(description: str, *extra: str, transient: bool = False) -> Progress:
@@ -179,12 +250,12 @@ def _progress_bar(description: str, *extra: str, transient: bool = False) -> Pro
     )
 
     return Progress(
-        TextColumn(description),
+        TextColumn(description, markup=False),
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        *(TextColumn(text) for text in extra),
+        *(TextColumn(text, markup=False) for text in extra),
         console=err.console,
         transient=transient,
     )
@@ -195,10 +266,9 @@ def _progress_bar(description: str, *extra: str, transient: bool = False) -> Pro
 @click.pass_context
 def unshare(ctx: click.Context, ref: str) -> None:
     """Stop sharing a content, named by ID prefix or name (the files stay on disk)."""
-    settings = _settings(ctx)
-    record = _open_library(settings).unshare(ref)
-    _notify_daemon(settings)
-    out.print(f"unshared  {record.short_id}  {record.name}", markup=False)
+    with _session(ctx) as session:
+        record = session.unshare(ref)
+    out.print(f"unshared  {str(record['id'])[:12]}  {shown(str(record['name']))}")
 
 
 @main.command()
@@ -206,28 +276,21 @@ def unshare(ctx: click.Context, ref: str) -> None:
 @click.pass_context
 def library(ctx: click.Context, as_json: bool) -> None:
     """List what this peer shares."""
-    lib = _open_library(_settings(ctx))
-    records = lib.contents()
+    with _session(ctx) as session:
+        records = session.library()
     if as_json:
-        _print_json([r.as_json() | {"intact": lib.is_intact(r.id)} for r in records])
+        _print_json(records)
         return
     if not records:
         out.print("nothing shared yet: swarmshare share PATH")
         return
-    table = _table()
-    for column in ("ID", "NAME", "SIZE", "CHUNKS", "PATH"):
-        table.add_column(column, justify="right" if column in ("SIZE", "CHUNKS") else "left")
+    grid = table(("ID", "NAME", "SIZE", "CHUNKS", "PATH"), right=("SIZE", "CHUNKS"))
     for r in records:
-        flag = "" if lib.is_intact(r.id) else " [changed on disk]"
-        table.add_row(r.short_id, r.name + flag, fmt_size(r.size), str(r.chunks), r.root)
-    out.print(table)
-
-
-def _notify_daemon(settings: Settings) -> None:
-    """Tell a running daemon that the library changed, so that it announces at once."""
-    client = ControlClient.find(settings.home)
-    if client is not None:
-        client.post("reload", {})
+        name = plain(str(r["name"]))
+        if not r["intact"]:
+            name.append(" [changed on disk]", style="bold yellow")
+        add_row(grid, str(r["id"])[:12], name, fmt_size(r["size"]), str(r["chunks"]), r["root"])
+    out.print(grid)
 
 
 def _parse_peer(value: str, default_port: int) -> tuple[str, int]:
@@ -239,75 +302,89 @@ def _parse_peer(value: str, default_port: int) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def discovery_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The options that say how to find peers, shared by run, ls, peers and get."""
-    options = [
-        click.option(
-            "--discovery-port",
-            type=click.IntRange(1, 65535),
-            default=DEFAULT_DISCOVERY_PORT,
-            show_default=True,
-            help="UDP port of announcements.",
-        ),
-        click.option(
-            "--broadcast",
-            "broadcast",
-            multiple=True,
-            metavar="ADDR",
-            help="Announce to this address (repeatable; default: every interface's broadcast).",
-        ),
-        click.option(
-            "--peer",
-            "peers",
-            multiple=True,
-            metavar="HOST[:PORT]",
-            help="Also announce to this peer by unicast (repeatable; for other subnets).",
-        ),
-        click.option(
-            "--bind",
-            default="0.0.0.0",
-            show_default=True,
-            help="Local address to serve on and announce from.",
-        ),
-        click.option(
-            "--interval",
-            type=click.FloatRange(0.05, 3600),
-            default=DEFAULT_INTERVAL_SECONDS,
-            show_default=True,
-            help="Seconds between announcements.",
-        ),
-        click.option(
-            "--name", default=None, help="Name shown to other peers (default: host name)."
-        ),
-        click.option(
-            "--secret",
-            envvar="SWARMSHARE_SECRET",
-            default=None,
-            help="Private swarm: only peers with this secret see and fetch.",
-        ),
-        click.option(
-            "--secret-file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            default=None,
-            help="Private swarm: read the secret from this file.",
-        ),
-        click.option(
-            "--chunk-timeout",
-            type=click.FloatRange(0.1, 3600),
-            default=None,
-            help="Seconds a chunk may take before it is asked elsewhere (default: adaptive).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def finding_options(bind_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """How to find peers (--discovery-port, --broadcast, --peer, --bind, the swarm secret):
+    run, ls, peers and get; `bind_help` says what --bind means to the command."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option(
+                "--discovery-port",
+                type=click.IntRange(1, 65535),
+                default=DEFAULT_DISCOVERY_PORT,
+                show_default=True,
+                help="UDP port of announcements.",
+            ),
+            click.option(
+                "--broadcast",
+                "broadcast",
+                multiple=True,
+                metavar="ADDR",
+                help="Announce to this address (repeatable; default: every interface's broadcast).",
+            ),
+            click.option(
+                "--peer",
+                "peers",
+                multiple=True,
+                metavar="HOST[:PORT]",
+                help="Also announce to this peer by unicast (repeatable; for other subnets).",
+            ),
+            click.option("--bind", default="0.0.0.0", show_default=True, help=bind_help),
+            click.option(
+                "--secret",
+                envvar="SWARMSHARE_SECRET",
+                default=None,
+                help="Private swarm: only peers with this secret see and fetch"
+                " (env SWARMSHARE_SECRET; default: an open swarm).",
+            ),
+            click.option(
+                "--secret-file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                default=None,
+                help="Private swarm: read the secret from this file.",
+            ),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def announcing_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """How a serving peer announces itself (run only): --interval, --name."""
+    func = click.option(
+        "--name", default=None, help="Name shown to other peers (default: host name)."
+    )(func)
+    return click.option(
+        "--interval",
+        type=click.FloatRange(0.05, 3600),
+        default=DEFAULT_INTERVAL_SECONDS,
+        show_default=True,
+        help="Seconds between announcements.",
+    )(func)
+
+
+def chunk_timeout_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--chunk-timeout: commands that fetch chunks (run, get)."""
+    return click.option(
+        "--chunk-timeout",
+        type=click.FloatRange(0.1, 3600),
+        default=None,
+        help="Seconds a chunk may take before it is asked elsewhere (default: adaptive).",
+    )(func)
+
+
+BIND_TO_SERVE = "Local address to serve on and announce from."
+BIND_TO_ASK = "Without a daemon: local address to ask peers from."
+BIND_TO_FETCH = "Without a daemon: local address to ask peers and fetch from."
 
 
 def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
     port = kw.pop("discovery_port")
     peers = tuple(_parse_peer(p, port) for p in kw.pop("peers"))
-    name = kw.pop("name") or settings.name
-    chunk_timeout = kw.pop("chunk_timeout")
+    name = kw.pop("name", None) or settings.name
+    chunk_timeout = kw.pop("chunk_timeout", None)
     secret, secret_file = kw.pop("secret"), kw.pop("secret_file")
     if secret_file is not None:
         try:
@@ -326,13 +403,33 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
         broadcast=tuple(kw.pop("broadcast")),
         peers=peers,
         bind=kw.pop("bind"),
-        interval=kw.pop("interval"),
+        interval=kw.pop("interval", settings.interval),
         name=name,
     )
 
 
+_RATE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _byte_rate(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """A rate in bytes per second: a number with an optional K, M or G (powers of 1024)."""
+    text = value.strip().upper().removesuffix("/S").removesuffix("B").removesuffix("I")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in ("K", "M", "G") else (text, "")
+    try:
+        rate = float(number) * _RATE_UNITS[unit]
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a rate in bytes per second (like 512K or 10M)", ctx, param
+        ) from None
+    if not 0 <= rate < 1 << 50:
+        raise click.BadParameter(f"{value!r} is out of range", ctx, param)
+    return int(rate)
+
+
 @main.command()
-@discovery_options
+@finding_options(BIND_TO_SERVE)
+@announcing_options
+@chunk_timeout_option
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -343,9 +440,10 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
 @click.option(
     "--control-port",
     type=click.IntRange(0, 65535),
-    default=DEFAULT_CONTROL_PORT,
-    show_default=True,
-    help="Port of the control API and web page on 127.0.0.1 (0 = any free port).",
+    default=None,
+    help=f"Port of the control API and web page on 127.0.0.1 (0 = any free port; default:"
+    f" {DEFAULT_CONTROL_PORT}, or any free port when another program has it; the CLI finds"
+    " the port in the home).",
 )
 @click.option(
     "--legacy",
@@ -359,14 +457,22 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
     show_default=True,
     help="TCP port of the seed-compatible chunk server (and of seed uploaders).",
 )
+@click.option(
+    "--upload-limit",
+    default="0",
+    callback=_byte_rate,
+    metavar="RATE",
+    help="Bytes per second all uploads together may send: 512K, 10M, 1G (0 = no limit).",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
     /,
     port: int,
-    control_port: int,
+    control_port: int | None,
     legacy: bool,
     legacy_port: int,
+    upload_limit: int,
     **kw: Any,
 ) -> None:
     """Run the peer: announce, discover, serve, download. Stop with Ctrl-C."""
@@ -376,27 +482,25 @@ def run(
         control_port=control_port,
         legacy=legacy,
         legacy_port=legacy_port,
+        upload_bytes_per_second=upload_limit,
     )
     if legacy and settings.secret:
         raise UsageError(
             "--legacy and a swarm secret do not mix: the original scripts cannot prove a secret"
         )
 
-    def say(line: str) -> None:
-        click.echo(f"{time.strftime('%H:%M:%S')} {line}")
-        sys.stdout.flush()
-
+    setup_logging(_verbosity(ctx), log_file=settings.home / LOG_FILE)
     from swarmshare.app.daemon import Daemon  # the server side loads only for `run`
 
-    asyncio.run(Daemon(settings, say).run())
+    asyncio.run(Daemon(settings).run())
 
 
 def look_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--wait and --json, shared by ls and peers."""
-    func = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+    func = click.option("--json", "as_json", is_flag=True, help="Print JSON, not a table.")(func)
     return click.option(
         "--wait",
-        type=float,
+        type=click.FloatRange(0, 600),
         default=2.0,
         show_default=True,
         help="Without a daemon: seconds to wait for answers.",
@@ -404,21 +508,20 @@ def look_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @main.command(name="ls")
-@discovery_options
+@finding_options(BIND_TO_ASK)
 @look_options
 @click.pass_context
 def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
     """List what the network shares."""
-    items = _look(ctx, wait, kw).items
+    with _session(ctx, _with_discovery(_settings(ctx), kw)) as session:
+        items = session.network(wait)
     if as_json:
         _print_json(items)
         return
     if not items:
         out.print("nothing on the network yet (no peers answered)")
         return
-    table = _table()
-    for column in ("ID", "NAME", "SIZE", "PEERS", "STATE"):
-        table.add_column(column, justify="right" if column in ("SIZE", "PEERS") else "left")
+    grid = table(("ID", "NAME", "SIZE", "PEERS", "STATE"), right=("SIZE", "PEERS"))
     for item in items:
         state = "complete" if item["complete"] else "partial"
         if item.get("legacy"):
@@ -426,50 +529,43 @@ def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> 
         if item.get("here"):
             state += ", here"
         size = item["size"]
-        table.add_row(
+        add_row(
+            grid,
             str(item["id"])[:12],
-            str(item["name"]),
+            item["name"],
             "?" if size is None else fmt_size(int(str(size))),
-            str(item["peers"]),
+            item["peers"],
             state,
         )
-    out.print(table)
+    out.print(grid)
 
 
 @main.command()
-@discovery_options
+@finding_options(BIND_TO_ASK)
 @look_options
 @click.pass_context
 def peers(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
     """List the live peers."""
-    found = _look(ctx, wait, kw).peers
+    with _session(ctx, _with_discovery(_settings(ctx), kw)) as session:
+        found = session.peers(wait)
     if as_json:
         _print_json(found)
         return
     if not found:
         out.print("no peers found")
         return
-    table = _table()
-    for column in ("NAME", "ADDRESS", "PORT", "LAST SEEN", "ITEMS", "PEER ID"):
-        table.add_column(column)
+    grid = table(("NAME", "ADDRESS", "PORT", "LAST SEEN", "ITEMS", "PEER ID"))
     for p in found:
-        table.add_row(
-            str(p["name"]),
+        add_row(
+            grid,
+            p["name"],
             str(p["address"]),
             str(p["port"]),
             fmt_ago(float(str(p["last_seen"]))),
             str(p["items"]),
             str(p["peer_id"]),
         )
-    out.print(table)
-
-
-def _look(ctx: click.Context, wait: float, kw: dict[str, Any]) -> NetworkView:
-    settings = _with_discovery(_settings(ctx), kw)
-    client = ControlClient.find(settings.home)
-    if client is not None:
-        return NetworkView(client.get("network"), client.get("peers"))
-    return asyncio.run(browse(settings, wait))
+    out.print(grid)
 
 
 @main.command()
@@ -485,7 +581,15 @@ def _look(ctx: click.Context, wait: float, kw: dict[str, Any]) -> NetworkView:
 @click.option("--force", is_flag=True, help="Replace DEST if it exists and differs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary, no progress bar.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-@discovery_options
+@click.option(
+    "--legacy-port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_LEGACY_PORT,
+    show_default=True,
+    help="TCP port of the original scripts' uploaders (for their contents).",
+)
+@finding_options(BIND_TO_FETCH)
+@chunk_timeout_option
 @click.pass_context
 def get(
     ctx: click.Context,
@@ -496,82 +600,99 @@ def get(
     force: bool,
     as_json: bool,
     quiet: bool,
+    legacy_port: int,
     **kw: Any,
 ) -> None:
-    """Download NAME, ID prefix or ID from every peer that holds it, verifying every chunk."""
-    settings = _with_discovery(_settings(ctx), kw)
+    """Download NAME, ID prefix or ID from every peer that holds it, verifying every chunk.
+
+    DEST: a folder (an existing one, or any path ending in /, created if missing) gets the
+    content under its own name; any other path is the exact file or folder to write. An
+    existing DEST that differs is replaced only with --force (the old one is removed once the
+    new one is complete); an identical one is left as it is. With no holder for --wait seconds
+    (at the start or later) the download pauses and the command says so.
+    """
+    settings = replace(_with_discovery(_settings(ctx), kw), legacy_port=legacy_port)
     view = DownloadView(enabled=not (quiet or as_json))
-    client = ControlClient.find(settings.home)
-    try:
-        with view:
-            if client is not None:
-                stats = _get_through_daemon(client, ref, output, force, wait, view)
-            else:
-                stats = asyncio.run(
-                    standalone_get(
-                        settings,
-                        ref,
-                        output,
-                        Path.cwd(),
-                        force=force,
-                        wait=wait,
-                        on_change=lambda st: view.update(st.as_json()),
-                    )
-                ).as_json()
-    except KeyboardInterrupt:
-        if client is not None and view.current_id:
-            client.post(f"downloads/{view.current_id}/pause", {})
-        err.print("paused: run the same command again to resume")
-        sys.exit(130)
+    with _session(ctx, settings) as session, view:
+        stats = _follow(session, view, ref, output, force, wait)
     if as_json:
         _print_json(stats)
     elif not quiet:
-        seconds = max(1e-6, float(stats["seconds"]))
-        peers = len(stats["by_peer"]) or "local"
-        check = "SHA-256 verified" if stats["verified"] else "UNVERIFIED"
-        out.print(
-            f"got {stats['name']} ({fmt_size(stats['total_bytes'])}) in {seconds:.1f} s, "
-            f"{fmt_rate(stats['total_bytes'] / seconds)}, from {peers} peer(s); "
-            f"{check} -> {stats['dest']}",
-            markup=False,
-        )
-        if stats.get("legacy"):
-            err.print(
-                "note: this came from peers running the original scripts, whose protocol has"
-                " no hashes: swarmshare cannot tell whether these bytes are right.",
-                markup=False,
-            )
+        _say_got(stats)
 
 
-def _get_through_daemon(
-    client: ControlClient,
+def _follow(
+    session: Session,
+    view: DownloadView,
     ref: str,
     output: str | None,
     force: bool,
     wait: float,
-    view: DownloadView,
 ) -> dict[str, Any]:
-    body = {
-        "ref": ref,
-        "output": str(Path(output).absolute()) if output else None,
-        "dest_dir": str(Path.cwd()),
-        "force": force,
-        "wait": wait,
-    }
-    stats: dict[str, Any] = client.post("downloads", body, timeout=wait + 30)
-    view.current_id = str(stats["id"])
-    deadline = time.monotonic() + wait
-    while stats["state"] not in ("done", "failed", "cancelled", "paused"):
-        if stats["state"] == "finding peers" and time.monotonic() > deadline:
-            client.post(f"downloads/{view.current_id}/cancel", {})
-            raise NotFoundError(f"no peer offers {ref} (waited {wait:.0f} s)")
-        view.update(stats)
-        time.sleep(0.2)
-        stats = client.get(f"downloads/{view.current_id}")
+    """Start the download and show it until it ends; Ctrl-C pauses it (acknowledged)."""
+    stats = session.start_download(ref, output, str(Path.cwd()), force, wait)
+    return _follow_started(session, view, stats)
+
+
+def _follow_started(session: Session, view: DownloadView, stats: dict[str, Any]) -> dict[str, Any]:
+    """Show a started download until it ends; Ctrl-C pauses it (acknowledged)."""
+    download_id = str(stats["id"])
+    version = -1
+    try:
+        while stats["state"] not in FINISHED:
+            view.update(stats)
+            stats = session.watch(download_id, version, 1.0)
+            version = int(stats.get("version", version))
+    except KeyboardInterrupt:
+        with _no_interrupts():
+            session.pause(download_id)
+        view.stop()
+        err.print("paused: run the same command again to resume", markup=False)
+        sys.exit(130)
     view.update(stats)
+    if stats["state"] == "paused" and stats.get("no_holder"):
+        view.stop()
+        _fail(f"{stats['error']}; paused: run the same command again to resume")
     if stats["state"] != "done":
-        raise SwarmshareError(stats["error"] or f"download {stats['state']}")
+        view.stop()
+        _fail(str(stats["error"] or f"download {stats['state']}"))
     return stats
+
+
+@contextlib.contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """While a pause is being acknowledged, a second Ctrl-C must not cut it short."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _say_got(stats: dict[str, Any]) -> None:
+    check = "SHA-256 verified" if stats["verified"] else "UNVERIFIED"
+    if stats.get("already_there"):
+        out.print(
+            f"already there: {stats['name']} ({fmt_size(stats['total_bytes'])}) is complete"
+            f" at {stats['dest']}; {check}, nothing written",
+            markup=False,
+        )
+        return
+    seconds = max(1e-6, float(stats.get("transfer_seconds") or stats["seconds"]))
+    fetched = int(stats["fetched_bytes"])
+    peers = len(stats["by_peer"])
+    source = f"from {peers} peer(s)" if peers else "from files already here"
+    out.print(
+        f"got {stats['name']} ({fmt_size(stats['total_bytes'])}) in {seconds:.1f} s, "
+        f"{fmt_rate(fetched / seconds)}, {source}; {check} -> {stats['dest']}",
+        markup=False,
+    )
+    if stats.get("legacy"):
+        err.print(
+            "note: this came from peers running the original scripts, whose protocol has"
+            " no hashes: swarmshare cannot tell whether these bytes are right.",
+            markup=False,
+        )
 
 
 class DownloadView:
@@ -598,6 +719,10 @@ class DownloadView:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Take the bar off the screen (before a message)."""
         if self._progress is not None:
             self._progress.stop()
 
@@ -607,7 +732,7 @@ class DownloadView:
             return
         self._progress.update(
             self._task,
-            description=str(stats["name"]),
+            description=shown(stats["name"]),
             total=stats["total_bytes"] or None,
             completed=stats["done_bytes"],
             peers=stats["peers_in_use"],
@@ -634,7 +759,7 @@ class DownloadView:
 @click.option("--keep", is_flag=True, help="Keep the demo's folder (homes, logs, files).")
 def demo(size_mib: int, peers: int, keep: bool) -> None:
     """Run a real swarm on loopback: peers find each other, share, and download a file."""
-    from swarmshare.app.demo import run_demo
+    from swarmshare.demo import run_demo
 
     run_demo(size_mib, peers, keep, lambda: DownloadView(enabled=err.is_terminal))
 
@@ -660,28 +785,26 @@ def open_page(ctx: click.Context, print_url: bool) -> None:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show the running daemon's state."""
-    settings = _settings(ctx)
-    client = ControlClient.find(settings.home)
-    if client is None:
-        raise DaemonError(f"no swarmshare daemon runs for {settings.home} (start: swarmshare run)")
-    state = client.get("status")
+    with _session(ctx) as session:
+        state = session.status()
     if as_json:
         _print_json(state)
         return
     out.print(
-        f"peer {state['name']!r} ({state['peer_id']}) on {state['address']}:{state['port']}\n"
+        f"peer {shown(repr(state['name']))} ({state['peer_id']})"
+        f" on {state['address']}:{state['port']}\n"
         f"discovery UDP {state['discovery_port']} -> {', '.join(state['broadcast'])}\n"
         f"{state['peers']} peer(s) live, sharing {state['items']} item(s), "
         f"served {state['served_chunks']} chunk(s) ({fmt_size(state['served_bytes'])})\n"
-        f"web page: swarmshare open (http://127.0.0.1:{state['control_port']}/)",
-        markup=False,
+        f"web page: swarmshare open (http://127.0.0.1:{state['control_port']}/)"
     )
     for d in state["downloads"]:
         share = f"{d['done_bytes'] * 100 // max(1, d['total_bytes'])}%" if d["total_bytes"] else ""
         out.print(
-            f"download {d['name']}: {d['state']} {share} -> {d['dest']}"
-            + (f" ({d['error']})" if d["error"] else ""),
-            markup=False,
+            shown(
+                f"download {d['name']}: {d['state']} {share} -> {d['dest']}"
+                + (f" ({d['error']})" if d["error"] else "")
+            )
         )
     if state.get("legacy"):
         legacy = state["legacy"]
@@ -694,13 +817,21 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--limit", type=click.IntRange(1, 1_000_000), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, LOG_ALL_ENTRIES),
+    default=None,
+    help=f"Show only the newest N entries (default: {LOG_TABLE_ENTRIES} in a table or JSON;"
+    f" with --format seed, every entry up to {LOG_ALL_ENTRIES:,}).",
+)
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "seed"]),
     default="table",
-    help="seed: write Upload_log.txt and Download_Log.txt in the original scripts' formats.",
+    show_default=True,
+    help="seed: write Upload_log.txt and Download_Log.txt in the original scripts' formats"
+    " (every entry unless --limit says otherwise).",
 )
 @click.option(
     "--dir",
@@ -710,18 +841,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
     help="With --format seed: where to write the two files.",
 )
 @click.pass_context
-def log(ctx: click.Context, as_json: bool, limit: int, fmt: str, out_dir: Path) -> None:
+def log(ctx: click.Context, as_json: bool, limit: int | None, fmt: str, out_dir: Path) -> None:
     """Show the transfer log: every chunk served and fetched."""
-    settings = _settings(ctx)
-    client = ControlClient.find(settings.home)
-    if client is not None:
-        rows: list[dict[str, Any]] = client.get(f"log?limit={limit}")
-    else:
-        db = Database.open_home(settings.home)
-        try:
-            rows = [dict(r) for r in db.transfers(limit)]
-        finally:
-            db.close()
+    limit = limit or (LOG_ALL_ENTRIES if fmt == "seed" else LOG_TABLE_ENTRIES)
+    with _session(ctx) as session:
+        rows = session.log(limit)
     if fmt == "seed":
         upload, download = seed_log_lines(rows)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -739,11 +863,10 @@ def log(ctx: click.Context, as_json: bool, limit: int, fmt: str, out_dir: Path) 
     if not rows:
         out.print("no transfers yet")
         return
-    table = _table()
-    for column in ("TIME", "DIR", "PEER", "CONTENT", "CHUNK", "BYTES", "RESULT"):
-        table.add_column(column)
+    grid = table(("TIME", "DIR", "PEER", "CONTENT", "CHUNK", "BYTES", "RESULT"))
     for r in rows:
-        table.add_row(
+        add_row(
+            grid,
             fmt_time(r["ts"]),
             r["direction"],
             r["peer"],
@@ -752,4 +875,75 @@ def log(ctx: click.Context, as_json: bool, limit: int, fmt: str, out_dir: Path) 
             str(r["bytes"]),
             r["result"],
         )
-    out.print(table)
+    out.print(grid)
+
+
+@main.command(name="downloads")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def downloads_command(ctx: click.Context, as_json: bool) -> None:
+    """List downloads: running, paused (part file kept), failed, and finished ones."""
+    with _session(ctx) as session:
+        found = session.downloads()
+    if as_json:
+        _print_json(found)
+        return
+    if not found:
+        out.print("no downloads")
+        return
+    grid = table(("ID", "NAME", "STATE", "DONE", "DEST"))
+    for d in found:
+        share = f"{d['done_bytes'] * 100 // max(1, d['total_bytes'])}%" if d["total_bytes"] else ""
+        state = d["state"] + (f" ({d['error']})" if d["error"] and d["state"] != "done" else "")
+        add_row(grid, str(d["id"])[:12], str(d["name"]), state, share, str(d["dest"]))
+    out.print(grid)
+
+
+def _download_action(
+    ctx: click.Context, action: str, ref: str, wait: float | None = None
+) -> dict[str, Any]:
+    with _session(ctx) as session:
+        if action == "pause":
+            with _no_interrupts():
+                return session.pause(ref)
+        if action == "resume":
+            stats = session.resume(ref, wait)
+            if not session.daemon:  # no daemon to carry on: follow it here
+                view = DownloadView(enabled=err.is_terminal)
+                with view:
+                    return _follow_started(session, view, stats)
+            return stats
+        return session.cancel(ref)
+
+
+@main.command()
+@click.argument("ref")
+@click.pass_context
+def pause(ctx: click.Context, ref: str) -> None:
+    """Pause a download (by ID prefix); its part file is kept for resume."""
+    d = _download_action(ctx, "pause", ref)
+    out.print(f"paused  {str(d['id'])[:12]}  {d['name']}  ({d['state']})", markup=False)
+
+
+@main.command()
+@click.argument("ref")
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 3600),
+    default=None,
+    help="Pause again after this many seconds with no holder (default: wait on).",
+)
+@click.pass_context
+def resume(ctx: click.Context, ref: str, wait: float | None) -> None:
+    """Resume a paused or failed download (by ID prefix)."""
+    d = _download_action(ctx, "resume", ref, wait)
+    out.print(f"{d['state']}  {str(d['id'])[:12]}  {d['name']}", markup=False)
+
+
+@main.command()
+@click.argument("ref")
+@click.pass_context
+def cancel(ctx: click.Context, ref: str) -> None:
+    """Cancel a download (by ID prefix) and delete its part file."""
+    d = _download_action(ctx, "cancel", ref)
+    out.print(f"cancelled  {str(d['id'])[:12]}  {d['name']}", markup=False)

@@ -58,12 +58,20 @@ CHUNK_TIMEOUT_MIN_SECONDS = 3.0
 CHUNK_TIMEOUT_INITIAL_SECONDS = 20.0
 READ_IDLE_TIMEOUT_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 5.0
+
+# Replies the peer client reads (catalogues, manifests, chunks, error bodies)
+MAX_REPLY_HEAD_BYTES = 16 * KIB  # status line and headers
+MAX_ERROR_REPLY_BYTES = 64 * KIB  # the body of a reply other than 200
+MAX_REPLY_BYTES_TOTAL = 128 * MIB  # held at once for all catalogue, manifest and error replies
+INITIAL_REPLY_BUFFER_BYTES = 16 * KIB  # what a reply may hold before its bytes arrive; it doubles
+REPLY_DEADLINE_BASE_SECONDS = 10.0  # a reply's grace before MIN_REPLY_BYTES_PER_SECOND counts
+MIN_REPLY_BYTES_PER_SECOND = 64 * KIB  # a slower reply (on average since its request) is cut
 RESUME_RECORD_INTERVAL_SECONDS = 0.5
 
 # Peer server connections and requests
 MAX_CONNECTIONS_TOTAL = 512
-MAX_CONNECTIONS_PER_PEER = 64
-FIRST_REQUEST_TIMEOUT_SECONDS = 10.0
+MAX_CONNECTIONS_PER_PEER = 32  # one address's share: it takes 16 addresses to fill every slot
+REQUEST_TIMEOUT_SECONDS = 10.0  # from connecting, or from the last reply, to the next request
 KEEPALIVE_TIMEOUT_SECONDS = 15.0
 MAX_HEADER_LINE_BYTES = 8190
 MAX_HEADER_FIELD_BYTES = 8190
@@ -73,3 +81,11 @@ REQUEST_BURST_PER_PEER = 10000.0
 # Discovery datagrams per source address
 DATAGRAMS_PER_SECOND_PER_SOURCE = 200.0
 DATAGRAM_BURST_PER_SOURCE = 400.0
+
+# Transfer log
+MAX_TRANSFER_LOG_ROWS = 200_000  # oldest dropped beyond this (a row is about 150 bytes)
+REFUSAL_WINDOW_SECONDS = 10.0  # the same refusal (peer, content, result) again: one row, counted
+MAX_REFUSAL_KEYS = 4096  # refusals being counted at once (memory); beyond, rows are written
+
+# Shared files
+REFRESH_RETRY_SECONDS = 2.0  # a shared file still being written is hashed again after this

@@ -49,8 +49,9 @@ class Settings:
     """Unicast peers (host, discovery port) for networks where broadcast does not pass."""
     interval: float = DEFAULT_INTERVAL_SECONDS
     """Seconds between periodic announcements; peers expire after three missed ones."""
-    control_port: int = DEFAULT_CONTROL_PORT
-    """TCP port of the control API and web page on 127.0.0.1 (0 = any free port)."""
+    control_port: int | None = None
+    """TCP port of the control API and web page on 127.0.0.1 (0 = any free port; None =
+    DEFAULT_CONTROL_PORT, or any free port when that one is taken)."""
     downloads_dir: Path | None = None
     """Where downloads go when no destination is given (default: the current directory)."""
     chunk_timeout: float | None = None
@@ -63,3 +64,5 @@ class Settings:
     """Also speak the original four scripts' formats (seed announcements, TCP chunk server)."""
     legacy_port: int = DEFAULT_LEGACY_PORT
     """TCP port of the seed-compatible chunk server, and of seed uploaders we fetch from."""
+    upload_bytes_per_second: int = 0
+    """What the peer server's uploads may send in all, in bytes per second (0: no limit)."""

@@ -34,7 +34,7 @@ def allowed(address: Any, family: int) -> bool:
     try:
         ip = ipaddress.ip_address(host.split("%")[0])
     except ValueError:
-        return host == "localhost"
+        return bool(host == "localhost")
     if ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped and ip.ipv4_mapped.is_loopback):
         return True
     if ip.is_unspecified:  # connect/sendto 0.0.0.0 reaches this host only
@@ -84,7 +84,7 @@ def install() -> None:
             _check(self, args[2], "sendmsg")
         return real_sendmsg(self, buffers, *args)
 
-    cls.connect = connect  # type: ignore[method-assign]
-    cls.connect_ex = connect_ex  # type: ignore[method-assign]
+    cls.connect = connect  # type: ignore[method-assign,assignment]
+    cls.connect_ex = connect_ex  # type: ignore[method-assign,assignment]
     cls.sendto = sendto  # type: ignore[method-assign,assignment]
-    cls.sendmsg = sendmsg  # type: ignore[method-assign]
+    cls.sendmsg = sendmsg  # type: ignore[method-assign,assignment]

@@ -1,7 +1,20 @@
-"""One swarm download: feeds the scheduler, fetches chunks from many peers at once, verifies
-each, writes it into the part file, and finally puts the file in place and into the library.
+"""The one download engine: any kind of source, one state machine, verified chunks into a part.
 
-The scheduler (core) decides; this adapter owns the sockets, the tasks, the clock and the disk.
+How it works. `Download.run()` drives one content from its origin (sources.py) into `DEST.part`:
+find the manifest (FINDING), copy chunks already on this machine, ask the pure scheduler which
+chunk to request from which source, verify each chunk in a worker thread and write it, and
+finally rename the part into place and hand the result to the library. States and the moves
+between them are in core/transfer.py; every change goes through `_move`.
+
+Stopping. `stop(outcome)` (pause, cancel, the daemon shutting down, no holder within the wait)
+sets a flag, wakes the loop and cuts every chunk request; `run()` then waits for the hashing and
+writing threads already running (a thread cannot be cancelled), saves the resume record, closes
+the part file and returns. So when the caller's `await` of a stopped run returns, no byte will be
+written to the part file any more. Nothing here depends on how `asyncio.wait_for` treats a
+cancellation (it differs between Python 3.11 and 3.12): the loop sleeps on an event, woken by
+results and by one timer armed for the next deadline.
+
+Time comes from one injected clock (the event loop by default): `time()` and `call_at()`.
 """
 
 from __future__ import annotations
@@ -12,31 +25,68 @@ import hashlib
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
-from swarmshare.app.swarm import Swarm
+from swarmshare.app.sources import Origin, Source, SourceError
 from swarmshare.app.translog import TransferLog
 from swarmshare.core.catalog import bitmap_get, bitmap_new, bitmap_set
+from swarmshare.core.location import ChunkLocation
 from swarmshare.core.manifest import ChunkRef, Manifest
-from swarmshare.core.peers import Peer
 from swarmshare.core.scheduler import Request, Scheduler
-from swarmshare.errors import (
-    RemoteProtocolError,
-    StoreError,
-    SwarmshareError,
-    UsageError,
-)
+from swarmshare.core.transfer import ChunkOutcome, Outcome, PauseReason, State, check_move
+from swarmshare.errors import StoreError, SwarmshareError, UsageError
 from swarmshare.limits import RESUME_RECORD_INTERVAL_SECONDS
-from swarmshare.net.client import PeerClient, PeerUnavailable
-from swarmshare.store.hashing import FileStat, ScannedFile
-from swarmshare.store.library import Library
+from swarmshare.store.hashing import ScannedFile
 from swarmshare.store.partfile import PartFile
 
 RATE_WINDOW_SECONDS = 2.0
-WAKE_SECONDS = 0.25
 FLUSH_EVERY_BYTES = 128 * 1024 * 1024
+MANIFEST_RETRY_SECONDS = 2.0
+
+T = TypeVar("T")
+
+
+class TimerHandle(Protocol):
+    """A timer that can be called off."""
+
+    def cancel(self) -> None:
+        """Do not fire."""
+
+
+class Clock(Protocol):
+    """Where a download reads the time and arms its timers (the event loop, or a fake)."""
+
+    def time(self) -> float:
+        """Now, in seconds (monotonic)."""
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
+        """Call `callback` at `when`."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a download goes: the exact path, or a folder that gets the content's own name."""
+
+    folder: Path
+    exact: Path | None = None
+
+    def path(self, name: str) -> Path:
+        """DEST for a content called `name` (its manifest's name, never a catalogue's)."""
+        return self.exact if self.exact is not None else self.folder / name
+
+    def encode(self) -> str:
+        """One string for the database: a folder ends in '/'."""
+        return str(self.exact) if self.exact is not None else str(self.folder).rstrip("/") + "/"
+
+    @classmethod
+    def decode(cls, text: str) -> Destination:
+        """The inverse of `encode`."""
+        if text.endswith("/"):
+            return cls(Path(text))
+        return cls(Path(text).parent, Path(text))
 
 
 @dataclass
@@ -46,7 +96,8 @@ class Stats:
     content_id: str
     name: str
     dest: str
-    state: str = "starting"
+    state: State = State.FINDING
+    reason: str = ""
     total_bytes: int = 0
     done_bytes: int = 0
     fetched_bytes: int = 0
@@ -61,10 +112,12 @@ class Stats:
     rate: float = 0.0
     started: float = field(default_factory=time.time)
     finished: float | None = None
-    error: str = ""
+    run_seconds: float = 0.0
     by_peer: dict[str, int] = field(default_factory=dict)
     dropped_peers: list[str] = field(default_factory=list)
     unverified: bool = False
+    already_there: bool = False
+    no_holder: bool = False
 
     @property
     def eta(self) -> float | None:
@@ -73,13 +126,14 @@ class Stats:
         return left / self.rate if self.rate > 0 and left > 0 else None
 
     def as_json(self) -> dict[str, object]:
-        """Plain JSON for the control API and `get --json`."""
+        """Plain JSON for the control API, the page and `get --json`."""
         end = self.finished or time.time()
         return {
             "id": self.content_id,
             "name": self.name,
             "dest": self.dest,
-            "state": self.state,
+            "state": self.state.value,
+            "error": self.reason,
             "total_bytes": self.total_bytes,
             "done_bytes": self.done_bytes,
             "fetched_bytes": self.fetched_bytes,
@@ -94,174 +148,254 @@ class Stats:
             "rate": self.rate,
             "eta": self.eta,
             "seconds": end - self.started,
-            "error": self.error,
+            "transfer_seconds": self.run_seconds,
             "by_peer": dict(self.by_peer),
             "dropped_peers": list(self.dropped_peers),
-            "verified": self.state == "done" and not self.unverified,
+            "verified": self.state is State.DONE and not self.unverified,
             "legacy": self.unverified,
+            "already_there": self.already_there,
+            "no_holder": self.no_holder,
         }
 
 
+@dataclass(frozen=True)
+class EngineDeps:
+    """What every download of one app shares: the clock, the log, local chunks."""
+
+    clock: Clock
+    translog: TransferLog | None = None
+    find_chunk: Callable[[str], ChunkLocation | None] = lambda _sha: None
+    add_to_library: Callable[[Manifest, str, list[ScannedFile]], None] = lambda *_a: None
+    chunk_timeout: float | None = None
+
+
+class _Stop(Exception):
+    """Raised inside the run when a stop was asked for: unwinds to the cleanup."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    request: Request
+    outcome: ChunkOutcome
+    nbytes: int
+    seconds: float
+    error: StoreError | None = None
+
+
 class Download:
-    """Fetch one content from the swarm into `dest`. `await run()`; SwarmshareError on failure."""
+    """One content from its origin into its destination. `await run()` returns its Outcome."""
 
     def __init__(
         self,
         content_id: str,
         name: str,
-        dest: Path,
+        destination: Destination,
+        origin: Origin,
+        deps: EngineDeps,
         *,
-        swarm: Swarm,
-        client: PeerClient,
-        library: Library | None = None,
-        translog: TransferLog | None = None,
         force: bool = False,
         manifest: Manifest | None = None,
-        stall_timeout: float | None = 30.0,
-        chunk_timeout: float | None = None,
-        on_change: Callable[[Download], None] | None = None,
-        on_held: Callable[[Download], None] | None = None,
+        hold_wait: float | None = None,
+        on_change: Callable[[Download], None] = lambda _d: None,
+        on_held: Callable[[Download], None] = lambda _d: None,
     ) -> None:
         self.content_id = content_id
-        self.dest = dest
-        self.swarm = swarm
-        self.client = client
-        self.library = library
-        self.translog = translog
+        self.destination = destination
+        self.origin = origin
+        self.deps = deps
         self.force = force
         self.manifest = manifest
-        self.stall_timeout = stall_timeout
-        self.chunk_timeout = chunk_timeout
-        self.stats = Stats(content_id, name, str(dest))
+        self.hold_wait = hold_wait
+        self.stats = Stats(content_id, manifest.name if manifest else name, "")
+        self.stats.unverified = origin.unverified
+        self.stats.dest = str(destination.path(self.stats.name))
         self.part: PartFile | None = None
         self.bitmap: bytearray | None = None
-        self._on_change = on_change or (lambda _d: None)
-        self._on_held = on_held or (lambda _d: None)
+        self._on_change = on_change
+        self._on_held = on_held
+        self._clock = deps.clock
         self._wake = asyncio.Event()
-        self._results: deque[tuple[Request, str, int, float]] = deque()
+        self._stopping: Outcome | None = None
+        self._stop_event = asyncio.Event()
+        self._results: deque[_Result] = deque()
         self._tasks: dict[Request, asyncio.Task[None]] = {}
-        self._peers: dict[str, Peer] = {}
-        self._peer_keys: dict[str, tuple[object, ...]] = {}
+        self._sources: dict[str, Source] = {}
+        self._versions: dict[str, object] = {}
         self._samples: deque[tuple[float, int]] = deque()
+        self._works: set[asyncio.Future[Any]] = set()
         self._flush: asyncio.Future[None] | None = None
-        self._works: set[asyncio.Future[bool]] = set()
         self._unflushed = 0
 
-    # ---- the whole download ----------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        """Where the download is."""
+        return self.stats.state
 
-    async def run(self) -> Stats:
-        """Download, verify, and put the content in place; returns the final stats."""
-        self.swarm.listeners.append(self._poke)
-        self.swarm.catalog_listeners.append(self._poke)
-        try:
-            await self._run()
-            self.stats.state = "done"
-            return self.stats
-        except asyncio.CancelledError:
-            if self.stats.state not in ("cancelled", "paused"):
-                self.stats.state = "paused"
-            raise
-        except SwarmshareError as exc:
-            self.stats.state = "failed"
-            self.stats.error = str(exc)
-            raise
-        finally:
-            self.stats.finished = time.time()
+    @property
+    def dest(self) -> Path:
+        """Where the content goes (known for sure once the manifest is)."""
+        return Path(self.stats.dest)
+
+    def reset(self, hold_wait: float | None, force: bool) -> None:
+        """Before another run: the caller's wait and --force."""
+        self.hold_wait = hold_wait
+        self.force = force
+        self._stopping = None
+        self._stop_event = asyncio.Event()
+
+    def stop(self, outcome: Outcome) -> None:
+        """Ask the run to end with `outcome` (PAUSED or CANCELLED or FAILED)."""
+        if self._stopping is None:
+            self._stopping = outcome
+            self._stop_event.set()
             for task in self._tasks.values():
                 task.cancel()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-            self._tasks.clear()
-            # Hashing and writing run in threads, which cannot be cancelled: let them end
-            # before the part file closes (a write into a closed and reused descriptor would
-            # land in some other file).
-            await asyncio.gather(*self._works, return_exceptions=True)
-            await self._flushed()  # never close the part file under a running flush
-            self._save_record(force=True)
-            if self.part is not None:
-                self.part.close()
-            with contextlib.suppress(ValueError):
-                self.swarm.listeners.remove(self._poke)
-            with contextlib.suppress(ValueError):
-                self.swarm.catalog_listeners.remove(self._poke)
+            self._wake.set()
+
+    # ---- the whole run -----------------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        """Download, verify and put the content in place; the Outcome says how it ended."""
+        self._move(State.FINDING)
+        self.stats.reason = ""
+        self.stats.no_holder = False
+        started = self._clock.time()
+        unwatch = self.origin.watch(self._poke)
+        outcome = Outcome(State.PAUSED, "stopping", PauseReason.SHUTDOWN)
+        try:
+            await self._run()
+            outcome = Outcome(State.DONE)
+        except _Stop as stop:
+            outcome = stop.outcome
+        except SwarmshareError as exc:
+            outcome = Outcome(State.FAILED, str(exc))
+        finally:
+            unwatch()
+            await self._cleanup()
+            self.stats.run_seconds += self._clock.time() - started
+            self.stats.finished = time.time()
+            self.stats.reason = outcome.reason
+            self.stats.no_holder = outcome.pause is PauseReason.NO_HOLDER
+            self._move(outcome.state)
             self._on_change(self)
+        return outcome
 
     async def _run(self) -> None:
         if self.manifest is None:
-            self.stats.state = "finding peers"
-            self._on_change(self)
-            self.manifest = await self._fetch_manifest()
+            self.manifest = await self._find_manifest()
         manifest = self.manifest
         self.stats.name = manifest.name
+        self.stats.dest = str(self.destination.path(manifest.name))
         self.stats.total_bytes = manifest.total_size
         self.stats.chunks_total = manifest.chunk_total
-        if await self._already_there(manifest):
+        self._on_change(self)
+        if await self._in_thread(self._already_there, manifest):
+            self.stats.already_there = True
+            self._count_all(manifest)
+            self._move(State.FINISHING)
+            files = await self._in_thread(PartFile(self.dest, manifest).final_files)
+            self.deps.add_to_library(manifest, self._library_root(manifest, files), files)
             return
-        if self.dest.exists() and not self.force:
+        if (self.dest.exists() or self.dest.is_symlink()) and not self.force:
             raise UsageError(f"{self.dest} exists and differs; use --force to replace it")
-        self.part = PartFile(self.dest, manifest)
-        claimed = await asyncio.to_thread(self.part.open)
-        have = await asyncio.to_thread(self.part.verify, claimed) if claimed else set()
+        part = self.part = PartFile(self.dest, manifest)
+        claimed = await self._in_thread(part.open)
+        self._check_stop()
+        have = await self._in_thread(part.verify, claimed) if claimed else set()
+        self._check_stop()
         self.stats.resumed_chunks = len(have)
         self.bitmap = bitmap_new(manifest.chunk_total)
-        for index in have:
-            bitmap_set(self.bitmap, index)
-        self._count_done(have)
+        self.stats.done_bytes = self.stats.chunks_done = 0
+        self._mark(have)
         have |= await self._reuse_local(manifest, have)
-        self.stats.state = "downloading"
-        self._on_change(self)
+        self._check_stop()
         if len(have) < manifest.chunk_total:
-            await self._swarm_loop(manifest, have)
-        self.stats.state = "finishing"
+            self._move(State.FETCHING)
+            self._on_change(self)
+            await self._fetch_all(manifest, have)
+        self._move(State.FINISHING)
+        self._on_change(self)
         self._save_record(force=True)
         await self._flushed()
-        files = await asyncio.to_thread(self.part.finish, self.force)
-        self._complete(manifest, files)
+        files = await self._in_thread(part.finish, self.force)
+        self._count_all(manifest)
+        self.deps.add_to_library(manifest, self._library_root(manifest, files), files)
 
-    async def _fetch_manifest(self) -> Manifest:
-        waited = 0.0
+    async def _find_manifest(self) -> Manifest:
+        since = self._clock.time()
         while True:
-            for peer, _item in self.swarm.holders(self.content_id):
-                try:
-                    return await self.client.manifest(peer.address, peer.port, self.content_id)
-                except (PeerUnavailable, RemoteProtocolError):
-                    continue
-            if self.stall_timeout is not None and waited >= self.stall_timeout:
-                raise SwarmshareError(
-                    f"no peer could send the manifest of {self.stats.name}"
-                    f" ({self.content_id[:12]}) within {self.stall_timeout:.0f} s"
-                )
-            await self.swarm.wait_updated(1.0)
-            waited += 1.0
+            self._check_stop()
+            manifest = await self._guarded(self.origin.manifest())
+            if manifest is not None:
+                return manifest
+            now = self._clock.time()
+            self._check_holder_wait(since, now, "the manifest")
+            deadline = now + MANIFEST_RETRY_SECONDS
+            if self.hold_wait is not None:
+                deadline = min(deadline, since + self.hold_wait)
+            await self._sleep_until(deadline)
 
-    async def _already_there(self, manifest: Manifest) -> bool:
-        """An identical DEST is a finished download: nothing is fetched."""
-        if manifest.kind != "file" or not self.dest.is_file():
-            return False
-        if self.dest.stat().st_size != manifest.total_size:
-            return False
+    def _check_holder_wait(self, since: float, now: float, what: str) -> None:
+        if self.hold_wait is None or now - since < self.hold_wait:
+            return
+        problems = self.origin.problems()
+        detail = ("; " + "; ".join(problems[-3:])) if problems else ""
+        self._stop_now(
+            Outcome(
+                State.PAUSED,
+                f"no peer could send {what} of {self.stats.name} within "
+                f"{self.hold_wait:g} s{detail}",
+                PauseReason.NO_HOLDER,
+            )
+        )
 
-        def same() -> bool:
-            with open(self.dest, "rb") as handle:
-                for ref in manifest.chunks():
-                    data = os.pread(handle.fileno(), ref.length, ref.offset)
-                    if hashlib.sha256(data).hexdigest() != ref.sha256:
+    # ---- chunks already here -----------------------------------------------------------------
+
+    def _already_there(self, manifest: Manifest) -> bool:
+        """An identical DEST (a file, or a folder with exactly these files) is a finished
+        download: nothing is fetched."""
+        dest = self.dest
+        if manifest.kind == "file":
+            if not dest.is_file() or dest.is_symlink():
+                return False
+            paths = [str(dest)]
+        else:
+            if not dest.is_dir() or dest.is_symlink():
+                return False
+            paths = [os.path.join(dest, *f.path.split("/")) for f in manifest.files]
+            expected = {os.path.normpath(p) for p in paths}
+            for root, dirs, names in os.walk(dest):
+                for n in names:
+                    if os.path.normpath(os.path.join(root, n)) not in expected:
                         return False
-            return True
-
-        if not await asyncio.to_thread(same):
-            return False
-        self.stats.local_chunks = manifest.chunk_total
-        self.stats.done_bytes = manifest.total_size
-        self.stats.chunks_done = manifest.chunk_total
-        files = [
-            ScannedFile(manifest.name, str(self.dest.resolve()), FileStat.of(self.dest.stat()))
-        ]
-        self._complete(manifest, files)
+                dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        for entry, path in zip(manifest.files, paths, strict=True):
+            try:
+                if os.path.islink(path) or os.stat(path).st_size != entry.size:
+                    return False
+            except OSError:
+                return False
+        for ref in manifest.chunks():
+            try:
+                with open(paths[ref.file_index], "rb") as handle:
+                    data = os.pread(handle.fileno(), ref.length, ref.offset)
+            except OSError:
+                return False
+            if hashlib.sha256(data).hexdigest() != ref.sha256:
+                return False
         return True
+
+    def _library_root(self, manifest: Manifest, files: list[ScannedFile]) -> str:
+        return files[0].abs_path if manifest.kind == "file" else str(self.dest.resolve())
 
     async def _reuse_local(self, manifest: Manifest, have: set[int]) -> set[int]:
         """Copy chunks that local files already hold (an old DEST, shared files) into the part."""
-        assert self.part is not None
+        part = self.part
+        assert part is not None
         sources: list[tuple[ChunkRef, str, int]] = []
         old_dest = str(self.dest) if manifest.kind == "file" and self.dest.is_file() else None
         for ref in manifest.chunks():
@@ -269,18 +403,16 @@ class Download:
                 continue
             if old_dest is not None:
                 sources.append((ref, old_dest, ref.offset))
-            if self.library is not None:
-                found = self.library.find_chunk(ref.sha256)
-                if found is not None and found.length == ref.length:
-                    sources.append((ref, found.path, found.offset))
+            found = self.deps.find_chunk(ref.sha256)
+            if found is not None and found.length == ref.length:
+                sources.append((ref, found.path, found.offset))
         if not sources:
             return set()
-        part = self.part
 
         def copy() -> set[int]:
             got: set[int] = set()
             for ref, path, offset in sources:
-                if ref.index in got:
+                if ref.index in got or self._stopping is not None:
                     continue
                 try:
                     with open(path, "rb") as handle:
@@ -291,182 +423,245 @@ class Download:
                     got.add(ref.index)
             return got
 
-        got = await asyncio.to_thread(copy)
-        assert self.bitmap is not None
-        for index in got:
-            bitmap_set(self.bitmap, index)
+        got = await self._in_thread(copy)
         self.stats.local_chunks = len(got)
-        self._count_done(got)
+        self._mark(got)
         return got
 
-    # ---- the swarm loop --------------------------------------------------------------------
+    # ---- fetching ----------------------------------------------------------------------------
 
-    async def _swarm_loop(self, manifest: Manifest, have: set[int]) -> None:
-        loop = asyncio.get_running_loop()
-        sched = Scheduler(manifest.chunk_lengths(), have, timeout=self.chunk_timeout)
+    async def _fetch_all(self, manifest: Manifest, have: set[int]) -> None:
+        clock = self._clock
+        sched = Scheduler(manifest.chunk_lengths(), have, timeout=self.deps.chunk_timeout)
         stalled_since: float | None = None
-        last_save = loop.time()
-        self._sync_peers(sched)
+        last_save = clock.time()
+        self._sources, self._versions = {}, {}  # a new scheduler knows no source yet
+        self._sync_sources(manifest, sched)
         while not sched.done:
-            now = loop.time()
+            self._check_stop()
+            now = clock.time()
             for request in sched.tick(now):
-                self._cut(request, "timeout")
+                self._cut(request, ChunkOutcome.TIMEOUT)
             for request in sched.take_cancels():
-                self._cut(request, "cancelled")
+                self._cut(request, ChunkOutcome.CANCELLED)
             for request in sched.next_requests(now):
                 self._start(manifest, request)
             for request in sched.take_cancels():
-                self._cut(request, "cancelled")
+                self._cut(request, ChunkOutcome.CANCELLED)
             self.stats.retried = sched.retries
             self.stats.peers_in_use = len({r.peer for r in self._tasks})
-            self.stats.peers_known = len(self._peers)
-            if not self._tasks:
-                stalled_since = stalled_since if stalled_since is not None else now
-                waiting = now - stalled_since
-                if self.stall_timeout is not None and waiting > self.stall_timeout:
-                    missing = sched.missing
-                    raise SwarmshareError(
-                        f"no peer can send the last {missing} chunk(s) of {manifest.name};"
-                        " the part is kept: run the same command again to resume"
-                    )
-                self.stats.state = "waiting for peers"
-            else:
+            self.stats.peers_known = len(self._sources)
+            deadlines = [sched.next_deadline()]
+            if self._tasks:
                 stalled_since = None
-                self.stats.state = "downloading"
-            deadline = sched.next_deadline()
-            pause = WAKE_SECONDS if deadline is None else min(WAKE_SECONDS, deadline - now)
+                self._move(State.FETCHING)
+            else:
+                stalled_since = now if stalled_since is None else stalled_since
+                self._move(State.WAITING)
+                self._check_holder_wait(stalled_since, now, f"the last {sched.missing} chunk(s)")
+                if self.hold_wait is not None:
+                    deadlines.append(stalled_since + self.hold_wait)
             if not self._results:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, pause))
-            self._wake.clear()
+                await self._sleep_until(min((d for d in deadlines if d and d > now), default=None))
             while self._results:
-                self._take(sched, *self._results.popleft())
-            self._sync_peers(sched)
-            self._update_rate(loop.time())
-            if loop.time() - last_save >= RESUME_RECORD_INTERVAL_SECONDS:
+                self._take(sched, self._results.popleft())
+            self._sync_sources(manifest, sched)
+            now = clock.time()
+            self._update_rate(now)
+            if now - last_save >= RESUME_RECORD_INTERVAL_SECONDS:
                 self._save_record()
-                last_save = loop.time()
+                last_save = now
             self._on_change(self)
 
     def _start(self, manifest: Manifest, request: Request) -> None:
-        peer = self._peers[request.peer]
+        source = self._sources[request.peer]
         ref = manifest.chunk(request.chunk)
-        task = asyncio.ensure_future(self._fetch(peer, ref, request))
-        self._tasks[request] = task
+        self._tasks[request] = asyncio.ensure_future(self._fetch(source, ref, request))
 
-    async def _fetch(self, peer: Peer, ref: ChunkRef, request: Request) -> None:
-        assert self.part is not None
-        started = time.monotonic()
+    async def _fetch(self, source: Source, ref: ChunkRef, request: Request) -> None:
+        part = self.part
+        assert part is not None
+        started = self._clock.time()
         try:
-            data = await self.client.chunk(
-                peer.address, peer.port, self.content_id, ref.index, ref.length
-            )
-        except PeerUnavailable as exc:
-            self._finish(request, exc.reason, 0, started)
+            data = await source.fetch(ref)
+        except SourceError as exc:
+            self._finish(_Result(request, exc.outcome, 0, self._clock.time() - started))
             return
-        except RemoteProtocolError:
-            self._finish(request, "short", 0, started)
+        if self._stopping is not None:
+            source.release(data)
             return
-        # The buffer goes back to the pool only once the thread is done with it, even when this
+        # The buffer goes back to its pool only once the thread is done with it, even when this
         # task is cancelled meanwhile: a recycled buffer must never change under the hash.
-        work = asyncio.ensure_future(asyncio.to_thread(self.part.write_if_valid, ref, data))
-        work.add_done_callback(lambda _w: self.client.buffers.put(data))
-        self._works.add(work)
-        work.add_done_callback(self._works.discard)
+        work = self._thread(part.write_if_valid, ref, data)
+        work.add_done_callback(lambda _w: source.release(data))
         try:
             good = await asyncio.shield(work)
         except StoreError as exc:
-            self._finish(request, "disk:" + str(exc), len(data), started)
+            self._finish(
+                _Result(request, ChunkOutcome.DISK, len(data), self._seconds(started), exc)
+            )
             return
-        self._finish(request, "ok" if good else "bad_hash", len(data), started)
+        outcome = ChunkOutcome.OK if good else ChunkOutcome.BAD_HASH
+        self._finish(_Result(request, outcome, len(data), self._seconds(started)))
 
-    def _finish(self, request: Request, outcome: str, nbytes: int, started: float) -> None:
-        self._tasks.pop(request, None)
-        self._results.append((request, outcome, nbytes, time.monotonic() - started))
+    def _seconds(self, started: float) -> float:
+        return self._clock.time() - started
+
+    def _finish(self, result: _Result) -> None:
+        self._tasks.pop(result.request, None)
+        self._results.append(result)
         self._wake.set()
 
-    def _take(
-        self, sched: Scheduler, request: Request, outcome: str, nbytes: int, took: float
-    ) -> None:
-        peer = self._peers.get(request.peer)
-        address = peer.address if peer else request.peer
-        self.stats.fetched_bytes += nbytes
-        if outcome.startswith("disk:"):
-            raise StoreError(outcome[5:])
-        if outcome == "ok":
-            new = sched.chunk_done(request.peer, request.chunk, time.monotonic(), took)
+    def _take(self, sched: Scheduler, result: _Result) -> None:
+        request = result.request
+        source = self._sources.get(request.peer)
+        label = source.label if source else request.peer
+        self.stats.fetched_bytes += result.nbytes
+        if result.error is not None:
+            raise result.error
+        now = self._clock.time()
+        if result.outcome is ChunkOutcome.OK:
+            new = sched.chunk_done(request.peer, request.chunk, now, result.seconds)
             if new:
-                assert self.bitmap is not None
-                bitmap_set(self.bitmap, request.chunk)
-                self._count_done({request.chunk})
-                self._maybe_flush(nbytes)
-                self.stats.by_peer[address] = self.stats.by_peer.get(address, 0) + 1
+                self._mark({request.chunk})
+                self._maybe_flush(result.nbytes)
+                self.stats.by_peer[label] = self.stats.by_peer.get(label, 0) + 1
                 self._on_held(self)
-            self._log(address, request.chunk, nbytes, "ok" if new else "duplicate")
+            outcome = ChunkOutcome.OK if new else ChunkOutcome.DUPLICATE
+            self._log(label, request.chunk, result.nbytes, outcome)
             return
-        if outcome == "bad_hash":
+        if result.outcome is ChunkOutcome.BAD_HASH:
             self.stats.bad_chunks += 1
         was_dropped = request.peer in sched.dropped
-        sched.chunk_failed(request.peer, request.chunk, outcome, time.monotonic())
+        sched.chunk_failed(request.peer, request.chunk, result.outcome.value, now)
         if request.peer in sched.dropped and not was_dropped:
-            self.stats.dropped_peers.append(address)
-        self._log(address, request.chunk, nbytes, outcome)
+            self.stats.dropped_peers.append(label)
+        self._log(label, request.chunk, result.nbytes, result.outcome)
 
-    def _cut(self, request: Request, why: str) -> None:
+    def _cut(self, request: Request, why: ChunkOutcome) -> None:
         task = self._tasks.pop(request, None)
         if task is not None:
             task.cancel()
-            peer = self._peers.get(request.peer)
-            self._log(peer.address if peer else request.peer, request.chunk, 0, why)
+            source = self._sources.get(request.peer)
+            self._log(source.label if source else request.peer, request.chunk, 0, why)
 
-    def _sync_peers(self, sched: Scheduler) -> None:
-        live: dict[str, Peer] = {}
-        for peer, item in self.swarm.holders(self.content_id):
-            if item.chunks != len(sched.lengths) or item.size != self.stats.total_bytes:
-                continue  # a catalogue that disagrees with the manifest: ignore that peer
-            live[peer.peer_id] = peer
-            key = (peer.address, peer.port, item.have)
-            if self._peer_keys.get(peer.peer_id) == key:
-                continue
-            self._peer_keys[peer.peer_id] = key
-            bitmap = item.have
-            if bitmap is None:
-                sched.add_peer(peer.peer_id, _all)
-            else:
-                sched.add_peer(peer.peer_id, _holder(bitmap))
-        for peer_id in list(self._peers):
-            if peer_id not in live:
-                sched.remove_peer(peer_id)
-                self._peer_keys.pop(peer_id, None)
-        self._peers = live
+    def _sync_sources(self, manifest: Manifest, sched: Scheduler) -> None:
+        live: dict[str, Source] = {}
+        for source in self.origin.sources(manifest):
+            live[source.key] = source
+            if self._versions.get(source.key) != source.version:
+                self._versions[source.key] = source.version
+                sched.add_peer(source.key, source.holds)
+        for key in list(self._sources):
+            if key not in live:
+                sched.remove_peer(key)
+                self._versions.pop(key, None)
+        self._sources = live
 
-    # ---- bookkeeping -----------------------------------------------------------------------
+    # ---- waiting and stopping ----------------------------------------------------------------
+
+    async def _sleep_until(self, deadline: float | None) -> None:
+        """Until a result, a stop, a source change, or `deadline` (None: no timer)."""
+        handle = self._clock.call_at(deadline, self._poke) if deadline is not None else None
+        try:
+            await self._wake.wait()
+        finally:
+            if handle is not None:
+                handle.cancel()
+        self._wake.clear()
+
+    def _check_stop(self) -> None:
+        if self._stopping is not None:
+            raise _Stop(self._stopping)
+
+    def _stop_now(self, outcome: Outcome) -> None:
+        self.stop(outcome)
+        self._check_stop()
+
+    async def _guarded(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await network I/O, cut short by a stop."""
+        task = asyncio.ensure_future(coro)
+        stopped = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._check_stop()
+        return task.result()
+
+    def _thread(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run `fn` in a worker thread, tracked until it ends (threads cannot be cancelled)."""
+        work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        self._works.add(work)
+        work.add_done_callback(self._work_done)
+        return work
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.shield(self._thread(fn, *args))
+
+    def _work_done(self, work: asyncio.Future[Any]) -> None:
+        self._works.discard(work)
+        if not work.cancelled():
+            work.exception()  # retrieved here: whoever awaited it may have been cancelled
+
+    async def _cleanup(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        # Shielded: a second cancellation (Ctrl-C twice, a shutdown during a pause) must not
+        # leave a thread writing into a part file that is closed under it.
+        await asyncio.shield(self._drain(tasks))
+
+    async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        while self._works:
+            await asyncio.gather(*list(self._works), return_exceptions=True)
+        await self._flushed()
+        self._save_record(force=True)
+        if self.part is not None:
+            self.part.close()
+
+    def _poke(self, _event: object = None) -> None:
+        self._wake.set()
+
+    def _move(self, state: State) -> None:
+        self.stats.state = check_move(self.stats.state, state)
+
+    # ---- bookkeeping -------------------------------------------------------------------------
 
     def holds(self, index: int) -> bool:
         """Whether chunk `index` is verified and written (for serving while downloading)."""
         return self.bitmap is not None and bitmap_get(self.bitmap, index)
 
+    def _mark(self, chunks: set[int]) -> None:
+        assert self.manifest is not None and self.bitmap is not None
+        for index in chunks:
+            bitmap_set(self.bitmap, index)
+            self.stats.done_bytes += self.manifest.chunk(index).length
+        self.stats.chunks_done += len(chunks)
+
+    def _count_all(self, manifest: Manifest) -> None:
+        self.stats.done_bytes = manifest.total_size
+        self.stats.chunks_done = manifest.chunk_total
+
     def _maybe_flush(self, nbytes: int) -> None:
-        """Start writing back what is on the disk cache every FLUSH_EVERY_BYTES, one flush at
-        a time, in a thread, while the transfer goes on."""
+        """Write back what is in the page cache every FLUSH_EVERY_BYTES, one flush at a time."""
         self._unflushed += nbytes
         running = self._flush is not None and not self._flush.done()
         if self._unflushed < FLUSH_EVERY_BYTES or running or self.part is None:
             return
         self._unflushed = 0
-        self._flush = asyncio.ensure_future(asyncio.to_thread(self.part.flush))
+        self._flush = self._thread(self.part.flush)
 
     async def _flushed(self) -> None:
         if self._flush is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._flush)
             self._flush = None
-
-    def _count_done(self, chunks: set[int]) -> None:
-        assert self.manifest is not None
-        for index in chunks:
-            self.stats.done_bytes += self.manifest.chunk(index).length
-        self.stats.chunks_done += len(chunks)
 
     def _update_rate(self, now: float) -> None:
         self._samples.append((now, self.stats.done_bytes))
@@ -477,32 +672,22 @@ class Download:
             self.stats.rate = (self.stats.done_bytes - first_bytes) / (now - first_time)
 
     def _save_record(self, force: bool = False) -> None:
-        if self.part is None or self.bitmap is None or self.stats.state == "done":
+        if self.part is None or self.bitmap is None or self.stats.state is State.DONE:
             return
         if not self.part.dest.exists() or force:
             with contextlib.suppress(StoreError):
                 if self.part.part.exists():
                     self.part.save_record(self.bitmap)
 
-    def _log(self, peer: str, chunk: int, nbytes: int, result: str) -> None:
-        if self.translog is not None:
-            self.translog.add("down", peer, self.content_id, self.stats.name, chunk, nbytes, result)
-
-    def _complete(self, manifest: Manifest, files: list[ScannedFile]) -> None:
-        self.stats.done_bytes = manifest.total_size
-        self.stats.chunks_done = manifest.chunk_total
-        self.stats.state = "done"
-        if self.library is not None:
-            root = files[0].abs_path if manifest.kind == "file" else str(self.dest.resolve())
-            self.library.add(manifest, root, files)
-
-    def _poke(self, _event: object = None) -> None:
-        self._wake.set()
-
-
-def _all(_index: int) -> bool:
-    return True
-
-
-def _holder(bitmap: bytes) -> Callable[[int], bool]:
-    return lambda index: bitmap_get(bitmap, index)
+    def _log(self, peer: str, chunk: int, nbytes: int, outcome: ChunkOutcome) -> None:
+        if self.deps.translog is not None:
+            self.deps.translog.add(
+                "down",
+                peer,
+                self.content_id,
+                self.stats.name,
+                chunk,
+                nbytes,
+                outcome.value,
+                legacy=self.origin.unverified,
+            )

@@ -15,7 +15,8 @@ import bisect
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -221,6 +222,29 @@ def validate_path(path: str) -> str | None:
     return None
 
 
+def name_collision(paths: Iterable[str]) -> tuple[str, str] | None:
+    """Two of `paths` (or of their folders) that differ only by case or by Unicode
+    normalization (NFC/NFD), so would be one file or folder on macOS or Windows; else None."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        parts = path.split("/")
+        for depth in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:depth])
+            key = unicodedata.normalize("NFC", prefix).lower()
+            other = seen.setdefault(key, prefix)
+            if other != prefix:
+                return other, prefix
+    return None
+
+
+def collision_reason(pair: tuple[str, str]) -> str:
+    """Why two colliding names cannot be in one content, in a few words."""
+    return (
+        f"{pair[0]!r} and {pair[1]!r} differ only by case or Unicode normalization"
+        " (they would be one file on macOS or Windows)"
+    )
+
+
 def _decode_file(raw: object) -> FileEntry:
     if not isinstance(raw, dict) or set(raw) != {"path", "size", "chunk_size", "chunks"}:
         raise ManifestError(
@@ -274,6 +298,9 @@ def _validate(name: str, kind: str, files: tuple[FileEntry, ...]) -> None:
         for depth in range(1, len(parts)):
             if "/".join(parts[:depth]) in paths:
                 raise ManifestError(f"{'/'.join(parts[:depth])!r} is both a file and a folder")
+    collision = name_collision(entry.path for entry in files)
+    if collision is not None:
+        raise ManifestError(collision_reason(collision))
 
 
 def _encode(manifest: Manifest) -> bytes:

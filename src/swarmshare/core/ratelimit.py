@@ -1,4 +1,5 @@
-"""Token buckets per source: how many datagrams or requests one address may send per second.
+"""Token buckets: how many datagrams or requests one address may send per second, and how many
+bytes all uploads together may send per second.
 
 Time is passed in; the table of sources is bounded (the least recently seen is forgotten).
 """
@@ -31,3 +32,26 @@ class RateLimiter:
         if len(self._buckets) > self._max_sources:
             self._buckets.popitem(last=False)
         return allowed
+
+
+class ByteBucket:
+    """A token bucket of bytes shared by every upload: `delay(nbytes, now)` reserves `nbytes` and
+    says how many seconds the caller must wait before sending them, so that all uploads together
+    stay under `rate` bytes per second (after a first `burst` of bytes)."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        if rate <= 0 or burst <= 0:
+            raise ValueError("a byte bucket needs a positive rate and burst")
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._last: float | None = None
+
+    def delay(self, nbytes: int, now: float) -> float:
+        """Reserve `nbytes`; the seconds to wait before sending them (0.0: send now)."""
+        if self._last is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        # Reservations may run the bucket into debt: whoever reserves next waits for it too.
+        self._tokens -= nbytes
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate

@@ -1,13 +1,20 @@
-"""The hot path of a download: HTTP/1.1 GETs of chunks over kept-alive connections, each reply
+"""The peer client's HTTP/1.1 connections: GETs over kept-alive connections, each chunk reply
 received straight into the chunk's own buffer.
 
-aiohttp serves every other request; chunks come through this small client because it removes
+aiohttp serves every other request; this side needs no general HTTP client because it removes
 the copies that dominate a fast transfer: `asyncio.BufferedProtocol` has the kernel write the
 body directly into a pooled, page-aligned buffer, which is then hashed and written to disk as is.
 
-It speaks only what the peer server sends for a chunk: a status line, headers with a
-Content-Length, and exactly that many body bytes. Anything else -- no length, a chunked body, an
-oversized header, a reply longer or shorter than the chunk -- is a RemoteProtocolError.
+Parsing is not done here: core/http.py's ReplyReader turns the bytes into events and refuses
+anything but a status line, headers with one Content-Length, and exactly that many body bytes;
+this adapter only moves bytes into it and buffers out of it, and keeps the reply's deadline
+(ReplyDeadline) on a timer. What a peer does wrong fails that request only: a ReplyError (a
+RemoteProtocolError) for a malformed, oversized, wrong-length or truncated reply, a
+ChunkFetchError for a timeout, an unreachable peer or an error status.
+
+Memory follows bytes received: a chunk's buffer is taken from the pool only once its head gave
+the length the manifest says; a catalogue's or manifest's grows (doubling) as its bytes arrive,
+and all of those together stay within a ReplyBudget.
 """
 
 from __future__ import annotations
@@ -20,11 +27,30 @@ import time
 from typing import TypeAlias
 
 from swarmshare.core.auth import AUTH_HEADER, request_header
-from swarmshare.errors import RemoteProtocolError, SwarmshareError
-from swarmshare.limits import CONNECT_TIMEOUT_SECONDS
+from swarmshare.core.http import (
+    Data,
+    EndOfReply,
+    Expect,
+    NeedData,
+    ReplyBudget,
+    ReplyDeadline,
+    ReplyError,
+    ReplyReader,
+    ReplyState,
+    ReplyTiming,
+    Response,
+    grown_capacity,
+)
+from swarmshare.errors import SwarmshareError
+from swarmshare.limits import (
+    CONNECT_TIMEOUT_SECONDS,
+    MAX_REPLY_BYTES_TOTAL,
+    MIB,
+    MIN_REPLY_BYTES_PER_SECOND,
+    REPLY_DEADLINE_BASE_SECONDS,
+)
 
-MAX_HEADER_BYTES = 16 * 1024
-MAX_ERROR_BODY_BYTES = 64 * 1024
+SCRATCH_BYTES = 4096  # a head, or bytes past a growing body's buffer, read at a time
 IDLE_CONNECTIONS_PER_PEER = 32
 
 
@@ -70,21 +96,25 @@ class ChunkFetchError(SwarmshareError):
 
 
 class _Connection(asyncio.BufferedProtocol):
-    """One keep-alive connection; one request at a time."""
+    """One keep-alive connection, one request at a time: bytes from the socket into a
+    ReplyReader, its events onto the waiting request."""
 
-    def __init__(self, idle_timeout: float, pool: BufferPool) -> None:
+    def __init__(self, timing: ReplyTiming, pool: BufferPool, budget: ReplyBudget) -> None:
         self.transport: asyncio.Transport | None = None
+        self._timing = timing
         self._pool = pool
-        self._idle_timeout = idle_timeout
-        self._head = bytearray(MAX_HEADER_BYTES)
-        self._head_len = 0
+        self._budget = budget
+        self._reader = ReplyReader()
+        self._scratch = bytearray(SCRATCH_BYTES)
+        self._into_body = False
         self._body: Buffer | None = None
-        self._body_len = 0
-        self._expect = 0
-        self._limit = 0
+        self._filled = 0
+        self._reserved = 0
         self._status = 0
+        self._chunk = False
         self._keep_alive = True
         self._waiter: asyncio.Future[tuple[int, Buffer]] | None = None
+        self._deadline: ReplyDeadline | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
 
@@ -96,72 +126,68 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._fail(ChunkFetchError("connection closed by peer", "short"))
+        self._end_of_file()
+        self._fail(ChunkFetchError("connection lost", "short"))
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        # asyncio asks for a buffer before every read, the one that finds EOF included, and
-        # treats an empty one as a fatal error: when nothing is expected (an idle kept-alive
-        # connection the peer closes) or the reply is complete or its head too long, hand out
-        # scratch space; buffer_updated refuses whatever lands there.
-        if self._waiter is None or self._waiter.done():
-            return memoryview(bytearray(256))
-        if self._body is not None:
-            if self._body_len < len(self._body):
-                return memoryview(self._body)[self._body_len :]
-            return memoryview(bytearray(256))
-        if self._head_len >= MAX_HEADER_BYTES:
-            return memoryview(bytearray(4096))
-        return memoryview(self._head)[self._head_len :]
+        # A body is read straight into its own buffer (a chunk's is pooled and page-aligned);
+        # a head, bytes nobody asked for, and the end of file go into the scratch space, and so
+        # does the next read once a catalogue's or manifest's buffer is full: it grows only as
+        # its bytes arrive.
+        body = self._body
+        remaining = self._reader.body_remaining
+        if body is not None and remaining and self._filled < len(body):
+            self._into_body = True
+            return memoryview(body)[self._filled : min(len(body), self._filled + remaining)]
+        self._into_body = False
+        return memoryview(self._scratch)
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._arm_timer()
-        if self._waiter is None or self._waiter.done():
-            self._fail(RemoteProtocolError("peer sent bytes nobody asked for"))
-            return
+        if self.closed:
+            return  # a read already under way when the connection was dropped
+        if self._deadline is not None:
+            self._deadline.received_bytes(nbytes, asyncio.get_running_loop().time())
         try:
-            if self._body is None:
-                self._head_len += nbytes
-                self._parse_head()
+            if self._into_body:
+                self._filled += nbytes
+                self._reader.body_received(nbytes)
             else:
-                self._body_len += nbytes
-            if self._body is not None and self._body_len >= self._expect:
-                self._complete()
-        except RemoteProtocolError as exc:
+                self._reader.receive_data(self._scratch[:nbytes])
+            self._pump()
+        except SwarmshareError as exc:
             self._fail(exc)
 
     def eof_received(self) -> bool | None:
-        self._fail(ChunkFetchError("peer closed the connection mid-reply", "short"))
+        self._end_of_file()
         return None
 
     # ---- requests --------------------------------------------------------------------------
 
     async def request(
-        self, path: str, host: str, length: int, extra: str = "", limit: int = 0
+        self, path: str, host: str, expect: Expect, extra: str = ""
     ) -> tuple[int, Buffer]:
-        """Send GET PATH and return (status, body).
-
-        With `length` >= 0 a 200 body must be exactly that long (a chunk); with -1 it may be any
-        length up to `limit` (a catalogue, a manifest). A 304 has an empty body.
-        """
-        self._limit = limit
+        """Send GET PATH and return (status, body); the body fits `expect`."""
+        if self.closed or self._reader.state not in (ReplyState.IDLE, ReplyState.DONE):
+            raise ChunkFetchError("connection closed", "short")
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
-        self._head_len = 0
-        self._body = None
-        self._body_len = 0
-        self._expect = length
+        self._chunk = expect.length is not None
+        self._reader.request_sent(expect)
         self.transport.write(
             f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: identity\r\n{extra}"
             "\r\n".encode()
         )
-        self._arm_timer()
+        self._deadline = ReplyDeadline(self._timing, loop.time())
+        self._arm_timer(self._deadline.next_deadline())
         try:
+            self._pump()  # what arrived before the request, if anything, is an error
             return await self._waiter
         finally:
             self._cancel_timer()
             self._waiter = None
-            self._body = None  # the caller owns it now
+            self._deadline = None
+            self._drop_body()  # the caller owns a complete body; an incomplete one is dropped
 
     def close(self) -> None:
         """Drop the connection."""
@@ -173,94 +199,125 @@ class _Connection(asyncio.BufferedProtocol):
     @property
     def reusable(self) -> bool:
         """Whether another request may go over this connection."""
-        return not self.closed and self._keep_alive
+        return (
+            not self.closed
+            and self._keep_alive
+            and self._reader.state in (ReplyState.IDLE, ReplyState.DONE)
+        )
 
-    # ---- parsing ---------------------------------------------------------------------------
+    # ---- events ----------------------------------------------------------------------------
 
-    def _parse_head(self) -> None:
-        end = self._head.find(b"\r\n\r\n", 0, self._head_len)
-        if end < 0:
-            if self._head_len >= MAX_HEADER_BYTES:
-                raise RemoteProtocolError("reply headers too long")
-            return
-        lines = bytes(self._head[:end]).split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") or not parts[1].isdigit():
-            raise RemoteProtocolError("not an HTTP reply")
-        self._status = int(parts[1])
-        length: int | None = None
-        self._keep_alive = parts[0] == b"HTTP/1.1"
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise RemoteProtocolError("malformed header line")
-            key = name.strip().lower()
-            value = value.strip()
-            if key == b"content-length":
-                if not value.isdigit() or length is not None:
-                    raise RemoteProtocolError("bad Content-Length")
-                length = int(value)
-            elif key == b"transfer-encoding":
-                raise RemoteProtocolError("chunked replies are not part of the chunk protocol")
-            elif key == b"connection":
-                self._keep_alive = value.lower() != b"close"
-        if self._status == 304:
-            length = 0 if length is None else length
-        if length is None:
-            raise RemoteProtocolError("reply without Content-Length")
-        if self._status == 200 and self._expect < 0:
-            if length > self._limit:
-                raise RemoteProtocolError(f"reply of {length} bytes is over the limit")
-            self._expect = length
-            self._body = bytearray(length)
-        elif self._status == 200 and length != self._expect:
-            raise ChunkFetchError(f"chunk of {length} bytes, not {self._expect}", "short")
-        if self._status != 200:
-            if length > MAX_ERROR_BODY_BYTES:
-                raise RemoteProtocolError("error reply too long")
-            self._expect = length
-            self._body = bytearray(length)
-        elif self._body is None:
-            self._body = self._pool.get(self._expect)
-        rest = self._head_len - (end + 4)
-        if rest > self._expect:
-            raise RemoteProtocolError("reply longer than its Content-Length")
-        self._body[:rest] = self._head[end + 4 : self._head_len]
-        self._body_len = rest
+    def _pump(self) -> None:
+        while True:
+            event = self._reader.next_event()
+            if isinstance(event, NeedData):
+                return
+            if isinstance(event, Response):
+                self._begin(event)
+            elif isinstance(event, Data):
+                self._store(event.data)
+            elif isinstance(event, EndOfReply):
+                self._complete()
+            else:  # ConnectionClosed between replies
+                self._keep_alive = False
+                return
+
+    def _begin(self, response: Response) -> None:
+        self._status = response.status
+        self._keep_alive = response.keep_alive
+        self._filled = 0
+        if response.status == 200 and self._chunk:
+            # The parser checked the length against the manifest's before this buffer is taken.
+            self._body = self._pool.get(response.content_length)
+        else:
+            self._body = bytearray()  # grows as its bytes arrive (_grow)
+
+    def _store(self, data: bytes) -> None:
+        body = self._body
+        assert body is not None
+        end = self._filled + len(data)
+        if end > len(body):
+            body = self._grow(body, end)
+        body[self._filled : end] = data
+        self._filled = end
+
+    def _grow(self, body: Buffer, needed: int) -> Buffer:
+        assert isinstance(body, bytearray)
+        size = grown_capacity(len(body), needed, self._reader.body_length)
+        if not self._budget.reserve(size - len(body)):
+            raise ChunkFetchError(
+                f"replies from peers already hold {self._budget.held_bytes // MIB} MiB,"
+                f" the most allowed: a reply of {self._reader.body_length} bytes is refused",
+                "busy",
+            )
+        self._reserved += size - len(body)
+        grown = bytearray(size)
+        grown[: self._filled] = memoryview(body)[: self._filled]
+        self._body = grown
+        return grown
 
     def _complete(self) -> None:
-        if self._body_len > self._expect:
-            self._fail(RemoteProtocolError("reply longer than its Content-Length"))
-            return
-        assert self._body is not None
+        body = self._body if self._body is not None else bytearray()
+        self._body = None
+        self._release()
+        self._cancel_timer()
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result((self._status, self._body))
+            self._waiter.set_result((self._status, body))
+
+    def _end_of_file(self) -> None:
+        self._reader.receive_eof()
+        try:
+            self._pump()
+        except SwarmshareError as exc:
+            self._fail(exc)
 
     def _fail(self, exc: Exception) -> None:
         self._keep_alive = False
+        self._cancel_timer()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.abort()
 
-    def _arm_timer(self) -> None:
+    def _drop_body(self) -> None:
+        self._body = None
+        self._release()
+
+    def _release(self) -> None:
+        self._budget.release(self._reserved)
+        self._reserved = 0
+
+    # ---- deadline --------------------------------------------------------------------------
+
+    def _arm_timer(self, when: float) -> None:
         self._cancel_timer()
-        if self._waiter is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._idle_timeout, self._idle)
+        self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _idle(self) -> None:
-        self._fail(ChunkFetchError(f"no data for {self._idle_timeout:.0f} s", "timeout"))
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self._waiter is None or self._waiter.done():
+            return
+        why = deadline.expired(asyncio.get_running_loop().time())
+        if why is None:
+            self._arm_timer(deadline.next_deadline())
+        else:
+            self._fail(ChunkFetchError(why, "timeout"))
 
 
 class ChunkClient:
-    """Pools of chunk connections, per peer address."""
+    """Pools of chunk connections, per peer address.
+
+    `idle_timeout`, `deadline_base_seconds` and `min_bytes_per_second` bound how long a reply
+    may take (see ReplyDeadline); `budget` bounds the memory held at once for every reply but
+    chunks (a catalogue, a manifest, an error body).
+    """
 
     def __init__(
         self,
@@ -269,17 +326,24 @@ class ChunkClient:
         idle_timeout: float,
         pool: BufferPool,
         key: bytes | None = None,
+        budget: ReplyBudget | None = None,
+        deadline_base_seconds: float = REPLY_DEADLINE_BASE_SECONDS,
+        min_bytes_per_second: float = MIN_REPLY_BYTES_PER_SECOND,
     ) -> None:
         self._local = local_address
         self._key = key
-        self._idle_timeout = idle_timeout
+        self._timing = ReplyTiming(idle_timeout, deadline_base_seconds, min_bytes_per_second)
         self.pool = pool
+        self.budget = budget if budget is not None else ReplyBudget(MAX_REPLY_BYTES_TOTAL)
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
 
     async def fetch(self, host: str, port: int, path: str, length: int) -> Buffer:
         """GET one chunk of exactly `length` bytes; ChunkFetchError or RemoteProtocolError."""
-        return (await self.get(host, port, path, length=length))[1]
+        status, body = await self.get(host, port, path, length=length)
+        if status != 200:
+            raise ReplyError(f"{host}:{port}: a {status} reply to a chunk request")
+        return body
 
     async def get(
         self,
@@ -293,6 +357,7 @@ class ChunkClient:
     ) -> tuple[int, Buffer]:
         """GET `path`: (200 or 304, body). A body of exactly `length` bytes, or with length -1
         of any length up to `limit`. Other statuses raise ChunkFetchError with the error code."""
+        expect = Expect(length) if length >= 0 else Expect(limit=limit)
         conn = await self._connection(host, port)
         try:
             extra = headers
@@ -301,10 +366,12 @@ class ChunkClient:
                 client = str(sockname[0]) if sockname else ""
                 proof = request_header(self._key, "GET", path, time.time(), client, (host, port))
                 extra += f"{AUTH_HEADER}: {proof}\r\n"
-            status, body = await conn.request(path, f"{host}:{port}", length, extra, limit)
-        except BaseException:
+            status, body = await conn.request(path, f"{host}:{port}", expect, extra)
+        except BaseException as exc:
             conn.close()
             self._open.discard(conn)
+            if isinstance(exc, ReplyError | ChunkFetchError):
+                raise _naming(exc, f"{host}:{port}") from None
             raise
         if status not in (200, 304):
             conn.close()
@@ -341,7 +408,7 @@ class ChunkClient:
         try:
             _transport, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(self._idle_timeout, self.pool),
+                    lambda: _Connection(self._timing, self.pool, self.budget),
                     host,
                     port,
                     local_addr=local,
@@ -356,6 +423,13 @@ class ChunkClient:
             ) from None
         self._open.add(conn)
         return conn
+
+
+def _naming(exc: ReplyError | ChunkFetchError, peer: str) -> ReplyError | ChunkFetchError:
+    """The same error, saying which peer it was."""
+    if isinstance(exc, ChunkFetchError):
+        return ChunkFetchError(f"{peer}: {exc}", exc.reason)
+    return type(exc)(f"{peer}: {exc}")
 
 
 def _error_code(body: bytes | Buffer) -> str:

@@ -5,6 +5,9 @@
     GET /v1/content/{id}/chunk/{index}       one chunk, by sendfile from the file in place
     GET /v1/content/{id}/file[/{path}]       a plain file, with Range, for curl and friends
 
+With an upload limit, chunk and file bodies go out in pieces paced by one byte bucket shared by
+every connection.
+
 No path from a request ever reaches the file system: a request names a content ID and a chunk
 index or a path *inside the manifest*, and the provider maps those to files it recorded.
 Errors are JSON: {"error": {"code": "unknown_content", "message": "..."}}.
@@ -13,9 +16,10 @@ Errors are JSON: {"error": {"code": "unknown_content", "message": "..."}}.
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 import time
-from typing import Protocol
+from typing import IO, Any, Protocol
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -23,7 +27,8 @@ from aiohttp.typedefs import Handler
 
 from swarmshare.core.auth import AUTH_HEADER, AuthError, RequestVerifier
 from swarmshare.core.catalog import Catalog
-from swarmshare.core.ratelimit import RateLimiter
+from swarmshare.core.location import ChunkLocation
+from swarmshare.core.ratelimit import ByteBucket, RateLimiter
 from swarmshare.errors import DaemonError, SwarmshareError
 from swarmshare.limits import (
     KEEPALIVE_TIMEOUT_SECONDS,
@@ -32,11 +37,12 @@ from swarmshare.limits import (
     REQUEST_BURST_PER_PEER,
     REQUESTS_PER_SECOND_PER_PEER,
 )
-from swarmshare.net.guard import ConnectionGuard
-from swarmshare.store.library import ChunkLocation
+from swarmshare.net.guard import ConnectionGuard, GuardLimits
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _INDEX = re.compile(r"[0-9]{1,9}")
+# What a limited upload sends between two looks at the byte bucket.
+_PIECE_BYTES = 64 * 1024
 
 
 class ServeError(SwarmshareError):
@@ -73,9 +79,19 @@ class PeerServer:
     """The HTTP peer server; use as `async with PeerServer(provider, host, port) as s:`."""
 
     def __init__(
-        self, provider: ContentProvider, host: str, port: int, key: bytes | None = None
+        self,
+        provider: ContentProvider,
+        host: str,
+        port: int,
+        key: bytes | None = None,
+        guard_limits: GuardLimits | None = None,
+        upload_bytes_per_second: int = 0,
     ) -> None:
         self.provider = provider
+        self._guard_limits = guard_limits
+        self._upload = (
+            ByteBucket(upload_bytes_per_second, _PIECE_BYTES) if upload_bytes_per_second else None
+        )
         self.auth_refused = 0
         self._verifier = RequestVerifier(key) if key is not None else None
         self.host = host
@@ -87,6 +103,7 @@ class PeerServer:
         app.router.add_get("/v1/content/{cid}/chunk/{index}", self._chunk)
         app.router.add_get("/v1/content/{cid}/file", self._file)
         app.router.add_get("/v1/content/{cid}/file/{path:.+}", self._file)
+        app.middlewares.append(self._guarded)
         app.middlewares.append(_errors_as_json)
         app.middlewares.append(self._auth)
         self._runner = web.AppRunner(
@@ -103,7 +120,7 @@ class PeerServer:
     async def __aenter__(self) -> PeerServer:
         await self._runner.setup()
         assert self._runner.server is not None
-        self.guard = ConnectionGuard(self._runner.server)
+        self.guard = ConnectionGuard(self._runner.server, self._guard_limits)
         self.port = await start_site(
             self._runner,
             self.host,
@@ -114,6 +131,12 @@ class PeerServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._runner.cleanup()
+
+    @web.middleware
+    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.guard is None:
+            return await handler(request)
+        return await self.guard.middleware(request, handler)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -165,7 +188,7 @@ class PeerServer:
         except ServeError as exc:
             self.provider.served(peer, cid, "", index, 0, exc.code)
             raise
-        response = _ChunkResponse(location)
+        response = _ChunkResponse(location, self._upload)
         try:
             await response.prepare(request)
         except OSError:  # the client went away (or the disk failed) mid-chunk
@@ -179,15 +202,18 @@ class PeerServer:
     async def _file(self, request: web.Request) -> web.StreamResponse:
         cid = _content_id(request)
         path = self.provider.file_location(cid, request.match_info.get("path"))
-        return web.FileResponse(path)
+        if self._upload is None:
+            return web.FileResponse(path)
+        return _LimitedFileResponse(path, self._upload)
 
 
 class _ChunkResponse(web.StreamResponse):
     """Headers, then the chunk's bytes straight from the file by sendfile."""
 
-    def __init__(self, location: ChunkLocation) -> None:
+    def __init__(self, location: ChunkLocation, upload: ByteBucket | None) -> None:
         super().__init__(headers={"Content-Type": "application/octet-stream"})
         self._location = location
+        self._upload = upload
         self.content_length = location.length
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
@@ -201,18 +227,57 @@ class _ChunkResponse(web.StreamResponse):
         with handle:
             writer = await super().prepare(request)
             assert writer is not None
-            transport = request.transport
-            if transport is None:
-                raise ConnectionResetError("connection lost")
-            loop = asyncio.get_running_loop()
-            if loc.length:
-                try:
-                    await loop.sendfile(transport, handle, loc.offset, loc.length)
-                except NotImplementedError:
-                    handle.seek(loc.offset)
-                    await writer.write(handle.read(loc.length))
+            await _send_file_range(request, writer, handle, loc.offset, loc.length, self._upload)
             await super().write_eof()
             return writer
+
+
+class _LimitedFileResponse(web.FileResponse):
+    """A plain file (with Range) whose body is paced by the upload limit."""
+
+    def __init__(self, path: str, upload: ByteBucket) -> None:
+        super().__init__(path)
+        self._upload = upload
+
+    async def _sendfile(
+        self, request: web.BaseRequest, fobj: IO[Any], offset: int, count: int
+    ) -> AbstractStreamWriter:
+        # aiohttp's FileResponse has already chosen the range and written nothing yet: send
+        # the headers as it would, then the body in paced pieces.
+        writer = await web.StreamResponse.prepare(self, request)
+        assert writer is not None
+        await _send_file_range(request, writer, fobj, offset, count, self._upload)
+        await web.StreamResponse.write_eof(self)
+        return writer
+
+
+async def _send_file_range(
+    request: web.BaseRequest,
+    writer: AbstractStreamWriter,
+    handle: IO[Any],
+    offset: int,
+    count: int,
+    upload: ByteBucket | None,
+) -> None:
+    """Send `count` bytes of an open file from `offset`: by sendfile, in one go without a limit,
+    in pieces that wait for the byte bucket with one."""
+    loop = asyncio.get_running_loop()
+    end = offset + count
+    while offset < end:
+        piece = end - offset if upload is None else min(end - offset, _PIECE_BYTES)
+        if upload is not None:
+            wait = upload.delay(piece, loop.time())
+            if wait > 0:
+                await asyncio.sleep(wait)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("connection lost")
+        try:
+            await loop.sendfile(transport, handle, offset, piece)
+        except NotImplementedError:
+            handle.seek(offset)
+            await writer.write(handle.read(piece))
+        offset += piece
 
 
 def _content_id(request: web.Request) -> str:
@@ -236,14 +301,23 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def start_site(runner: web.AppRunner, host: str, port: int, hint: str) -> int:
-    """Listen on host:port (after runner.setup()); the port really bound. DaemonError, with
-    one clear line naming `hint`, when the address is taken."""
+    """Listen on host:port (after runner.setup()); the port really bound. DaemonError, one
+    clear line naming the cause: an address this machine does not have, or a port in use
+    (then with `hint`)."""
     site = web.TCPSite(runner, host, port, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise DaemonError(f"cannot listen on TCP {host}:{port}: {exc.strerror} ({hint})") from None
+        where = f"cannot listen on TCP {host}:{port}"
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise DaemonError(
+                f"{where}: {host} is not an address of this machine (--bind one of its"
+                " addresses, or 0.0.0.0 for all of them)"
+            ) from None
+        if exc.errno == errno.EADDRINUSE:
+            raise DaemonError(f"{where}: another program uses port {port} ({hint})") from None
+        raise DaemonError(f"{where}: {exc.strerror or exc} ({hint})") from None
     return int(runner.addresses[-1][1])
 
 

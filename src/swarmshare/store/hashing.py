@@ -18,7 +18,9 @@ from swarmshare.core.manifest import (
     ContentKind,
     FileEntry,
     Manifest,
+    collision_reason,
     file_entry,
+    name_collision,
     validate_name,
     validate_path,
 )
@@ -198,6 +200,12 @@ def scan_path(path: str) -> tuple[str, ContentKind, list[ScannedFile], list[str]
             files.append(ScannedFile(rel, full, FileStat.of(lst)))
     if not files:
         raise UsageError(f"{path}: the folder holds no file that can be shared")
+    collision = name_collision(f.rel_path for f in files)
+    if collision is not None:
+        raise UsageError(
+            f"{path}: cannot be shared as one folder: {collision_reason(collision)};"
+            " rename one of them"
+        )
     return name, "dir", files, skipped
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from swarmshare.core.manifest import Manifest, decode_manifest
+from swarmshare.core.location import ChunkLocation
+from swarmshare.core.manifest import Manifest, ManifestError, decode_manifest
 from swarmshare.core.refs import resolve_ref
-from swarmshare.errors import NotFoundError, UsageError
+from swarmshare.errors import NotFoundError, StoreError, SwarmshareError, UsageError
 from swarmshare.store.db import Database
 from swarmshare.store.hashing import FileStat, Progress, ScannedFile, hash_content, scan_path
 
@@ -58,13 +61,13 @@ class ShareResult:
 
 
 @dataclass(frozen=True, slots=True)
-class ChunkLocation:
-    """Where to read one chunk of a shared content from."""
+class RefreshResult:
+    """What `refresh` did: contents re-hashed (their new records), dropped (gone from disk),
+    and unsettled (still changing: kept in the library, not served, hashed again next time)."""
 
-    path: str
-    offset: int
-    length: int
-    sha256: str
+    rehashed: tuple[ContentRecord, ...] = ()
+    dropped: tuple[ContentRecord, ...] = ()
+    unsettled: tuple[ContentRecord, ...] = ()
 
 
 class Library:
@@ -183,20 +186,28 @@ class Library:
         """Whether one file is still as it was hashed."""
         return _matches(path, recorded)
 
-    def refresh(self) -> tuple[list[ContentRecord], list[ContentRecord]]:
-        """Re-hash contents whose files changed, drop those that vanished: (rehashed, dropped)."""
+    def refresh(self, progress: Progress | None = None) -> RefreshResult:
+        """Re-hash contents whose files changed on disk, drop those that vanished.
+
+        A content whose files are still being written (they change while hashed, or cannot be
+        read) is left as it is: its record stays (so `unshare` finds it) but its files no
+        longer match, so it is not served; the next refresh hashes it again."""
         rehashed: list[ContentRecord] = []
         dropped: list[ContentRecord] = []
+        unsettled: list[ContentRecord] = []
         for record in self.contents():
             if self.is_intact(record.id):
                 continue
-            with self.db.transaction() as conn:
-                conn.execute("DELETE FROM contents WHERE id = ?", (record.id,))
             try:
-                rehashed.append(self.share(record.root).record)
-            except UsageError:
+                # `add` replaces the old record in the same transaction as it adds the new one.
+                rehashed.append(self.share(record.root, progress).record)
+            except (UsageError, ManifestError):  # gone, or nothing left that can be shared
+                with self.db.transaction() as conn:
+                    conn.execute("DELETE FROM contents WHERE id = ?", (record.id,))
                 dropped.append(record)
-        return rehashed, dropped
+            except StoreError:  # changed while hashed (FileChangedError), or unreadable now
+                unsettled.append(record)
+        return RefreshResult(tuple(rehashed), tuple(dropped), tuple(unsettled))
 
     def find_chunk(self, sha256: str) -> ChunkLocation | None:
         """A chunk with this hash in any intact shared file, or None."""
@@ -227,3 +238,33 @@ def _matches(path: str, recorded: FileStat) -> bool:
         return FileStat.of(os.stat(path)) == recorded
     except OSError:
         return False
+
+
+def refresh_home(home: Path) -> RefreshResult:
+    """`Library.refresh` on a connection of its own (for a worker thread)."""
+    db = Database.open_home(home)
+    try:
+        return Library(db).refresh()
+    finally:
+        db.close()
+
+
+def share_paths(
+    home: Path, paths: list[str], progress: Callable[[str, int], Callable[[int], None]] | None
+) -> list[ShareResult | SwarmshareError]:
+    """Share each path on a connection of its own; an error per path that could not be."""
+    db = Database.open_home(home)
+    try:
+        library = Library(db)
+        results: list[ShareResult | SwarmshareError] = []
+        for path in paths:
+            try:
+                advance = None
+                if progress is not None:
+                    advance = progress(path, sum(f.stat.size for f in scan_path(path)[2]))
+                results.append(library.share(path, progress=advance))
+            except SwarmshareError as exc:
+                results.append(exc)
+        return results
+    finally:
+        db.close()

@@ -51,6 +51,7 @@ class PartFile:
         self._direct_refused: set[int] = set()  # files whose direct I/O was refused
         self._extent_cache: dict[int, list[tuple[int, int]] | None] = {}
         self.paths: list[str] = []
+        self.closed = False
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -61,10 +62,24 @@ class PartFile:
         part file: a chunk written just before a crash, after the record was last saved, is
         found there too. Hashes decide what is kept, so a stale or foreign part costs nothing
         but a re-fetch.
+
+        Refused (StoreError: not enough disk space), it leaves nothing new behind: a part it
+        created is removed, a part from an earlier run (resumable data) is kept.
         """
         claimed = self._load_record()
         if self.part.is_dir() != (self.manifest.kind == "dir") and self.part.exists():
             self._remove_part()
+        if not (self.part.exists() or self.part.is_symlink()):
+            self._check_space(0)  # before a byte is on disk
+            try:
+                return self._open_part(claimed)
+            except StoreError:
+                self.close()
+                self._remove_part()
+                raise
+        return self._open_part(claimed)
+
+    def _open_part(self, claimed: set[int]) -> set[int]:
         if self.manifest.kind == "file":
             self.paths = [str(self.part)]
         else:
@@ -313,6 +328,7 @@ class PartFile:
     def close(self) -> None:
         """Close the part file(s)."""
         self._files.close()
+        self.closed = True
 
     def _remove_part(self) -> None:
         if self.part.is_dir() and not self.part.is_symlink():

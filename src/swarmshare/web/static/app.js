@@ -1,9 +1,21 @@
 // swarmshare's page: one live snapshot from the daemon over server-sent events, rendered with
-// textContent only (names come from other peers and are never parsed as HTML).
+// textContent only (names come from other peers and are never parsed as HTML), characters
+// that could mislead (controls, bidi overrides, zero-width characters) shown escaped.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 let last = null;
+let folderEdited = false; // the folder field holds a typed value not saved yet
+const MISLEADING = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu;
+const LOGIN_HELP = "Not logged in: run `swarmshare open` on this computer to open this page logged in.";
+
+function shown(text) {
+  return String(text).replace(MISLEADING, (c) => {
+    const code = c.codePointAt(0);
+    if (code < 0x100) return `\\x${code.toString(16).padStart(2, "0")}`;
+    return code < 0x10000 ? `\\u${code.toString(16).padStart(4, "0")}` : `\\U${code.toString(16).padStart(8, "0")}`;
+  });
+}
 
 function size(n) {
   if (n === null || n === undefined) return "?";
@@ -20,7 +32,7 @@ function ago(ts) {
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
-  if (text !== undefined) node.textContent = String(text);
+  if (text !== undefined) node.textContent = shown(text);
   if (cls) node.className = cls;
   return node;
 }
@@ -28,9 +40,39 @@ function el(tag, text, cls) {
 function button(label, name, onClick, secondary) {
   const b = el("button", label, secondary ? "secondary" : "");
   b.type = "button";
-  b.setAttribute("aria-label", `${label} ${name}`);
+  b.setAttribute("aria-label", `${label} ${shown(name)}`);
   b.addEventListener("click", onClick);
   return b;
+}
+
+// An action's button with its message beside it: errors show where the user clicked, and
+// stay there (kept by action and item) when the next snapshot redraws the row.
+const failures = new Map();
+
+function action(label, name, key, run, secondary) {
+  const id = `${label}:${key}`;
+  const box = el("span", undefined, "action");
+  const msg = el("span", failures.get(id) || "", "msg error");
+  msg.setAttribute("role", "status");
+  box.append(button(label, name, async () => {
+    failures.delete(id);
+    msg.textContent = "";
+    try { await run(); }
+    catch (e) { failures.set(id, `${label} failed: ${e.message}`); msg.textContent = shown(failures.get(id)); }
+  }, secondary), msg);
+  return box;
+}
+
+function say(node, text, isError) {
+  node.textContent = shown(text);
+  node.classList.toggle("error", Boolean(isError));
+}
+
+async function saveFolder() {
+  const data = await api("POST", "settings", { downloads_dir: $("folder").value });
+  folderEdited = false;
+  $("folder").value = data.downloads_dir;
+  say($("folder-msg"), "Download folder saved.");
 }
 
 async function api(method, path, body) {
@@ -55,15 +97,15 @@ function renderNetwork(snap) {
   fill($("network").tBodies[0], items.map((item) => {
     const tr = el("tr");
     tr.dataset.id = item.id;
-    tr.append(el("td", item.name), el("td", size(item.size), "num"), el("td", item.peers, "num"));
+    tr.append(el("td", item.name), el("td", item.id.slice(0, 12), "id"), el("td", size(item.size), "num"), el("td", item.peers, "num wide"));
     const state = el("td");
     if (item.legacy) state.append(el("span", "original scripts, unverified", "tag warn"));
     else state.append(el("span", item.complete ? "complete" : "partial", "tag"));
     if (item.here) state.append(" ", el("span", "here", "tag"));
     const act = el("td");
-    act.append(button("Download", item.name, async () => {
-      try { await api("POST", "downloads", { ref: item.id.startsWith("seed:") ? item.name : item.id }); }
-      catch (e) { $("share-msg").textContent = `Download failed: ${e.message}`; }
+    act.append(action("Download", item.name, item.id, async () => {
+      if (folderEdited) await saveFolder(); // a typed folder is used, never silently ignored
+      await api("POST", "downloads", { ref: item.id.startsWith("seed:") ? item.name : item.id });
     }));
     tr.append(state, act);
     return tr;
@@ -83,14 +125,18 @@ function renderDownloads(snap) {
     bar.setAttribute("aria-label", `${d.name} progress`);
     li.append(bar);
     const eta = d.eta ? `, ${Math.round(d.eta)} s left` : "";
-    li.append(el("div", `${size(d.done_bytes)} of ${size(d.total_bytes)} · ${size(d.rate)}/s${eta} · ${d.peers_in_use} peer(s) · ${d.retried} retried`, "meta"));
+    const finished = d.state === "done";
+    // A finished download: its average rate and the peers that served it, not the live ones.
+    const rate = finished ? d.done_bytes / Math.max(d.seconds, 1e-6) : d.rate;
+    const peers = finished ? Object.keys(d.by_peer || {}).length : d.peers_in_use;
+    li.append(el("div", `${size(d.done_bytes)} of ${size(d.total_bytes)} · ${size(Math.round(rate))}/s${finished ? " on average" : ""}${eta} · ${peers} peer(s)${finished ? " served" : ""} · ${d.retried} retried`, "meta"));
     if (d.state === "done") li.append(el("div", d.dest, "path"));
     if (d.error) li.append(el("div", d.error, "meta"));
     const row = el("div", undefined, "row");
     const running = !["done", "failed", "cancelled", "paused"].includes(d.state);
-    if (running) row.append(button("Pause", d.name, () => api("POST", `downloads/${d.id}/pause`), true));
-    if (["paused", "failed"].includes(d.state)) row.append(button("Resume", d.name, () => api("POST", `downloads/${d.id}/resume`), true));
-    if (d.state !== "done" && !d.id.startsWith("seed:")) row.append(button("Cancel", d.name, () => api("POST", `downloads/${d.id}/cancel`), true));
+    if (running) row.append(action("Pause", d.name, d.id, () => api("POST", `downloads/${d.id}/pause`), true));
+    if (["paused", "failed"].includes(d.state)) row.append(action("Resume", d.name, d.id, () => api("POST", `downloads/${d.id}/resume`), true));
+    if (d.state !== "done" && !d.id.startsWith("seed:")) row.append(action("Cancel", d.name, d.id, () => api("POST", `downloads/${d.id}/cancel`), true));
     li.append(row);
     return li;
   }));
@@ -100,9 +146,9 @@ function renderDownloads(snap) {
 function renderShares(snap) {
   fill($("shares").tBodies[0], snap.library.map((r) => {
     const tr = el("tr");
-    tr.append(el("td", r.name), el("td", size(r.size), "num"), el("td", r.path, "path"));
+    tr.append(el("td", r.name), el("td", r.id.slice(0, 12), "id"), el("td", size(r.size), "num"), el("td", r.path, "path wide"));
     const act = el("td");
-    act.append(button("Stop sharing", r.name, () => api("POST", "unshare", { ref: r.id }), true));
+    act.append(action("Stop sharing", r.name, r.id, () => api("POST", "unshare", { ref: r.id }), true));
     tr.append(act);
     return tr;
   }));
@@ -111,7 +157,7 @@ function renderShares(snap) {
 function renderPeers(snap) {
   fill($("peers").tBodies[0], snap.peers.map((p) => {
     const tr = el("tr");
-    tr.append(el("td", p.name), el("td", p.address), el("td", ago(p.last_seen)), el("td", p.items, "num"));
+    tr.append(el("td", p.name), el("td", p.address), el("td", ago(p.last_seen), "wide"), el("td", p.items, "num"));
     return tr;
   }));
 }
@@ -124,8 +170,8 @@ function renderLog(snap) {
 function render(snap) {
   last = snap;
   const s = snap.status;
-  $("me").textContent = `${s.name} · ${s.address}:${s.port} · ${s.peers} peer(s) · sharing ${s.items}`;
-  if (document.activeElement !== $("folder")) $("folder").value = snap.settings.downloads_dir;
+  $("me").textContent = shown(`${s.name} · ${s.address}:${s.port} · ${s.peers} peer(s) · sharing ${s.items}`);
+  if (!folderEdited && document.activeElement !== $("folder")) $("folder").value = snap.settings.downloads_dir;
   renderNetwork(snap);
   renderDownloads(snap);
   renderShares(snap);
@@ -136,14 +182,27 @@ function render(snap) {
 function connect() {
   const events = new EventSource("/api/events");
   events.onmessage = (e) => render(JSON.parse(e.data));
-  events.onerror = () => { $("me").textContent = "reconnecting to the local swarmshare daemon…"; };
+  events.onerror = async () => {
+    $("me").textContent = "reconnecting to the local swarmshare daemon…";
+    // EventSource does not say why it failed: ask once whether this page is logged in.
+    const reply = await fetch("/api/status", { credentials: "same-origin" }).catch(() => null);
+    if (reply && reply.status === 401) {
+      events.close();
+      $("me").textContent = LOGIN_HELP;
+      $("me").classList.add("error");
+    }
+  };
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   $("filter").addEventListener("input", () => last && renderNetwork(last));
+  $("folder").addEventListener("input", () => {
+    folderEdited = $("folder").value !== (last ? last.settings.downloads_dir : "");
+    say($("folder-msg"), folderEdited ? "Not saved yet: Save, or Download saves it." : "");
+  });
   $("save-folder").addEventListener("click", async () => {
-    try { await api("POST", "settings", { downloads_dir: $("folder").value }); $("share-msg").textContent = "Download folder saved."; }
-    catch (e) { $("share-msg").textContent = e.message; }
+    try { await saveFolder(); }
+    catch (e) { say($("folder-msg"), `Save failed: ${e.message}`, true); }
   });
   $("share-form").addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -151,9 +210,9 @@ document.addEventListener("DOMContentLoaded", () => {
     $("share-msg").textContent = `Sharing ${path}…`;
     try {
       const [result] = await api("POST", "share", { paths: [path] });
-      $("share-msg").textContent = result.error ? result.error : `Shared ${result.name}.`;
+      say($("share-msg"), result.error ? result.error : `Shared ${result.name}.`, result.error);
       if (!result.error) $("share-path").value = "";
-    } catch (err) { $("share-msg").textContent = err.message; }
+    } catch (err) { say($("share-msg"), err.message, true); }
   });
   connect();
 });

@@ -1,7 +1,8 @@
 """`swarmshare demo`: a real swarm of peer processes on loopback, sharing and fetching a file.
 
-Loopback only, by construction: every peer binds 127.0.0.N and announces to 127.255.255.255
-on a free port, so nothing reaches the network. Every process it starts is stopped at the end.
+Loopback only, by construction: the peers are started by the loopback launcher (127.0.0.N,
+announcing to 127.255.255.255 on a free port), so nothing reaches the network. Every process it
+starts is stopped at the end.
 """
 
 from __future__ import annotations
@@ -10,112 +11,42 @@ import contextlib
 import hashlib
 import os
 import shutil
-import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
-
-from swarmshare.app.control_client import ControlClient
+from swarmshare.app.loopback import LOOPBACK_BROADCAST, LoopbackPeer, LoopbackSwarm
 from swarmshare.errors import DaemonError
-from swarmshare.ui import fmt_rate, fmt_size, out
+from swarmshare.ui import add_row, fmt_rate, fmt_size, out, table
 
-LOOPBACK_BROADCAST = "127.255.255.255"
+if TYPE_CHECKING:
+    from rich.table import Table
 
-
-class DemoPeer:
-    """One `swarmshare run` process of the demo."""
-
-    def __init__(self, root: Path, index: int, discovery_port: int) -> None:
-        self.index = index
-        self.address = f"127.0.0.{index + 1}"
-        self.name = f"peer-{index}"
-        self.home = root / self.name
-        self.home.mkdir(parents=True)
-        self.log = self.home / "run.log"
-        self.discovery_port = discovery_port
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.client: ControlClient | None = None
-
-    def start(self) -> None:
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "swarmshare",
-                    "--home",
-                    str(self.home),
-                    "run",
-                    "--bind",
-                    self.address,
-                    "--broadcast",
-                    LOOPBACK_BROADCAST,
-                    "--discovery-port",
-                    str(self.discovery_port),
-                    "--port",
-                    "0",
-                    "--control-port",
-                    "0",
-                    "--interval",
-                    "5",
-                    "--name",
-                    self.name,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    def wait_ready(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise DaemonError(f"{self.name} stopped: {self.log.read_text()[-500:]}")
-            self.client = ControlClient.find(self.home)
-            if self.client is not None:
-                return
-            time.sleep(0.05)
-        raise DaemonError(f"{self.name} did not start in time")
-
-    def api(self) -> ControlClient:
-        assert self.client is not None
-        return self.client
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+DEMO_INTERVAL_SECONDS = 5.0
 
 
 def run_demo(size_mib: int, peers: int, keep: bool, show_progress: Callable[[], Any]) -> None:
     """Run the whole demo, printing what happens."""
     root = Path(tempfile.mkdtemp(prefix="swarmshare-demo-"))
-    swarm: list[DemoPeer] = []
+    lab = LoopbackSwarm(root)
+    swarm = lab.peers
     try:
-        port = _free_udp_port()
         step(
             f"Starting {peers} peers on loopback (127.0.0.2-{peers + 1}), discovery on UDP"
-            f" {port} -> {LOOPBACK_BROADCAST}"
+            f" {lab.discovery_port} -> {LOOPBACK_BROADCAST}"
         )
-        swarm = [DemoPeer(root, i + 1, port) for i in range(peers)]
-        for peer in swarm:
-            peer.start()
-        deadline = time.monotonic() + 30
-        for peer in swarm:
-            peer.wait_ready(deadline)
+        for i in range(1, peers + 1):
+            name = f"peer-{i}"
+            lab.start(
+                i + 1, name=name, home=root / name, interval=DEMO_INTERVAL_SECONDS, wait=False
+            )
+        lab.wait_ready()
         _wait(
-            lambda: all(len(p.api().get("peers")) == peers - 1 for p in swarm),
+            lambda: all(len(p.control().get("peers")) == peers - 1 for p in swarm),
             15,
             "peers did not find each other",
         )
@@ -132,8 +63,8 @@ def run_demo(size_mib: int, peers: int, keep: bool, show_progress: Callable[[], 
         _write_file(video, size_mib * 1024 * 1024)
         png.write_bytes(make_png(320, 200))
         for peer in seeders:
-            peer.api().post("share", {"paths": [str(video)]})
-        seeders[0].api().post("share", {"paths": [str(png)]})
+            peer.control().post("share", {"paths": [str(video)]})
+        seeders[0].control().post("share", {"paths": [str(png)]})
         names = ", ".join(p.name for p in seeders)
         out.print(
             f"  {names} share demo-video.bin ({fmt_size(video.stat().st_size)});"
@@ -143,13 +74,13 @@ def run_demo(size_mib: int, peers: int, keep: bool, show_progress: Callable[[], 
         step(f"What {downloader.name} sees on the network (swarmshare ls)")
         _wait(
             lambda: (
-                len(downloader.api().get("network")) == 2
-                and max(i["peers"] for i in downloader.api().get("network")) == len(seeders)
+                len(downloader.control().get("network")) == 2
+                and max(i["peers"] for i in downloader.control().get("network")) == len(seeders)
             ),
             15,
             "the shares did not reach the downloader",
         )
-        out.print(_network_table(downloader.api().get("network"), swarm))
+        out.print(_network_table(downloader.control().get("network"), swarm))
 
         step(f"{downloader.name} downloads demo-video.bin from all {len(seeders)} seeders at once")
         dest = root / "downloads"
@@ -166,14 +97,20 @@ def run_demo(size_mib: int, peers: int, keep: bool, show_progress: Callable[[], 
         out.print(f"  SHA-256 of the original: {want_hash}")
         out.print(
             f"  SHA-256 downloaded:      {got_hash}  "
-            f"{'[green]identical[/]' if got_hash == want_hash else '[red]DIFFERENT[/]'}"
+            f"{'[green]identical[/]' if got_hash == want_hash else '[red]DIFFERENT[/]'}",
+            markup=True,
         )
         if got_hash != want_hash:
             raise DaemonError("the downloaded file differs: this is a bug")
 
         step("Who served which chunks (the downloader's transfer log)")
-        time.sleep(0.6)
-        out.print(_served_table(downloader.api().get("log?limit=100000"), swarm))
+        fetched = sum(stats["by_peer"].values())
+        _wait(
+            lambda: len(_fetched_rows(downloader.control().get("log?limit=100000"))) >= fetched,
+            10,
+            "the transfer log did not list the download",
+        )
+        out.print(_served_table(downloader.control().get("log?limit=100000"), swarm))
 
         step(f"{downloader.name} fetches cat.png too")
         _download(downloader, "cat.png", dest, lambda: None)
@@ -182,19 +119,18 @@ def run_demo(size_mib: int, peers: int, keep: bool, show_progress: Callable[[], 
 
         step("Swarming: the downloader now shares what it fetched")
         _wait(
-            lambda: max(i["peers"] for i in seeders[0].api().get("network")) == len(seeders),
+            lambda: max(i["peers"] for i in seeders[0].control().get("network")) == len(seeders),
             10,
             "the new holder was not announced",
         )
-        out.print(_network_table(seeders[0].api().get("network"), swarm))
+        out.print(_network_table(seeders[0].control().get("network"), swarm))
         out.print(
             f"  ({seeders[0].name}'s view, itself not listed: {downloader.name} now holds both"
             " files too)"
         )
     finally:
         step("Stopping every peer")
-        for peer in swarm:
-            peer.stop()
+        lab.close()
         if keep:
             out.print(f"  kept {root} (homes, logs, files)")
         else:
@@ -226,13 +162,15 @@ def make_png(width: int, height: int) -> bytes:
 
 def step(text: str) -> None:
     """A heading for one step of the demo."""
-    out.print(f"\n[bold cyan]>>[/] [bold]{text}[/]")
+    from rich.markup import escape
+
+    out.print(f"\n[bold cyan]>>[/] [bold]{escape(text)}[/]", markup=True)
 
 
 def _download(
-    peer: DemoPeer, name: str, dest: Path, show_progress: Callable[[], Any]
+    peer: LoopbackPeer, name: str, dest: Path, show_progress: Callable[[], Any]
 ) -> dict[str, Any]:
-    stats: dict[str, Any] = peer.api().post(
+    stats: dict[str, Any] = peer.control().post(
         "downloads", {"ref": name, "dest_dir": str(dest), "wait": 10}
     )
     with show_progress() or contextlib.nullcontext() as view:
@@ -240,7 +178,7 @@ def _download(
             if view is not None:
                 view.update(stats)
             time.sleep(0.1)
-            stats = peer.api().get(f"downloads/{stats['id']}")
+            stats = peer.control().get(f"downloads/{stats['id']}")
         if view is not None:
             view.update(stats)
     if stats["state"] != "done":
@@ -248,38 +186,43 @@ def _download(
     return stats
 
 
-def _network_table(items: list[dict[str, Any]], swarm: list[DemoPeer]) -> Table:
+def _network_table(items: list[dict[str, Any]], swarm: list[LoopbackPeer]) -> Table:
     """What one peer sees on the network, with the names of the other peers holding each."""
-    names = {peer.api().get("status")["peer_id"]: peer.name for peer in swarm}
-    table = Table(box=None, pad_edge=False)
-    for column in ("ID", "NAME", "SIZE", "PEERS", "HELD BY"):
-        table.add_column(column)
+    names = {peer.control().get("status")["peer_id"]: peer.name for peer in swarm}
+    grid = table(("ID", "NAME", "SIZE", "PEERS", "HELD BY"))
     for item in items:
         holders = [*item["complete_peers"], *item["partial_peers"]]
-        table.add_row(
+        add_row(
+            grid,
             str(item["id"])[:12],
             item["name"],
             fmt_size(item["size"]),
             str(item["peers"]),
             ", ".join(sorted(names.get(h, h[:8]) for h in holders)),
         )
-    return table
+    return grid
 
 
-def _served_table(log: list[dict[str, Any]], swarm: list[DemoPeer]) -> Table:
+def _fetched_rows(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The transfer-log rows of the demo video's chunks that arrived."""
+    return [
+        row
+        for row in log
+        if row["direction"] == "down" and row["result"] == "ok" and row["name"] == "demo-video.bin"
+    ]
+
+
+def _served_table(log: list[dict[str, Any]], swarm: list[LoopbackPeer]) -> Table:
     names = {p.address: p.name for p in swarm}
     counts: dict[str, list[int]] = {}
-    for row in log:
-        if row["direction"] == "down" and row["result"] == "ok" and row["name"] == "demo-video.bin":
-            entry = counts.setdefault(row["peer"], [0, 0])
-            entry[0] += 1
-            entry[1] += row["bytes"]
-    table = Table(box=None, pad_edge=False)
-    for column in ("PEER", "ADDRESS", "CHUNKS", "BYTES"):
-        table.add_column(column)
+    for row in _fetched_rows(log):
+        entry = counts.setdefault(row["peer"], [0, 0])
+        entry[0] += 1
+        entry[1] += row["bytes"]
+    grid = table(("PEER", "ADDRESS", "CHUNKS", "BYTES"))
     for address, (chunks, nbytes) in sorted(counts.items()):
-        table.add_row(names.get(address, "?"), address, str(chunks), fmt_size(nbytes))
-    return table
+        add_row(grid, names.get(address, "?"), address, str(chunks), fmt_size(nbytes))
+    return grid
 
 
 def _write_file(path: Path, size: int) -> None:
@@ -306,9 +249,3 @@ def _wait(predicate: Callable[[], bool], seconds: float, failure: str) -> None:
                 return
         time.sleep(0.05)
     raise DaemonError(failure)
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])

@@ -1,0 +1,467 @@
+"""The app: everything a face (the CLI, the page) can ask of swarmshare, in one typed interface.
+
+A `Node` is built from settings and wires the parts, each given only what it needs: the library
+(store), the shelf of what is served, the swarm (discovery and catalogues), the seed view, the
+transfers (the one download engine), the transfer log. The daemon runs one with a peer server
+and a control API in front (daemon.py); a command run without a daemon runs one in-process
+(session.py). Both answer with the same methods, so the same command behaves the same either way.
+
+Network parts start on demand: `share` or `library` without a daemon open no socket; `ls` starts
+discovery without listening and waits for answers; `get` listens too (to hear holders and the
+original scripts' announcements).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from swarmshare.app.download import Destination, EngineDeps
+from swarmshare.app.seeds import SeedServing, SeedView
+from swarmshare.app.shelf import Shelf
+from swarmshare.app.sources import Origin, SeedOrigin, SwarmOrigin
+from swarmshare.app.swarm import Swarm, peer_json
+from swarmshare.app.transfers import Transfers
+from swarmshare.app.translog import TransferLog
+from swarmshare.core.auth import derive_key
+from swarmshare.core.manifest import Manifest
+from swarmshare.core.peers import PeerEvent, PeerJoined, PeerLeft
+from swarmshare.core.refs import resolve_ref
+from swarmshare.errors import NotFoundError, SwarmshareError, UsageError
+from swarmshare.net.client import PeerClient
+from swarmshare.net.server import PeerServer
+from swarmshare.settings import Settings
+from swarmshare.store.db import Database
+from swarmshare.store.downloads import DownloadTable
+from swarmshare.store.hashing import ScannedFile
+from swarmshare.store.library import Library, share_paths
+
+log = logging.getLogger("swarmshare")
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+DOWNLOADS_DIR_KEY = "downloads_dir"
+Json = dict[str, Any]
+ShareProgress = Callable[[str, int], Callable[[int], None]]
+
+
+class Changes:
+    """A counter bumped whenever something a face shows changed, and a way to wait for it."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._event = asyncio.Event()
+
+    def bump(self) -> None:
+        """Something changed."""
+        self.version += 1
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, after: int, seconds: float) -> int:
+        """The version, once it is past `after` or `seconds` passed."""
+        if self.version > after:
+            return self.version
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), seconds)
+        return self.version
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a name, ID or ID prefix resolved to."""
+
+    content_id: str
+    name: str
+    origin: Origin | None = None
+
+
+class Node:
+    """One peer's app. `async with Node(settings) as node:`; `serve=True` for the daemon."""
+
+    def __init__(self, settings: Settings, *, serve: bool = False) -> None:
+        self.settings = settings
+        self.serve = serve
+        self.changes = Changes()
+        self.started = time.time()
+        self.server: PeerServer | None = None
+        self.swarm: Swarm | None = None
+        self.seed_serving: SeedServing | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._listening = False
+        key = derive_key(settings.secret) if settings.secret else None
+        self._key = key
+
+    async def __aenter__(self) -> Node:
+        s = self.settings
+        try:
+            self.db = Database.open_home(s.home)
+        except OSError as exc:
+            raise UsageError(f"cannot use data directory {s.home}: {exc.strerror}") from None
+        self._stack.callback(self.db.close)
+        self.library = Library(self.db)
+        self.peer_id = self.db.peer_id()
+        self.translog = await self._stack.enter_async_context(TransferLog(self.db))
+        self.translog.on_flush = self.changes.bump
+        self.shelf = Shelf(self.library, s.home, self.peer_id, self.translog, self._held_changed)
+        self.seeds = SeedView(s.legacy_port, self._is_native, self.translog)
+        loop = asyncio.get_running_loop()
+        self.client = await self._stack.enter_async_context(
+            PeerClient(local_address=s.bind, idle_timeout=s.read_idle_timeout, key=self._key)
+        )
+        deps = EngineDeps(
+            clock=loop,
+            translog=self.translog,
+            find_chunk=self.library.find_chunk,
+            add_to_library=self._add_to_library,
+            chunk_timeout=s.chunk_timeout,
+        )
+        self.transfers = Transfers(
+            DownloadTable(self.db), deps, self._origin, self.changes.bump, self.shelf.changed
+        )
+        self.shelf.partials = self.transfers
+        self._stack.push_async_callback(self.transfers.close)
+        self._stack.push_async_callback(self.shelf.close)
+        self.shelf.reload()
+        if self.serve:
+            self.server = await self._stack.enter_async_context(
+                PeerServer(
+                    self.shelf,
+                    s.bind,
+                    s.port,
+                    key=self._key,
+                    upload_bytes_per_second=s.upload_bytes_per_second,
+                )
+            )
+            await self._start_swarm(listen=True)
+            if s.legacy:
+                assert self.swarm is not None
+                self.seed_serving = await self._stack.enter_async_context(
+                    SeedServing(
+                        self.shelf,
+                        self.translog,
+                        self.swarm.discovery.send_raw,
+                        s.bind,
+                        s.legacy_port,
+                        s.interval,
+                    )
+                )
+        self.transfers.restore(resume=self.serve)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    # ---- the network, on demand --------------------------------------------------------------
+
+    async def _start_swarm(self, listen: bool) -> Swarm:
+        if self.swarm is not None:
+            return self.swarm
+        serving_port = self.server.port if self.server is not None else 0
+        swarm = Swarm(
+            self.settings,
+            self.peer_id,
+            self.client,
+            catalog_version=self.shelf.version,
+            serving_port=serving_port,
+            listen=listen,
+            on_foreign=self.seeds.datagram,
+        )
+        self.swarm = await self._stack.enter_async_context(swarm)
+        self._listening = listen
+        swarm.listeners.append(self._peer_event)
+        swarm.catalog_listeners.append(lambda _p: self.changes.bump())
+        return swarm
+
+    async def look(self, wait: float) -> None:
+        """Without a daemon: ask the network and wait up to `wait` s for the answers."""
+        swarm = await self._start_swarm(listen=False)
+        if not self.serve:
+            await swarm.settle(wait)
+
+    def _peer_event(self, event: PeerEvent) -> None:
+        self.changes.bump()
+        if isinstance(event, PeerJoined):
+            p = event.peer
+            log.info("peer joined: %r at %s:%d", p.name, p.address, p.port)
+        elif isinstance(event, PeerLeft):
+            log.info("peer left: %r at %s (%s)", event.peer.name, event.peer.address, event.reason)
+
+    def _is_native(self, address: str) -> bool:
+        if address == self.settings.bind:
+            return True
+        return self.swarm is not None and any(p.address == address for p in self.swarm.table.live())
+
+    def _held_changed(self) -> None:
+        self.changes.bump()
+        if self.swarm is not None and self.serve:
+            self.swarm.changed()
+
+    # ---- views -------------------------------------------------------------------------------
+
+    def network(self) -> list[Json]:
+        """What the network shares (and the original scripts' contents heard)."""
+        held = set(self.shelf.catalog().by_id())
+        items: list[Json] = []
+        if self.swarm is not None:
+            items = [i.as_json() | {"here": i.id in held} for i in self.swarm.network()]
+        items += [c.as_json() | {"here": False} for c in self.seeds.live_contents()]
+        return items
+
+    def peers(self) -> list[Json]:
+        """The live peers, native and seed."""
+        found: list[Json] = []
+        if self.swarm is not None:
+            found = [peer_json(p) for p in self.swarm.table.live()]
+        return found + self.seeds.peers()
+
+    def library_list(self) -> list[Json]:
+        """What this peer shares, each with whether its files are intact."""
+        return library_json(self.library)
+
+    async def share(self, paths: list[str], progress: ShareProgress | None = None) -> list[Json]:
+        """Hash and share files or folders (off the event loop); one result or error each."""
+        results = await asyncio.to_thread(share_paths, self.settings.home, paths, progress)
+        out: list[Json] = []
+        for path, result in zip(paths, results, strict=True):
+            if isinstance(result, SwarmshareError):
+                out.append({"path": path, "error": str(result)})
+            else:
+                out.append(
+                    result.record.as_json()
+                    | {"unchanged": result.unchanged, "skipped": result.skipped}
+                )
+        self.reload()
+        return out
+
+    def unshare(self, ref: str) -> Json:
+        """Stop sharing a content (by name or ID prefix)."""
+        record = self.library.unshare(ref)
+        self.reload()
+        return record.as_json()
+
+    def reload(self) -> None:
+        """The library changed (maybe by another process): serve and announce what it holds."""
+        self.shelf.reload()
+        if self.swarm is not None and self.serve:
+            self.swarm.changed()
+
+    def log_rows(self, limit: int) -> list[Json]:
+        """The newest `limit` rows of the transfer log, oldest first."""
+        self.translog.flush()
+        return [dict(row) for row in self.db.transfers(limit)]
+
+    def downloads_dir(self) -> Path:
+        """Where downloads started without a folder go."""
+        if self.settings.downloads_dir is not None:
+            return self.settings.downloads_dir
+        stored = self.db.meta(DOWNLOADS_DIR_KEY)
+        return Path(stored) if stored else Path(platformdirs.user_downloads_dir())
+
+    def set_downloads_dir(self, text: str) -> Path:
+        """Set the download folder (created if missing)."""
+        folder = Path(text).expanduser().absolute()
+        _make_folder(folder)
+        self.db.set_meta(DOWNLOADS_DIR_KEY, str(folder))
+        self.changes.bump()
+        return folder
+
+    def status(self) -> Json:
+        """This peer's state, for `swarmshare status`."""
+        s = self.settings
+        swarm, server = self.swarm, self.server
+        state: Json = {
+            "peer_id": self.peer_id,
+            "name": s.name,
+            "address": s.bind,
+            "port": server.port if server else None,
+            "discovery_port": s.discovery_port,
+            "broadcast": swarm.discovery.targets if swarm else [],
+            "interval": s.interval,
+            "peers": len(swarm.table.peers) if swarm else 0,
+            "items": len(self.shelf.shares()),
+            "catalog_version": self.shelf.version(),
+            "uptime": time.time() - self.started,
+            "served_chunks": self.shelf.served_chunks,
+            "served_bytes": self.shelf.served_bytes,
+            "private": s.secret is not None,
+            "downloads": self.downloads(),
+        }
+        if server is not None:
+            guard = server.guard
+            state["auth_refused"] = server.auth_refused
+            state["connections_refused"] = (
+                0 if guard is None else guard.stats.refused_total + guard.stats.refused_per_peer
+            )
+            state["slow_connections_cut"] = 0 if guard is None else guard.stats.slow_cut
+        serving = self.seed_serving
+        state["legacy"] = (
+            None
+            if serving is None
+            else {
+                "port": serving.server.port,
+                "seed_contents": len(self.seeds.live_contents()),
+                "seed_datagrams": self.seeds.heard,
+                "served": serving.server.served_count,
+                "refused": serving.server.refused,
+            }
+        )
+        if swarm is not None:
+            st = swarm.discovery.stats
+            state["discovery"] = {
+                "received": st.received,
+                "announcements": st.announcements,
+                "malformed": st.malformed,
+                "oversized": st.oversized,
+                "foreign": st.foreign,
+                "rate_limited": st.rate_limited,
+                "sent": st.sent,
+            }
+        return state
+
+    # ---- downloads ---------------------------------------------------------------------------
+
+    def downloads(self) -> list[Json]:
+        """Every download this peer knows, newest first."""
+        return [d.stats.as_json() for d in self.transfers.all()]
+
+    def download(self, ref: str) -> Json:
+        """One download, by ID or ID prefix."""
+        return self.transfers.get(ref).stats.as_json()
+
+    async def start_download(
+        self,
+        ref: str,
+        output: str | None,
+        dest_dir: str | None,
+        force: bool,
+        wait: float | None,
+    ) -> Json:
+        """Resolve what `ref` names (waiting up to `wait` s for it to show up), then download
+        it in the background; `wait` also bounds every later wait for a holder (None: no
+        bound, as for downloads started on the page)."""
+        destination = _destination(output, Path(dest_dir) if dest_dir else self.downloads_dir())
+        await self._start_swarm(listen=True)
+        found = await self._find(ref, 5.0 if wait is None else wait)
+        download = self.transfers.start(
+            found.content_id,
+            found.name,
+            destination,
+            force=force,
+            hold_wait=wait,
+            origin=found.origin,
+        )
+        self.changes.bump()
+        return download.stats.as_json()
+
+    async def pause(self, ref: str) -> Json:
+        """Pause; returns once nothing more is written to the part file."""
+        return (await self.transfers.pause(ref)).stats.as_json()
+
+    async def resume(self, ref: str, wait: float | None = None) -> Json:
+        """Resume a paused or failed download."""
+        if self.transfers.get(ref).content_id.startswith("seed:") or not self.serve:
+            await self._start_swarm(listen=True)
+        return self.transfers.resume(ref, wait).stats.as_json()
+
+    async def cancel(self, ref: str) -> Json:
+        """Stop and throw the part file away."""
+        return (await self.transfers.cancel(ref)).stats.as_json()
+
+    async def watch(self, ref: str, after: int, seconds: float) -> Json:
+        """A download's state once anything changed after version `after` (or after
+        `seconds`), with the version to wait after next."""
+        version = await self.changes.wait(after, seconds)
+        return self.transfers.get(ref).stats.as_json() | {"version": version}
+
+    async def _find(self, ref: str, wait: float) -> Found:
+        """What the user typed, among native and seed contents, waiting up to `wait` s."""
+        assert self.swarm is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            try:
+                return self._resolve(ref)
+            except NotFoundError:
+                if _HEX64.fullmatch(ref.lower()):
+                    return Found(ref.lower(), ref.lower()[:12])  # wait for holders meanwhile
+                if loop.time() >= deadline:
+                    raise
+            await self.swarm.wait_updated(min(0.2, max(0.01, deadline - loop.time())))
+
+    def _resolve(self, ref: str) -> Found:
+        assert self.swarm is not None
+        candidates: list[tuple[str, str]] = [(i.id, i.name) for i in self.swarm.network()]
+        seeds = {f"seed:{c.name}": c.name for c in self.seeds.live_contents()}
+        candidates += list(seeds.items())
+        try:
+            content_id, name = resolve_ref(ref, candidates, lambda c: c, "the network")
+        except NotFoundError:
+            stem = ref[:-4] if ref.lower().endswith(".png") else None
+            if stem is None or f"seed:{stem}" not in seeds:
+                raise
+            content_id, name = f"seed:{stem}", stem
+        if content_id.startswith("seed:"):
+            return Found(content_id, name, self._seed_origin(name))
+        return Found(content_id, name)
+
+    def _origin(self, content_id: str) -> Origin:
+        if content_id.startswith("seed:"):
+            return self._seed_origin(content_id[5:])
+        assert self.swarm is not None, "the swarm starts before any download"
+        return SwarmOrigin(self.swarm, self.client, content_id)
+
+    def _seed_origin(self, name: str) -> SeedOrigin:
+        bind = self.settings.bind
+        return SeedOrigin(
+            self.seeds,
+            name,
+            self.settings.legacy_port,
+            None if bind in ("", "0.0.0.0") else bind,
+        )
+
+    def _add_to_library(self, manifest: Manifest, root: str, files: list[ScannedFile]) -> None:
+        self.library.add(manifest, root, files)
+        self.reload()
+
+
+def library_json(library: Library) -> list[Json]:
+    """The library as JSON, each content with whether its files are intact."""
+    return [r.as_json() | {"intact": library.is_intact(r.id)} for r in library.contents()]
+
+
+def _destination(output: str | None, dest_dir: Path) -> Destination:
+    """Where a download goes. OUTPUT ending in '/' (or an existing folder) is a folder, created
+    if missing, that gets the content's own name; any other OUTPUT is the exact path, whose
+    folder must exist. Without OUTPUT: DEST_DIR/NAME (DEST_DIR created if missing)."""
+    if not output:
+        folder = dest_dir.expanduser().absolute()
+        _make_folder(folder)
+        return Destination(folder)
+    path = Path(output).expanduser().absolute()
+    if output.endswith(("/", os.sep)) or path.is_dir():
+        _make_folder(path)
+        return Destination(path)
+    if not path.parent.is_dir():
+        raise UsageError(f"folder {path.parent} does not exist (end -o with / to have it created)")
+    if path.name.endswith((".part", ".part.swarmshare")):
+        raise UsageError("a download may not end in .part or .part.swarmshare")
+    return Destination(path.parent, path)
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"{folder} exists and is not a folder") from None
+    except OSError as exc:
+        raise UsageError(f"cannot create folder {folder}: {exc.strerror}") from None
