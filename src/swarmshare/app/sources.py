@@ -177,8 +177,10 @@ class SwarmOrigin:
                 manifest = await self.client.manifest(peer.address, peer.port, self.content_id)
             except IntegrityError as exc:
                 self._problems[peer.address] = f"{_who(peer)} sent a wrong manifest: {exc}"
+                self.swarm.discredit(peer, self.content_id)  # it lists what it cannot serve
             except RemoteProtocolError as exc:
                 self._problems[peer.address] = f"{_who(peer)} offered an invalid manifest: {exc}"
+                self.swarm.discredit(peer, self.content_id)
             except PeerUnavailable as exc:
                 self._problems[peer.address] = f"{_who(peer)} did not send the manifest: {exc}"
             else:

@@ -18,6 +18,7 @@ same for a peer that cannot serve the chunks it lists).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
@@ -110,6 +111,8 @@ class Swarm:
         self._checking: set[str] = set()
         self._check_slots = asyncio.Semaphore(MAX_NAME_CHECKS_IN_FLIGHT)
         self._discredited: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._network: list[NetworkItem] | None = None
+        self._network_until = 0.0
         self.discovery = Discovery(
             port=settings.discovery_port,
             bind=settings.bind,
@@ -148,14 +151,18 @@ class Swarm:
     def wake(self) -> None:
         """Do what is due by the clock now: expire peers, fetch catalogues, announce (the
         timers call this; a test that moves a fake clock may too)."""
-        self._timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._dispatch(self.table.tick(self.clock()))
         self.discovery.wake()
         self._arm(force=True)
 
     def network(self) -> list[NetworkItem]:
-        """Every content the live peers hold, by name."""
+        """Every content the live peers hold, by name (computed again only after a change)."""
         now = self.clock()
+        if self._network is not None and now < self._network_until:
+            return list(self._network)
         found = []
         for content_id in self._listed:
             holders = self._credited(content_id, now)
@@ -165,7 +172,10 @@ class Swarm:
             for peer, entry in holders:
                 (item.complete if entry.complete else item.partial).append(peer)
             found.append(item)
-        return sorted(found, key=lambda i: (i.name.lower(), i.id))
+        found.sort(key=lambda i: (i.name.lower(), i.id))
+        self._network = found
+        self._network_until = min(self._discredited.values(), default=math.inf)
+        return list(found)
 
     def holders(self, content_id: str) -> list[tuple[Peer, CatalogItem]]:
         """The live peers whose catalogue lists a content (and that are not discredited for
@@ -289,23 +299,29 @@ class Swarm:
 
     def _credited(self, content_id: str, now: float) -> list[tuple[Peer, CatalogItem]]:
         found = []
+        peers, discredited = self.table.peers, self._discredited
         for peer_id, entry in self._listed.get(content_id, {}).items():
-            peer = self.table.peers.get(peer_id)
+            peer = peers.get(peer_id)
             if peer is None:
                 continue
-            until = self._discredited.get((peer_id, content_id))
-            if until is not None:
-                if until > now:
-                    continue
-                del self._discredited[(peer_id, content_id)]
+            if discredited:
+                until = discredited.get((peer_id, content_id))
+                if until is not None:
+                    if until > now:
+                        continue
+                    del discredited[(peer_id, content_id)]
             found.append((peer, entry))
-        found.sort(key=lambda pe: (pe[0].name, pe[0].address))
+        if len(found) > 1:
+            found.sort(key=lambda pe: (pe[0].name, pe[0].address))
         return found
 
     def _facts(self, content_id: str, holders: list[tuple[Peer, CatalogItem]]) -> _Facts:
         checked = self._checked.get(content_id)
         if checked is not None:
             return checked
+        if len(holders) == 1:
+            entry = holders[0][1]
+            return _Facts(entry.name, entry.kind, entry.size, entry.chunks)
         votes: dict[_Facts, int] = {}
         for _peer, entry in holders:
             facts = _facts_of(entry)
@@ -348,6 +364,7 @@ class Swarm:
             self._notify()
 
     def _notify(self) -> None:
+        self._network = None
         if self._update is not None:
             self._update.set()
             self._update = asyncio.Event()
