@@ -152,7 +152,8 @@ def test_page_ids_text_names_errors_beside_actions_and_finished_stats(
             await page.fill("#folder", str(gone))
             await page.get_by_role("button", name="Save").click()
             await page.get_by_text("Download folder saved.").wait_for()
-            gone.rmdir()
+            gone.rmdir()  # a missing folder would be created: a file in its place cannot be
+            gone.write_text("not a folder")
             row = page.locator("#network tbody tr", has_text="3.0 KiB")
             await row.get_by_role("button").click()
             await row.locator(".msg", has_text="Download failed").wait_for(timeout=10000)

@@ -296,6 +296,7 @@ class Download:
         self._on_change(self)
         if await self._in_thread(self._already_there, manifest):
             self.stats.already_there = True
+            self.stats.local_chunks = manifest.chunk_total
             self._count_all(manifest)
             self._move(State.FINISHING)
             files = await self._in_thread(PartFile(self.dest, manifest).final_files)

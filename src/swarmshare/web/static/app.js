@@ -52,13 +52,20 @@ const failures = new Map();
 function action(label, name, key, run, secondary) {
   const id = `${label}:${key}`;
   const box = el("span", undefined, "action");
-  const msg = el("span", failures.get(id) || "", "msg error");
+  const msg = el("span", shown(failures.get(id) || ""), "msg error");
   msg.setAttribute("role", "status");
+  msg.dataset.action = id;
+  // The row may be redrawn while the request runs: write to whichever message is shown now.
+  const show = (text) => {
+    for (const node of document.querySelectorAll(".msg[data-action]")) {
+      if (node.dataset.action === id) node.textContent = shown(text);
+    }
+  };
   box.append(button(label, name, async () => {
     failures.delete(id);
-    msg.textContent = "";
+    show("");
     try { await run(); }
-    catch (e) { failures.set(id, `${label} failed: ${e.message}`); msg.textContent = shown(failures.get(id)); }
+    catch (e) { failures.set(id, `${label} failed: ${e.message}`); show(failures.get(id)); }
   }, secondary), msg);
   return box;
 }
