@@ -14,12 +14,14 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from swarmshare.app.download import Destination, Download, EngineDeps
 from swarmshare.app.shelf import Shelf
-from swarmshare.app.sources import PeerSource, Source
+from swarmshare.app.sources import PeerSource, Source, SwarmOrigin
+from swarmshare.app.swarm import Swarm
 from swarmshare.core.manifest import ChunkRef, Manifest
 from swarmshare.core.peers import Peer
 from swarmshare.core.transfer import MOVES, BadMove, Outcome, PauseReason, State, check_move
@@ -297,3 +299,84 @@ def test_state_table_allows_only_its_moves() -> None:
                     check_move(old, new)
     assert not MOVES[State.DONE] and not MOVES[State.CANCELLED]
     assert State.FINDING in MOVES[State.PAUSED]
+
+
+class HoldersOnly:
+    """The part of a swarm an origin reads: who holds a content (and whom it discredits)."""
+
+    def __init__(self, holders: list[Peer]) -> None:
+        self._holders = holders
+        self.listeners: list[Callable[[object], None]] = []
+        self.catalog_listeners: list[Callable[[object], None]] = []
+        self.discredited: list[str] = []
+
+    def holders(self, content_id: str) -> list[tuple[Peer, object]]:
+        return [(peer, None) for peer in self._holders]
+
+    def discredit(self, peer: Peer, content_id: str) -> None:
+        self.discredited.append(peer.address)
+
+
+def _peer(name: str, address: str, port: int) -> Peer:
+    return Peer(
+        peer_id=name,
+        address=address,
+        port=port,
+        name=name,
+        interval=30.0,
+        first_seen=0.0,
+        last_seen=0.0,
+        announced_version="v",
+    )
+
+
+async def test_a_silent_holder_does_not_hold_up_the_manifest(lab: Lab) -> None:
+    """Holders are asked at once: a peer that never answers (first in line) does not delay
+    the manifest another holder can send now (asked one after another, this would hang: the
+    client here waits an hour for a silent peer)."""
+    silent_connections: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent_connections.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    silent_port = server.sockets[0].getsockname()[1]
+    holders = HoldersOnly(
+        [_peer("silent", "127.0.0.1", silent_port), _peer("honest", "127.0.0.1", lab.server.port)]
+    )
+    try:
+        async with PeerClient(
+            local_address="127.0.0.1", idle_timeout=3600, deadline_base_seconds=3600
+        ) as client:
+            origin = SwarmOrigin(cast(Swarm, holders), client, lab.manifest.content_id)
+            manifest = await origin.manifest()
+        assert manifest is not None and manifest.content_id == lab.manifest.content_id
+        assert silent_connections, "the silent peer was asked too"
+    finally:
+        for writer in silent_connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_invalid_manifest_is_reported_with_who_and_why(lab: Lab) -> None:
+    async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"not": "a manifest"}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(liar, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    holders = HoldersOnly([_peer("liar", "127.0.0.1", port)])
+    try:
+        async with PeerClient(local_address="127.0.0.1") as client:
+            origin = SwarmOrigin(cast(Swarm, holders), client, lab.manifest.content_id)
+            assert await origin.manifest() is None
+        (problem,) = origin.problems()
+        assert "peer 'liar' at 127.0.0.1" in problem and lab.manifest.content_id[:12] in problem
+        assert holders.discredited == ["127.0.0.1"]
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -12,6 +12,8 @@ adapters; the engine does not change.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +31,9 @@ from swarmshare.net.chunkconn import Buffer
 from swarmshare.net.client import PeerClient, PeerUnavailable
 from swarmshare.net.legacy import SeedChunk, SeedFetchError, fetch_seed_chunk, piece_span
 
+log = logging.getLogger("swarmshare")
+
+MANIFEST_ASKS_AT_ONCE = 8
 MAX_SEED_CONTENT_BYTES = 64 << 20  # the seed shares PNG files, assembled in memory once
 SEED_FETCH_IDLE_SECONDS = 10.0
 
@@ -171,22 +176,52 @@ class SwarmOrigin:
     _problems: dict[str, str] = field(default_factory=dict)
 
     async def manifest(self) -> Manifest | None:
-        """The manifest from the first holder that sends one hashing to the content ID."""
-        for peer, _item in self.swarm.holders(self.content_id):
-            try:
-                manifest = await self.client.manifest(peer.address, peer.port, self.content_id)
-            except IntegrityError as exc:
-                self._problems[peer.address] = f"{_who(peer)} sent a wrong manifest: {exc}"
-                self.swarm.discredit(peer, self.content_id)  # it lists what it cannot serve
-            except RemoteProtocolError as exc:
-                self._problems[peer.address] = f"{_who(peer)} offered an invalid manifest: {exc}"
-                self.swarm.discredit(peer, self.content_id)
-            except PeerUnavailable as exc:
-                self._problems[peer.address] = f"{_who(peer)} did not send the manifest: {exc}"
-            else:
-                self._problems.pop(peer.address, None)
-                return manifest
+        """The manifest from the first holder that sends one hashing to the content ID.
+
+        Every holder is asked at once (up to MANIFEST_ASKS_AT_ONCE): a slow or silent peer
+        must not hold the download up while another could answer now."""
+        holders = [peer for peer, _item in self.swarm.holders(self.content_id)]
+        if not holders:
+            return None
+        asks = {
+            asyncio.ensure_future(self._ask(peer)): peer
+            for peer in holders[:MANIFEST_ASKS_AT_ONCE]
+        }
+        try:
+            while asks:
+                done, _ = await asyncio.wait(asks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    asks.pop(task)
+                    manifest = task.result()
+                    if manifest is not None:
+                        return manifest
+            return None
+        finally:
+            for task in asks:
+                task.cancel()
+            await asyncio.gather(*asks, return_exceptions=True)
+
+    async def _ask(self, peer: Peer) -> Manifest | None:
+        what = f"the manifest of {self.content_id[:12]}"
+        try:
+            manifest = await self.client.manifest(peer.address, peer.port, self.content_id)
+        except IntegrityError as exc:
+            self._problem(peer, f"{_who(peer)} sent a wrong {what}: {exc}")
+            self.swarm.discredit(peer, self.content_id)  # it lists what it cannot serve
+        except RemoteProtocolError as exc:
+            self._problem(peer, f"{_who(peer)} offered an invalid {what}: {exc}")
+            self.swarm.discredit(peer, self.content_id)
+        except PeerUnavailable as exc:
+            self._problem(peer, f"{_who(peer)} did not send {what}: {exc}")
+        else:
+            self._problems.pop(peer.address, None)
+            return manifest
         return None
+
+    def _problem(self, peer: Peer, line: str) -> None:
+        if self._problems.get(peer.address) != line:
+            log.warning("%s", line)
+        self._problems[peer.address] = line
 
     def sources(self, manifest: Manifest) -> list[Source]:
         """Every live peer whose catalogue lists it with the manifest's size and chunk count."""

@@ -291,15 +291,22 @@ class PartFile:
                 with self._files.use(index) as fd:
                     os.fsync(fd)
             self.close()
-            replaced = ""
+            aside: Path | None = None
             if self.dest.exists() or self.dest.is_symlink():
                 if not force:
                     raise UsageError(f"{self.dest} appeared meanwhile; use --force to replace it")
-                if self.dest.is_dir() and not self.dest.is_symlink():
-                    replaced = f"{self.dest}.replaced-{int(time.time())}"
-                    os.rename(self.dest, replaced)
+                # One rule for a file and a folder: the old one is moved aside, the new one
+                # renamed into place, then the old one removed.
+                aside = self.dest.with_name(f".{self.dest.name}.replaced-{os.getpid()}")
+                os.rename(self.dest, aside)
             os.replace(self.part, self.dest)
             _fsync_dir(self.dest.parent)
+            if aside is not None:
+                if aside.is_dir() and not aside.is_symlink():
+                    shutil.rmtree(aside, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        aside.unlink()
             with contextlib.suppress(FileNotFoundError):
                 self.record.unlink()
         except OSError as exc:
