@@ -42,6 +42,7 @@ TOP_LEVEL_LAYER = {
     "errors": BASE,
     "limits": BASE,
     "settings": BASE,
+    "config": BASE,
     "core": CORE,
     "store": STORE,
     "net": NET,
