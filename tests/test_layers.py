@@ -52,6 +52,7 @@ TOP_LEVEL_LAYER = {
     "ui": FACE,
     "__main__": FACE,
     "demo": FACE,
+    "service": FACE,
     "logs": FACE,
 }
 

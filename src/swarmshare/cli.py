@@ -1078,3 +1078,77 @@ def cancel(ctx: click.Context, ref: str) -> None:
     """Cancel a download (by ID prefix) and delete its part file."""
     d = _download_action(ctx, "cancel", ref)
     out.print(f"cancelled  {str(d['id'])[:12]}  {d['name']}", markup=False)
+
+
+@main.group(cls=SwarmshareGroup)
+def service() -> None:
+    """Run the peer as a systemd user service: started at login (or at boot, with linger),
+    restarted on failure. Its settings come from the config file."""
+
+
+def _service_argv(ctx: click.Context) -> list[str]:
+    """This installation's `swarmshare --home HOME [--config FILE] run`."""
+    home = Path(ctx.meta.get(_HOME) or default_home()).expanduser().resolve()
+    named = ctx.meta.get(_CONFIG)
+    config = Path(named).expanduser().resolve() if named is not None else default_config_file()
+    argv = [sys.executable, "-m", "swarmshare", "--home", str(home)]
+    if named is not None or config.exists():
+        load_config(config, required=True)  # a bad file stops here, not in the service
+        argv += ["--config", str(config)]
+    return [*argv, "run"]
+
+
+@service.command(name="install")
+@click.option("--print", "print_only", is_flag=True, help="Print the unit file; change nothing.")
+@click.pass_context
+def service_install(ctx: click.Context, print_only: bool) -> None:
+    """Write the user unit swarmshare.service, enable and start it."""
+    from swarmshare import service as systemd
+
+    argv = _service_argv(ctx)
+    if print_only:
+        click.echo(systemd.unit_text(argv), nl=False)
+        return
+    missing = systemd.systemd_missing()
+    if missing is not None:
+        raise UsageError(
+            f"{missing}: nothing installed; `swarmshare service install --print` prints the"
+            f" unit to install by hand (as {systemd.unit_path()})"
+        )
+    for line in systemd.install(argv):
+        out.print(line, markup=False)
+    if systemd.lingers() is not True:
+        out.print(systemd.linger_hint(), markup=False)
+
+
+@service.command(name="uninstall")
+def service_uninstall() -> None:
+    """Stop and disable the service, and remove its unit file."""
+    from swarmshare import service as systemd
+
+    for line in systemd.uninstall():
+        out.print(line, markup=False)
+
+
+@service.command(name="status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def service_status(as_json: bool) -> None:
+    """Whether the service is installed, enabled and running, and whether it starts at boot."""
+    from swarmshare import service as systemd
+
+    found = systemd.state()
+    if as_json:
+        _print_json(found)
+        return
+    out.print(
+        f"unit: {found['unit']} ({'installed' if found['installed'] else 'not installed'})",
+        markup=False,
+    )
+    if found["systemd"] != "available":
+        out.print(str(found["systemd"]), markup=False)
+    else:
+        out.print(f"enabled: {found['enabled']}, active: {found['active']}", markup=False)
+    if found["linger"] is not True:
+        out.print(systemd.linger_hint(), markup=False)
+    else:
+        out.print("linger is on: it starts at boot without a login", markup=False)
