@@ -1152,3 +1152,15 @@ def service_status(as_json: bool) -> None:
         out.print(systemd.linger_hint(), markup=False)
     else:
         out.print("linger is on: it starts at boot without a login", markup=False)
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for bash, zsh or fish (see the README to install it)."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    script = cls(main, {}, "swarmshare", "_SWARMSHARE_COMPLETE").source()
+    click.echo(script)
