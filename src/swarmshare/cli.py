@@ -1164,3 +1164,40 @@ def completion(shell: str) -> None:
     assert cls is not None
     script = cls(main, {}, "swarmshare", "_SWARMSHARE_COMPLETE").source()
     click.echo(script)
+
+
+@main.command()
+@finding_options(BIND_TO_ASK)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PEER_PORT,
+    show_default=True,
+    help="TCP port of the peer server to check.",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(0.1, 60),
+    default=3.0,
+    show_default=True,
+    help="Seconds to wait for answers to the solicit.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_context
+def doctor(ctx: click.Context, /, port: int, wait: float, as_json: bool, **kw: Any) -> None:
+    """Check why peers may not find each other: interfaces, ports, firewall, broadcast, peers'
+    HTTP ports, clocks; each finding with what to do. Exit code 1 when a problem is found."""
+    from swarmshare.app.doctor import PROBLEM, diagnose
+
+    settings = replace(_with_discovery(_settings(ctx), kw), port=port)
+    running = ControlClient.find(settings.home) is not None
+    findings = diagnose(settings, wait, running)
+    if as_json:
+        _print_json([f.as_json() for f in findings])
+    else:
+        for f in findings:
+            out.print(f"{f.level}: {f.check}: {f.message}", markup=False)
+            if f.remedy and f.level != "ok":
+                out.print(f"    fix: {f.remedy}", markup=False)
+    if any(f.level == PROBLEM for f in findings):
+        sys.exit(1)
