@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import socket
 import threading
+import time
 from pathlib import Path
 
 from swarmshare.app.doctor import PROBLEM, WARNING, firewall_findings, interface_findings
 from swarmshare.app.loopback import free_udp_port
-from swarmshare.core.announce import Announcement
+from swarmshare.core.announce import Announcement, encode_private
+from swarmshare.core.auth import derive_key
 
 from conftest import Swarm
 from helpers import cli
@@ -168,4 +171,38 @@ def test_a_peer_that_answers_and_serves_and_one_whose_port_is_closed(
         f'problem: peer "walled" at 127.0.0.3 answered on UDP but its HTTP port TCP {dead_port}'
         " cannot be reached (Connection refused)" in "\n".join(lines)
     ), lines
+    assert code == 1
+
+
+def test_a_private_swarm_peer_whose_clock_is_far_off(tmp_path: Path) -> None:
+    port = free_udp_port()
+    secret = "a long enough secret"
+    fake = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fake.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    fake.bind(("", port))
+
+    def answer_five_minutes_ahead() -> None:
+        while True:
+            data, source = fake.recvfrom(2048)
+            if b'"sol":true' in data:
+                ann = Announcement("0123456789abcdef", 0, "ahead", "0", 30.0)
+                signed = encode_private(ann, derive_key(secret), time.time() + 300, "127.0.0.3")
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+                    out.bind(("127.0.0.3", 0))
+                    out.sendto(signed, source)
+                return
+
+    thread = threading.Thread(target=answer_five_minutes_ahead)
+    thread.start()
+    try:
+        discovery = ["--broadcast", "127.255.255.255", "--discovery-port", str(port)]
+        code, findings = _doctor(tmp_path, *discovery, "--bind", "127.0.0.20", "--secret", secret)
+    finally:
+        thread.join(30)
+        fake.close()
+    (clock,) = [f for f in findings if f["check"] == "clock"]
+    assert clock["level"] == "problem", findings
+    assert re.match(r'peer "ahead" at 127.0.0.3\'s clock is \+(299|300) s from', clock["message"])
+    assert "private swarm allows 60 s" in clock["message"]
+    assert "timedatectl set-ntp true" in clock["remedy"]
     assert code == 1
