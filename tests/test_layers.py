@@ -42,6 +42,7 @@ TOP_LEVEL_LAYER = {
     "errors": BASE,
     "limits": BASE,
     "settings": BASE,
+    "config": BASE,
     "core": CORE,
     "store": STORE,
     "net": NET,
@@ -51,6 +52,7 @@ TOP_LEVEL_LAYER = {
     "ui": FACE,
     "__main__": FACE,
     "demo": FACE,
+    "service": FACE,
     "logs": FACE,
 }
 

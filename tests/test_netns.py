@@ -198,3 +198,88 @@ def test_lab_is_sealed_from_the_host(lab: NetLab) -> None:
     # The router has no way out: an outside address is unreachable from inside the lab.
     probe = sh("ip", "-n", lab.router, "route", "get", "192.0.2.1", check=False)
     assert probe.returncode != 0 and "unreachable" in probe.stderr.lower()
+
+
+# ---- swarmshare doctor: each diagnosis on a real network, with the line it must print ----
+
+
+def _doctor(lab: NetLab, host: str, *extra: str) -> tuple[int, str]:
+    proc = lab.cli(host, "doctor", "--wait", "2", *extra)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, proc.stdout
+
+
+def _nft(lab: NetLab, netns: str, rules: str) -> None:
+    proc = subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "-f", "-"],
+        input=rules,
+        text=True,
+        capture_output=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_doctor_names_a_rule_dropping_udp_5001(lab: NetLab) -> None:
+    if shutil.which("nft") is None:
+        pytest.skip("nft (nftables) is not installed: .ci/run installs it")
+    lab.build({"a": 1, "b": 1})
+    lab.start("a", "run", "--name", "a")
+    _wait_ready(lab, "a")
+    rules = "table inet lab {\n chain input {\n  type filter hook input priority 0;\n"
+    _nft(lab, lab.hosts["b"].netns, rules + "  udp dport 5001 drop\n }\n}\n")
+    code, out = _doctor(lab, "b")
+    assert code == 1
+    assert (
+        "problem: firewall: nftables drops UDP 5001 (discovery): `udp dport 5001 drop`"
+        " (table inet lab, chain input)" in out
+    ), out
+    assert "this host's own broadcast to 10.199.1.255, 127.255.255.255 on UDP 5001 did not" in out
+    # Answers to a solicit come back to its own port, not 5001: the rule lets them in.
+    assert (
+        'peer(s) answered the broadcast to 10.199.1.255, 127.255.255.255 on UDP 5001: peer "a"'
+        in out
+    )
+
+
+def test_doctor_tells_a_bridge_that_drops_broadcast(lab: NetLab) -> None:
+    if shutil.which("nft") is None:
+        pytest.skip("nft (nftables) is not installed: .ci/run installs it")
+    lab.build({"a": 1, "b": 1})
+    lab.start("b", "run", "--name", "b")
+    _wait_ready(lab, "b")
+    code, out = _doctor(lab, "a")  # broadcast still passes
+    assert code == 0 and "ok: broadcast: 1 peer(s) answered the broadcast" in out, out
+    # The bridge stops forwarding IPv4 broadcast (ARP still passes), as an access point with
+    # client isolation does.
+    _nft(
+        lab,
+        lab.router,
+        "table bridge lab {\n chain isolate {\n  type filter hook forward priority 0;\n"
+        "  ether daddr ff:ff:ff:ff:ff:ff ether type ip drop\n }\n}\n",
+    )
+    code, out = _doctor(lab, "a")
+    assert code == 1
+    assert "problem: broadcast: no peer answered the solicit sent to 10.199.1.255" in out, out
+    code, out = _doctor(lab, "a", "--peer", lab.hosts["b"].address)
+    assert code == 1
+    assert (
+        'problem: broadcast: broadcast does not come back: peer "b" at 10.199.1.3 answered by'
+        " unicast, but no peer answered the broadcast to 10.199.1.255" in out
+    ), out
+    assert 'ok: peers: peer "b" at 10.199.1.3 serves on TCP 5001' in out
+
+
+def test_doctor_tells_a_host_on_another_subnet(lab: NetLab) -> None:
+    lab.build({"a": 1, "far": 2})
+    lab.start("a", "run", "--name", "a")
+    _wait_ready(lab, "a")
+    code, out = _doctor(lab, "far")
+    assert code == 1 and "no peer answered the solicit sent to 10.199.2.255" in out, out
+    code, out = _doctor(lab, "far", "--peer", lab.hosts["a"].address)
+    assert (
+        'warning: broadcast: peer "a" at 10.199.1.2 is on another subnet (none of this host\'s'
+        " interfaces is on it)" in out
+    ), out
+    assert 'ok: peers: peer "a" at 10.199.1.2 serves on TCP 5001' in out
+    assert code == 0, out

@@ -5,4 +5,4 @@ from __future__ import annotations
 from swarmshare.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(complete_var="_SWARMSHARE_COMPLETE")  # the completion scripts call `swarmshare`

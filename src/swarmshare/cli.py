@@ -18,6 +18,15 @@ from swarmshare import __version__
 from swarmshare.app.control_client import ControlClient
 from swarmshare.app.seedlog import seed_log_lines
 from swarmshare.app.session import FINISHED, Session, open_session
+from swarmshare.config import (
+    KEYS,
+    ConfigFile,
+    default_config_file,
+    load_config,
+    option_key,
+    parse_peer,
+    parse_rate,
+)
 from swarmshare.errors import (
     AmbiguousError,
     DaemonError,
@@ -57,12 +66,38 @@ LOG_ALL_ENTRIES = 100_000
 
 
 _HOME = "swarmshare.home"
+_CONFIG = "swarmshare.config"
+_SOURCES = "swarmshare.sources"
 _VERBOSITY = "swarmshare.verbosity"
+COMMAND_LINE, ENVIRONMENT, DEFAULT = "command line", "environment", "default"
+
+
+def _source(ctx: click.Context, name: str) -> str:
+    """Where a parameter's value came from: the command line, the environment, or its default."""
+    source = ctx.get_parameter_source(name)
+    if source is click.core.ParameterSource.ENVIRONMENT:
+        return ENVIRONMENT
+    if source in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.PROMPT):
+        return COMMAND_LINE
+    return DEFAULT
+
+
+def _global_source(ctx: click.Context, name: str) -> str:
+    """Where a global option's value came from: after the command, before it, or neither."""
+    after = _source(ctx, name)
+    if after != DEFAULT or ctx.parent is None:
+        return after
+    return _source(ctx.parent, name)
 
 
 def _remember_home(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
     if value is not None:  # given after the command, it wins over before
         ctx.meta[_HOME] = value
+
+
+def _remember_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:  # given after the command, it wins over before
+        ctx.meta[_CONFIG] = value
 
 
 def _count_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> None:
@@ -74,8 +109,8 @@ def _count_quiet(ctx: click.Context, _param: click.Parameter, value: int) -> Non
 
 
 def global_options(*, envvar: bool) -> list[click.Parameter]:
-    """--home, -v and -q: taken before the command (`envvar`: there, $SWARMSHARE_HOME too)
-    or after it."""
+    """--home, --config, -v and -q: taken before the command (`envvar`: there,
+    $SWARMSHARE_HOME and $SWARMSHARE_CONFIG too) or after it."""
     return [
         click.Option(
             ["--home"],
@@ -85,6 +120,15 @@ def global_options(*, envvar: bool) -> list[click.Parameter]:
             callback=_remember_home,
             help="Data directory (default: $SWARMSHARE_HOME, else the platform's user data"
             " directory).",
+        ),
+        click.Option(
+            ["--config"],
+            type=click.Path(dir_okay=False, path_type=Path),
+            envvar="SWARMSHARE_CONFIG" if envvar else None,
+            expose_value=False,
+            callback=_remember_config,
+            help="Config file (default: $SWARMSHARE_CONFIG, else config.toml in the platform's"
+            " user config directory, ~/.config/swarmshare/ on Linux).",
         ),
         click.Option(
             ["-v", "--verbose"],
@@ -119,7 +163,38 @@ class SwarmshareCommand(click.Command):
             ctx.params["quiet"] = True
         ctx.obj = Settings(home=Path(ctx.meta.get(_HOME) or default_home()).expanduser())
         setup_logging(_verbosity(ctx))
+        if any(option_key(name) in KEYS for name in ctx.params):
+            _apply_config(ctx)
         return super().invoke(ctx)
+
+
+def _config_file(ctx: click.Context) -> ConfigFile:
+    """The config file this command reads: --config, $SWARMSHARE_CONFIG, or the default one
+    (which may be missing)."""
+    named = ctx.meta.get(_CONFIG)
+    if named is not None:
+        return load_config(Path(named).expanduser(), required=True)
+    return load_config(default_config_file(), required=False)
+
+
+def _apply_config(ctx: click.Context) -> None:
+    """Put the config file's values under the command's options the command line and the
+    environment left at their defaults; remember where each value came from."""
+    config = _config_file(ctx)
+    sources: dict[str, str] = {}
+    for name in ctx.params:
+        source = _source(ctx, name)
+        if source == DEFAULT and name in config.values:
+            ctx.params[name] = config.values[name]
+            source = config.where(name)
+        sources[name] = source
+    # A secret given on the command line or in the environment wins over the file's secret-file.
+    if sources.get("secret") in (COMMAND_LINE, ENVIRONMENT) and sources.get(
+        "secret_file", ""
+    ).startswith("file "):
+        ctx.params["secret_file"], sources["secret_file"] = None, DEFAULT
+    ctx.meta[_SOURCES] = sources
+    ctx.meta[_CONFIG + ".file"] = config
 
 
 class SwarmshareGroup(click.Group):
@@ -294,12 +369,10 @@ def library(ctx: click.Context, as_json: bool) -> None:
 
 
 def _parse_peer(value: str, default_port: int) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or "]" in port:
-        return value.strip("[]"), default_port
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--peer {value}: the port must be a number from 1 to 65535")
-    return host.strip("[]"), int(port)
+    try:
+        return parse_peer(value, default_port)
+    except ValueError as exc:
+        raise UsageError(f"--peer {exc}") from None
 
 
 def finding_options(bind_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -408,91 +481,149 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
     )
 
 
-_RATE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-
-
 def _byte_rate(ctx: click.Context, param: click.Parameter, value: str) -> int:
     """A rate in bytes per second: a number with an optional K, M or G (powers of 1024)."""
-    text = value.strip().upper().removesuffix("/S").removesuffix("B").removesuffix("I")
-    number, unit = (text[:-1], text[-1]) if text[-1:] in ("K", "M", "G") else (text, "")
     try:
-        rate = float(number) * _RATE_UNITS[unit]
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a rate in bytes per second (like 512K or 10M)", ctx, param
-        ) from None
-    if not 0 <= rate < 1 << 50:
-        raise click.BadParameter(f"{value!r} is out of range", ctx, param)
-    return int(rate)
+        return parse_rate(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
-@main.command()
-@finding_options(BIND_TO_SERVE)
-@announcing_options
-@chunk_timeout_option
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=DEFAULT_PEER_PORT,
-    show_default=True,
-    help="TCP port of the peer server (0 = any free port).",
-)
-@click.option(
-    "--control-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help=f"Port of the control API and web page on 127.0.0.1 (0 = any free port; default:"
-    f" {DEFAULT_CONTROL_PORT}, or any free port when another program has it; the CLI finds"
-    " the port in the home).",
-)
-@click.option(
-    "--legacy",
-    is_flag=True,
-    help="Also exchange chunks with peers running the original four scripts.",
-)
-@click.option(
-    "--legacy-port",
-    type=click.IntRange(0, 65535),
-    default=DEFAULT_LEGACY_PORT,
-    show_default=True,
-    help="TCP port of the seed-compatible chunk server (and of seed uploaders).",
-)
-@click.option(
-    "--upload-limit",
-    default="0",
-    callback=_byte_rate,
-    metavar="RATE",
-    help="Bytes per second all uploads together may send: 512K, 10M, 1G (0 = no limit).",
-)
-@click.pass_context
-def run(
-    ctx: click.Context,
-    /,
-    port: int,
-    control_port: int | None,
-    legacy: bool,
-    legacy_port: int,
-    upload_limit: int,
-    **kw: Any,
-) -> None:
-    """Run the peer: announce, discover, serve, download. Stop with Ctrl-C."""
+def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Every option of `run` (each also a key of the config file): run and config."""
+    options = [
+        finding_options(BIND_TO_SERVE),
+        announcing_options,
+        chunk_timeout_option,
+        click.option(
+            "--port",
+            type=click.IntRange(0, 65535),
+            default=DEFAULT_PEER_PORT,
+            show_default=True,
+            help="TCP port of the peer server (0 = any free port).",
+        ),
+        click.option(
+            "--control-port",
+            type=click.IntRange(0, 65535),
+            default=None,
+            help=f"Port of the control API and web page on 127.0.0.1 (0 = any free port; default:"
+            f" {DEFAULT_CONTROL_PORT}, or any free port when another program has it; the CLI"
+            " finds the port in the home).",
+        ),
+        click.option(
+            "--legacy",
+            is_flag=True,
+            help="Also exchange chunks with peers running the original four scripts.",
+        ),
+        click.option(
+            "--legacy-port",
+            type=click.IntRange(0, 65535),
+            default=DEFAULT_LEGACY_PORT,
+            show_default=True,
+            help="TCP port of the seed-compatible chunk server (and of seed uploaders).",
+        ),
+        click.option(
+            "--upload-limit",
+            default="0",
+            callback=_byte_rate,
+            metavar="RATE",
+            help="Bytes per second all uploads together may send: 512K, 10M, 1G (0 = no limit).",
+        ),
+        click.option(
+            "--download-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Where downloads started from the web page go (default: the platform's"
+            " downloads folder).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _run_settings(ctx: click.Context, kw: dict[str, Any]) -> Settings:
+    """The settings of `run` from its options (the config file's already under them)."""
+    download_dir = kw.pop("download_dir")
     settings = replace(
-        _with_discovery(_settings(ctx), kw),
-        port=port,
-        control_port=control_port,
-        legacy=legacy,
-        legacy_port=legacy_port,
-        upload_bytes_per_second=upload_limit,
+        _settings(ctx),
+        port=kw.pop("port"),
+        control_port=kw.pop("control_port"),
+        legacy=kw.pop("legacy"),
+        legacy_port=kw.pop("legacy_port"),
+        upload_bytes_per_second=kw.pop("upload_limit"),
+        downloads_dir=None if download_dir is None else Path(download_dir).expanduser(),
     )
-    if legacy and settings.secret:
+    settings = _with_discovery(settings, kw)
+    if settings.legacy and settings.secret:
         raise UsageError(
             "--legacy and a swarm secret do not mix: the original scripts cannot prove a secret"
         )
+    return settings
 
+
+@main.command()
+@run_options
+@click.pass_context
+def run(ctx: click.Context, /, **kw: Any) -> None:
+    """Run the peer: announce, discover, serve, download. Stop with Ctrl-C.
+
+    Every option may also be set in the config file (see: swarmshare config)."""
+    settings = _run_settings(ctx, kw)
     setup_logging(_verbosity(ctx), log_file=settings.home / LOG_FILE)
     from swarmshare.app.daemon import Daemon  # the server side loads only for `run`
 
     asyncio.run(Daemon(settings).run())
+
+
+@main.command(name="config")
+@run_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def config_command(ctx: click.Context, /, as_json: bool, **kw: Any) -> None:
+    """Show the settings `run` would use, and where each comes from: default, the config file
+    (with its line), the command line or the environment. Takes every option of `run`."""
+    params = dict(kw)
+    params["name"] = _run_settings(ctx, kw).name  # the same checks as `run`
+    config: ConfigFile = ctx.meta[_CONFIG + ".file"]
+    sources: dict[str, str] = ctx.meta[_SOURCES]
+    home = Path(ctx.meta.get(_HOME) or default_home()).expanduser()
+    rows: list[tuple[str, object, str]] = [
+        ("home", str(home), _global_source(ctx, "home")),
+    ]
+    for key in KEYS:
+        name = key.replace("-", "_")
+        rows.append((key, _shown_value(name, params[name]), sources[name]))
+    if params.get("secret") is not None:
+        rows.append(("secret", "(set, not shown)", sources["secret"]))
+    if as_json:
+        _print_json(
+            {
+                "config_file": str(config.path),
+                "config_file_exists": config.exists,
+                "config_file_source": _global_source(ctx, "config"),
+                "settings": {
+                    key: {"value": value, "source": source} for key, value, source in rows
+                },
+            }
+        )
+        return
+    note = "" if config.exists else " (none: defaults)"
+    out.print(f"config file: {config.path}{note}", markup=False)
+    grid = table(("SETTING", "VALUE", "FROM"))
+    for key, value, source in rows:
+        text = json.dumps(value) if isinstance(value, list | bool) else str(value)
+        add_row(grid, key, "(none)" if value is None else text, source)
+    out.print(grid)
+
+
+def _shown_value(name: str, value: object) -> object:
+    """A setting's value as config and JSON show it (paths and tuples as text and lists)."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def look_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -947,3 +1078,126 @@ def cancel(ctx: click.Context, ref: str) -> None:
     """Cancel a download (by ID prefix) and delete its part file."""
     d = _download_action(ctx, "cancel", ref)
     out.print(f"cancelled  {str(d['id'])[:12]}  {d['name']}", markup=False)
+
+
+@main.group(cls=SwarmshareGroup)
+def service() -> None:
+    """Run the peer as a systemd user service: started at login (or at boot, with linger),
+    restarted on failure. Its settings come from the config file."""
+
+
+def _service_argv(ctx: click.Context) -> list[str]:
+    """This installation's `swarmshare --home HOME [--config FILE] run`."""
+    home = Path(ctx.meta.get(_HOME) or default_home()).expanduser().resolve()
+    named = ctx.meta.get(_CONFIG)
+    config = Path(named).expanduser().resolve() if named is not None else default_config_file()
+    argv = [sys.executable, "-m", "swarmshare", "--home", str(home)]
+    if named is not None or config.exists():
+        load_config(config, required=True)  # a bad file stops here, not in the service
+        argv += ["--config", str(config)]
+    return [*argv, "run"]
+
+
+@service.command(name="install")
+@click.option("--print", "print_only", is_flag=True, help="Print the unit file; change nothing.")
+@click.pass_context
+def service_install(ctx: click.Context, print_only: bool) -> None:
+    """Write the user unit swarmshare.service, enable and start it."""
+    from swarmshare import service as systemd
+
+    argv = _service_argv(ctx)
+    if print_only:
+        click.echo(systemd.unit_text(argv), nl=False)
+        return
+    missing = systemd.systemd_missing()
+    if missing is not None:
+        raise UsageError(
+            f"{missing}: nothing installed; `swarmshare service install --print` prints the"
+            f" unit to install by hand (as {systemd.unit_path()})"
+        )
+    for line in systemd.install(argv):
+        out.print(line, markup=False)
+    if systemd.lingers() is not True:
+        out.print(systemd.linger_hint(), markup=False)
+
+
+@service.command(name="uninstall")
+def service_uninstall() -> None:
+    """Stop and disable the service, and remove its unit file."""
+    from swarmshare import service as systemd
+
+    for line in systemd.uninstall():
+        out.print(line, markup=False)
+
+
+@service.command(name="status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def service_status(as_json: bool) -> None:
+    """Whether the service is installed, enabled and running, and whether it starts at boot."""
+    from swarmshare import service as systemd
+
+    found = systemd.state()
+    if as_json:
+        _print_json(found)
+        return
+    out.print(
+        f"unit: {found['unit']} ({'installed' if found['installed'] else 'not installed'})",
+        markup=False,
+    )
+    if found["systemd"] != "available":
+        out.print(str(found["systemd"]), markup=False)
+    else:
+        out.print(f"enabled: {found['enabled']}, active: {found['active']}", markup=False)
+    if found["linger"] is not True:
+        out.print(systemd.linger_hint(), markup=False)
+    else:
+        out.print("linger is on: it starts at boot without a login", markup=False)
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for bash, zsh or fish (see the README to install it)."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    script = cls(main, {}, "swarmshare", "_SWARMSHARE_COMPLETE").source()
+    click.echo(script)
+
+
+@main.command()
+@finding_options(BIND_TO_ASK)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PEER_PORT,
+    show_default=True,
+    help="TCP port of the peer server to check.",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(0.1, 60),
+    default=3.0,
+    show_default=True,
+    help="Seconds to wait for answers to the solicit.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_context
+def doctor(ctx: click.Context, /, port: int, wait: float, as_json: bool, **kw: Any) -> None:
+    """Check why peers may not find each other: interfaces, ports, firewall, broadcast, peers'
+    HTTP ports, clocks; each finding with what to do. Exit code 1 when a problem is found."""
+    from swarmshare.app.doctor import PROBLEM, diagnose
+
+    settings = replace(_with_discovery(_settings(ctx), kw), port=port)
+    running = ControlClient.find(settings.home) is not None
+    findings = diagnose(settings, wait, running)
+    if as_json:
+        _print_json([f.as_json() for f in findings])
+    else:
+        for f in findings:
+            out.print(f"{f.level}: {f.check}: {f.message}", markup=False)
+            if f.remedy and f.level != "ok":
+                out.print(f"    fix: {f.remedy}", markup=False)
+    if any(f.level == PROBLEM for f in findings):
+        sys.exit(1)

@@ -1,4 +1,4 @@
-"""The broadcast addresses of this host's IPv4 interfaces."""
+"""This host's IPv4 interfaces and their broadcast addresses."""
 
 from __future__ import annotations
 
@@ -18,4 +18,17 @@ def broadcast_addresses() -> list[str]:
             address = str(net.broadcast_address)
             if address not in found:
                 found.append(address)
+    return found
+
+
+def ipv4_interfaces() -> list[tuple[str, ipaddress.IPv4Interface]]:
+    """(interface name, address/prefix) of every IPv4 address but loopback's."""
+    found = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if not ip.is_IPv4 or not isinstance(ip.ip, str):
+                continue
+            interface = ipaddress.IPv4Interface(f"{ip.ip}/{ip.network_prefix}")
+            if not interface.ip.is_loopback:
+                found.append((str(adapter.nice_name), interface))
     return found
