@@ -50,6 +50,7 @@ log = logging.getLogger("swarmshare")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 DOWNLOADS_DIR_KEY = "downloads_dir"
+WATCH_MIN_GAP_SECONDS = 0.1
 Json = dict[str, Any]
 ShareProgress = Callable[[str, int], Callable[[int], None]]
 
@@ -381,6 +382,11 @@ class Node:
         """A download's state once anything changed after version `after` (or after
         `seconds`), with the version to wait after next."""
         version = await self.changes.wait(after, seconds)
+        if version > after >= 0:
+            # Changes come with every chunk: a watcher hears of them a few times a second at
+            # most, not once per chunk.
+            await asyncio.sleep(WATCH_MIN_GAP_SECONDS)
+            version = self.changes.version
         return self.transfers.get(ref).stats.as_json() | {"version": version}
 
     async def _find(self, ref: str, wait: float) -> Found:
