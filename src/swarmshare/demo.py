@@ -120,12 +120,14 @@ def run_demo(size_mib: int, peers: int, keep: bool, show_progress: Callable[[], 
         step("Swarming: the downloader now shares what it fetched")
         downloader_id = downloader.control().get("status")["peer_id"]
         _wait(
-            lambda: {
-                i["name"]
-                for i in seeders[0].control().get("network")
-                if downloader_id in i["complete_peers"]
-            }
-            >= {video.name, png.name},
+            lambda: (
+                {
+                    i["name"]
+                    for i in seeders[0].control().get("network")
+                    if downloader_id in i["complete_peers"]
+                }
+                >= {video.name, png.name}
+            ),
             10,
             "the new holder was not announced",
         )

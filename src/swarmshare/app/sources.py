@@ -184,8 +184,7 @@ class SwarmOrigin:
         if not holders:
             return None
         asks = {
-            asyncio.ensure_future(self._ask(peer)): peer
-            for peer in holders[:MANIFEST_ASKS_AT_ONCE]
+            asyncio.ensure_future(self._ask(peer)): peer for peer in holders[:MANIFEST_ASKS_AT_ONCE]
         }
         try:
             while asks:
