@@ -22,7 +22,7 @@ from swarmshare.core.catalog import CatalogItem
 from swarmshare.core.location import ChunkLocation
 from swarmshare.core.manifest import Manifest, decode_manifest
 from swarmshare.core.transfer import Outcome, PauseReason, State
-from swarmshare.errors import NotFoundError, SwarmshareError
+from swarmshare.errors import NotFoundError, SwarmshareError, UsageError
 from swarmshare.store.downloads import DownloadRow, DownloadTable
 from swarmshare.store.partfile import PartFile
 
@@ -79,6 +79,11 @@ class Transfers:
         """Start (or resume) downloading a content; an existing entry is reused."""
         entry = self.entries.get(content_id)
         if entry is not None and entry.running:
+            if entry.download.destination != destination:
+                raise UsageError(
+                    f"{entry.download.stats.name} is already being downloaded to"
+                    f" {entry.download.dest}; pause or cancel that one first"
+                )
             return entry.download
         if entry is None or entry.download.destination != destination or entry.download.state.final:
             download = self._make(content_id, name, destination, force, None, origin)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import re
+import socket
 import time
 from typing import IO, Any, Protocol
 
@@ -310,15 +311,30 @@ async def start_site(runner: web.AppRunner, host: str, port: int, hint: str) -> 
     except OSError as exc:
         await runner.cleanup()
         where = f"cannot listen on TCP {host}:{port}"
-        if exc.errno == errno.EADDRNOTAVAIL:
+        # Python 3.13's asyncio may report "could not bind on any address" without an errno:
+        # ask the socket layer itself which it is.
+        code = exc.errno or _bind_errno(host, port)
+        if code == errno.EADDRNOTAVAIL:
             raise DaemonError(
                 f"{where}: {host} is not an address of this machine (--bind one of its"
                 " addresses, or 0.0.0.0 for all of them)"
             ) from None
-        if exc.errno == errno.EADDRINUSE:
+        if code == errno.EADDRINUSE:
             raise DaemonError(f"{where}: another program uses port {port} ({hint})") from None
         raise DaemonError(f"{where}: {exc.strerror or exc} ({hint})") from None
     return int(runner.addresses[-1][1])
+
+
+def _bind_errno(host: str, port: int) -> int | None:
+    """The errno of binding host:port with a plain socket (None if it binds)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno
+    return None
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
