@@ -73,6 +73,17 @@ class PeerClient:
         except ChunkFetchError as exc:
             raise PeerUnavailable(str(exc), exc.reason) from None
 
+    async def chunks(
+        self, host: str, port: int, content_id: str, indices: list[int], length: int
+    ) -> Buffer:
+        """Several chunks in one request: exactly `length` bytes, the chunks of `indices` one
+        after the other (not yet verified: the caller splits and hashes them)."""
+        path = f"/v1/content/{content_id}/chunks/{batch_text(indices)}"
+        try:
+            return await self._http.fetch(host, port, path, length)
+        except ChunkFetchError as exc:
+            raise PeerUnavailable(str(exc), exc.reason) from None
+
     async def _get(
         self, host: str, port: int, path: str, limit: int, headers: str = ""
     ) -> tuple[int, Buffer]:
@@ -80,3 +91,19 @@ class PeerClient:
             return await self._http.get(host, port, path, limit=limit, headers=headers)
         except ChunkFetchError as exc:
             raise PeerUnavailable(str(exc), exc.reason) from None
+
+
+def batch_text(indices: list[int]) -> str:
+    """A batch's indices as the peer server reads them: runs written as ranges ("3,5-9,12")."""
+    parts: list[str] = []
+    start = previous = -2
+    for index in indices:
+        if index == previous + 1:
+            previous = index
+            continue
+        if start >= 0:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = index
+    if start >= 0:
+        parts.append(str(start) if start == previous else f"{start}-{previous}")
+    return ",".join(parts)

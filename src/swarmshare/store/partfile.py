@@ -196,6 +196,23 @@ class PartFile:
         self.write(ref, data)
         return True
 
+    def write_many_if_valid(
+        self, refs: list[ChunkRef], data: bytes | bytearray | memoryview | mmap.mmap
+    ) -> list[bool]:
+        """`data` holds the chunks of `refs` one after the other: write each that hashes right;
+        whether each did."""
+        view = memoryview(data)
+        goods: list[bool] = []
+        start = 0
+        for ref in refs:
+            piece = view[start : start + ref.length]
+            start += ref.length
+            good = len(piece) == ref.length and hashlib.sha256(piece).hexdigest() == ref.sha256
+            if good:
+                self.write(ref, piece)
+            goods.append(good)
+        return goods
+
     def write(self, ref: ChunkRef, data: bytes | bytearray | memoryview | mmap.mmap) -> None:
         """Write verified bytes of one chunk at its offset.
 
