@@ -4,8 +4,12 @@ trees synced once; costs counted, not timed."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import os
+import signal
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +19,7 @@ import pytest
 from swarmshare.app.download import Destination, Download, EngineDeps
 from swarmshare.app.shelf import Shelf
 from swarmshare.app.sources import PeerSource, Source
+from swarmshare.core.catalog import bitmap_get
 from swarmshare.core.location import ChunkLocation
 from swarmshare.core.manifest import Manifest
 from swarmshare.core.peers import Peer
@@ -24,6 +29,9 @@ from swarmshare.net.client import PeerClient, PeerUnavailable, batch_text
 from swarmshare.net.server import DescriptorCache, PeerServer, ServeError, parse_batch
 from swarmshare.store.db import Database
 from swarmshare.store.library import Library
+
+from conftest import Swarm
+from helpers import cli, swarmshare_command, wait_until
 
 FILES = 300
 
@@ -70,6 +78,7 @@ class Origin:
 async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
     src = tmp_path / "tree"
     make_folder(src, FILES)
+    (src / "d0" / "zero").write_bytes(b"")  # an empty file: no chunk writes it
     db = Database.open_home(tmp_path / "home")
     library = Library(db)
     record = library.share(str(src)).record
@@ -186,3 +195,57 @@ def test_descriptor_cache_is_bounded_and_never_reads_a_replaced_file(tmp_path: P
     os.replace(replaced, paths[0])
     assert cache.read(ChunkLocation(paths[0], 0, 100, "")) == b"n" * 100
     cache.close()
+
+
+def _recorded(record: Path) -> set[int]:
+    try:
+        obj = json.loads(record.read_text())
+        bitmap = base64.b64decode(obj["have"])
+    except (OSError, ValueError, KeyError):
+        return set()
+    return {i for i in range(obj["chunks"]) if bitmap_get(bitmap, i)}
+
+
+def test_folder_download_killed_then_rerun_keeps_every_verified_file(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    """SIGKILL during a folder's download (at a chunk count read from its resume record), then
+    the same get again: the folder is right, and no chunk verified before was fetched again."""
+    src = tmp_path / "photos"
+    make_folder(src, 2000, size=4000)
+    (src / "empty").mkdir()
+    (src / "empty" / "a").write_bytes(b"")  # no chunk: created only when the part is renamed
+    (seeder,) = [swarm.start(2, "--upload-limit", "1M")]
+    assert seeder.cli("share", str(src)).returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    record = out / "photos.part.swarmshare"
+    first_home = tmp_path / "h1"
+    args = swarmshare_command(
+        first_home, "get", "photos", "-o", str(out), "--quiet", *swarm.discovery()
+    )
+    first = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: len(_recorded(record)) >= 300, timeout=60, interval=0.005)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    claimed = _recorded(record)
+    assert 300 <= len(claimed) < 2000
+    assert not (out / "photos").exists(), "killed before the end: no final folder yet"
+    # The rerun (from another home: the part and its record beside DEST are what resume uses).
+    home = tmp_path / "h2"
+    proc = cli(home, "get", "photos", "-o", str(out), "--json", "--wait", "30", *swarm.discovery())
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert _tree(out / "photos") == _tree(src)
+    assert not record.exists() and not (out / "photos.part").exists()
+    assert summary["resumed_chunks"] >= len(claimed)
+    log = cli(home, "log", "--json", "--limit", "100000")
+    fetched = [
+        row["chunk"]
+        for row in json.loads(log.stdout)
+        if row["direction"] == "down" and row["result"] == "ok"
+    ]
+    assert not set(fetched) & claimed
+    assert len(fetched) == len(set(fetched)) == summary["chunks_total"] - summary["resumed_chunks"]

@@ -484,10 +484,17 @@ class Download:
         """Start the requests: small chunks to one source go in batches (one round trip for
         many small files), the rest one by one."""
         small: dict[str, list[tuple[Request, ChunkRef]]] = {}
+        batching: dict[str, bool] = {}  # a Protocol isinstance is slow: once per source here
         for request in requests:
             source = self._sources[request.peer]
             ref = manifest.chunk(request.chunk)
-            if ref.length <= BATCH_CHUNK_BYTES and isinstance(source, BatchSource):
+            if ref.length > BATCH_CHUNK_BYTES:
+                self._start(source, ref, request)
+                continue
+            can = batching.get(request.peer)
+            if can is None:
+                can = batching[request.peer] = isinstance(source, BatchSource)
+            if can:
                 small.setdefault(request.peer, []).append((request, ref))
             else:
                 self._start(source, ref, request)

@@ -8,12 +8,15 @@ needed on this side.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 
 from swarmshare.core.catalog import Catalog, decode_catalog
 from swarmshare.core.manifest import Manifest, decode_manifest
 from swarmshare.errors import IntegrityError, SwarmshareError
 from swarmshare.limits import MAX_CATALOG_BYTES, MAX_INFLIGHT_BYTES_TOTAL, MAX_MANIFEST_BYTES
 from swarmshare.net.chunkconn import Buffer, BufferPool, ChunkClient, ChunkFetchError
+
+MANIFESTS_KEPT = 2
 
 
 class PeerUnavailable(SwarmshareError):
@@ -36,6 +39,9 @@ class PeerClient:
     ) -> None:
         local = local_address if local_address not in (None, "", "0.0.0.0") else None
         self.buffers = BufferPool(MAX_INFLIGHT_BYTES_TOTAL)
+        # The last manifests fetched: a get asks for the one it is about to download twice
+        # (to settle its name, then to start), and a big folder's manifest is costly to decode.
+        self._manifests: OrderedDict[str, Manifest] = OrderedDict()
         self._http = ChunkClient(
             local_address=local, idle_timeout=idle_timeout, pool=self.buffers, key=key
         )
@@ -56,13 +62,20 @@ class PeerClient:
 
     async def manifest(self, host: str, port: int, content_id: str) -> Manifest:
         """A content's manifest, accepted only if it hashes to `content_id`."""
+        cached = self._manifests.get(content_id)
+        if cached is not None:
+            return cached
         _, body = await self._get(
             host, port, f"/v1/content/{content_id}/manifest", MAX_MANIFEST_BYTES
         )
         data = bytes(body)
         if hashlib.sha256(data).hexdigest() != content_id:
             raise IntegrityError("manifest does not hash to the content ID")
-        return decode_manifest(data)
+        manifest = decode_manifest(data)
+        self._manifests[content_id] = manifest
+        while len(self._manifests) > MANIFESTS_KEPT:
+            self._manifests.popitem(last=False)
+        return manifest
 
     async def chunk(self, host: str, port: int, content_id: str, index: int, length: int) -> Buffer:
         """Exactly `length` bytes of chunk `index` (not yet verified: the caller hashes it)."""
