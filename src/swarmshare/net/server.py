@@ -39,7 +39,8 @@ from swarmshare.core.auth import AUTH_HEADER, AuthError, RequestVerifier
 from swarmshare.core.catalog import Catalog
 from swarmshare.core.location import ChunkLocation
 from swarmshare.core.ratelimit import ByteBucket, RateLimiter
-from swarmshare.errors import DaemonError, SwarmshareError
+from swarmshare.errors import DaemonError
+from swarmshare.errors import ServeError as ServeError  # re-exported: it used to live here
 from swarmshare.limits import (
     KEEPALIVE_TIMEOUT_SECONDS,
     MAX_BATCH_BYTES,
@@ -57,15 +58,6 @@ _BATCH = re.compile(r"[0-9]{1,9}(-[0-9]{1,9})?(,[0-9]{1,9}(-[0-9]{1,9})?)*")
 OPEN_DESCRIPTORS = 256  # files the server keeps open between requests
 # What a limited upload sends between two looks at the byte bucket.
 _PIECE_BYTES = 64 * 1024
-
-
-class ServeError(SwarmshareError):
-    """A request the peer server refuses, with its HTTP status and stable error code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 class ContentProvider(Protocol):

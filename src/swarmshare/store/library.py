@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarmshare.core.location import ChunkLocation
-from swarmshare.core.manifest import Manifest, ManifestError, decode_manifest
+from swarmshare.core.manifest import ContentKind, Manifest, ManifestError, decode_manifest
 from swarmshare.core.refs import resolve_ref
 from swarmshare.errors import NotFoundError, StoreError, SwarmshareError, UsageError
 from swarmshare.store.db import Database
@@ -82,9 +82,15 @@ class Library:
         # folder of many files again on every reload would cost as much as the first time.
         self._manifests: OrderedDict[str, Manifest] = OrderedDict()
 
-    def share(self, path: str, progress: Progress | None = None) -> ShareResult:
-        """Hash and add one file or folder; instant when it is already shared and unchanged."""
-        name, kind, files, skipped = scan_path(path)
+    def share(
+        self,
+        path: str,
+        progress: Progress | None = None,
+        scanned: tuple[str, ContentKind, list[ScannedFile], list[str]] | None = None,
+    ) -> ShareResult:
+        """Hash and add one file or folder; instant when it is already shared and unchanged.
+        `scanned`: what scan_path(path) found just now, so the tree is walked once."""
+        name, kind, files, skipped = scanned if scanned is not None else scan_path(path)
         root = files[0].abs_path if kind == "file" else os.path.realpath(os.path.abspath(path))
         existing = self._unchanged(root, files)
         if existing is not None:
@@ -284,9 +290,10 @@ def share_paths(
         for path in paths:
             try:
                 advance = None
+                scanned = scan_path(path)
                 if progress is not None:
-                    advance = progress(path, sum(f.stat.size for f in scan_path(path)[2]))
-                results.append(library.share(path, progress=advance))
+                    advance = progress(path, sum(f.stat.size for f in scanned[2]))
+                results.append(library.share(path, progress=advance, scanned=scanned))
             except SwarmshareError as exc:
                 results.append(exc)
         return results
