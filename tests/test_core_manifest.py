@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from opcount import python_steps
 from swarmshare.core.chunking import chunk_count, chunk_size_for
 from swarmshare.core.manifest import (
     FileEntry,
@@ -152,3 +154,48 @@ def test_chunk_lookup_skips_empty_files() -> None:
     assert (ref.file_index, ref.offset, ref.length, ref.sha256) == (1, 0, 5, "1" * 64)
     with pytest.raises(IndexError):
         m.chunk(1)
+
+
+def _folder(files: int) -> Manifest:
+    digest = "a" * 64
+    return Manifest.build("d", "dir", [file_entry(f"f{i:07d}", 10, [digest]) for i in range(files)])
+
+
+def test_chunk_lookups_cost_the_same_whatever_the_number_of_files() -> None:
+    """Looking up a chunk, the totals and every length must not sum over the files each time
+    (that made a folder's download quadratic in its number of files)."""
+    small, big = _folder(100), _folder(20_000)
+
+    def lookups(m: Manifest) -> Callable[[], None]:
+        def run() -> None:
+            for index in range(0, 100):
+                m.chunk(index)
+                _ = m.chunk_total, m.total_size
+
+        return run
+
+    assert python_steps(lookups(big)) <= python_steps(lookups(small)) + 10
+    # A whole pass is linear: the same steps per chunk for 200 times the files.
+    per_chunk_small = python_steps(lambda: list(small.chunks())) / 100
+    per_chunk_big = python_steps(lambda: list(big.chunks())) / 20_000
+    assert per_chunk_big <= per_chunk_small * 1.1
+    assert python_steps(big.chunk_lengths) <= python_steps(small.chunk_lengths) + 10
+
+
+def test_chunk_walk_matches_lookups() -> None:
+    m = Manifest.build(
+        "d",
+        "dir",
+        [
+            file_entry("a", 0, []),
+            file_entry("b", 200_000, ["1" * 64, "2" * 64, "3" * 64, "4" * 64]),
+            file_entry("c", 0, []),
+            file_entry("d", 7, ["5" * 64]),
+        ],
+    )
+    walked = list(m.chunks())
+    assert walked == [m.chunk(i) for i in range(m.chunk_total)]
+    assert m.chunk_lengths() == [r.length for r in walked] == [65536, 65536, 65536, 3392, 7]
+    assert [m.file_of(i) for i in range(m.chunk_total)] == [1, 1, 1, 1, 3]
+    assert [m.first_chunk(i) for i in range(4)] == [0, 0, 4, 4]
+    assert m.total_size == 200_007

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from opcount import python_steps
 from swarmshare.core.scheduler import Request, Scheduler
 
 
@@ -185,3 +187,53 @@ def test_downloaders_started_together_ask_for_different_chunks() -> None:
     for i, a in enumerate(firsts):
         for b in firsts[i + 1 :]:
             assert len(a & b) <= len(a) // 2, "downloaders would all fetch the same chunks"
+
+
+class _CountedList(list[int]):
+    """A list whose every read is a Python step (so python_steps sees C-level sums over it)."""
+
+    def __getitem__(self, index: int) -> int:  # type: ignore[override]
+        return super().__getitem__(index)
+
+    def __iter__(self) -> Iterator[int]:
+        for index in range(len(self)):
+            yield super().__getitem__(index)
+
+
+def _steps_per_chunk(chunks: int) -> float:
+    """Python steps per chunk of a whole download of `chunks` chunks from two peers."""
+    lengths = _CountedList([4096] * chunks)
+    sched = Scheduler(lengths, rng=random.Random(1), timeout=10.0)
+
+    def run() -> None:
+        sched.add_peer("a", lambda _i: True)
+        sched.add_peer("b", lambda _i: True)
+        now = 0.0
+        while not sched.done:
+            for request in sched.next_requests(now):
+                now += 0.0001
+                sched.chunk_done(request.peer, request.chunk, now, 0.001)
+            sched.tick(now)
+            sched.next_deadline()
+
+    steps = python_steps(run)
+    assert sched.done
+    return steps / chunks
+
+
+def test_scheduling_cost_per_chunk_does_not_grow_with_the_content() -> None:
+    """Picking, completing and re-sizing windows cost the same per chunk for 1,000 chunks as
+    for 50,000 (no sum over every chunk's length per completed chunk)."""
+    small, big = _steps_per_chunk(1000), _steps_per_chunk(50_000)
+    assert big <= small * 1.2, (small, big)
+
+
+def test_small_chunks_get_a_wide_window() -> None:
+    """Many small chunks (a folder of small files) are asked for many at a time; big chunks
+    keep the usual window."""
+    small = Scheduler([4096] * 5000, rng=random.Random(1))
+    small.add_peer("a", lambda _i: True)
+    big = Scheduler([1 << 20] * 500, rng=random.Random(1))
+    big.add_peer("a", lambda _i: True)
+    assert len(small.next_requests(0.0)) >= 64
+    assert len(big.next_requests(0.0)) <= 16

@@ -380,3 +380,48 @@ async def test_an_invalid_manifest_is_reported_with_who_and_why(lab: Lab) -> Non
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_pause_mid_batches_of_small_files(tmp_path: Path) -> None:
+    """A folder of small files travels in batches; a pause in the middle is acknowledged,
+    nothing is written after it, and the rest comes on resume."""
+    album = tmp_path / "seed" / "album"
+    for index in range(300):
+        (album / f"d{index % 10}").mkdir(parents=True, exist_ok=True)
+        write_test_file(album / f"d{index % 10}" / f"f{index:03}.txt", 4096, seed=index)
+    db = Database.open_home(tmp_path / "home")
+    library = Library(db)
+    record = library.share(str(album)).record
+    shelf = Shelf(library, tmp_path / "home", db.peer_id(), None, lambda: None)
+    shelf.reload()
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        async with (
+            PeerServer(shelf, "127.0.0.1", 0, upload_bytes_per_second=200_000) as server,
+            PeerClient(local_address="127.0.0.1") as client,
+        ):
+            lab = Lab(server, client, library.manifest(record.id), album, library)
+            source = lab.source()
+            download = _download(lab, ScriptedOrigin(lab.manifest, [source]), out, FakeClock())
+            run = asyncio.ensure_future(download.run())
+            await _until(lambda: download.stats.chunks_done >= 20 or run.done())
+            assert not run.done(), "the throttled folder was already complete"
+            download.stop(Outcome(State.PAUSED, "paused", PauseReason.USER))
+            outcome = await run
+            assert outcome.state is State.PAUSED
+            assert download.part is not None and download.part.closed
+            written = {p: p.read_bytes() for p in (out / "album.part").rglob("*") if p.is_file()}
+            for _ in range(200):  # turns of the loop in which a writer not stopped would write
+                await asyncio.sleep(0)
+            after = {p: p.read_bytes() for p in (out / "album.part").rglob("*") if p.is_file()}
+            assert after == written
+            done_at_pause = download.stats.chunks_done
+            download.reset(None, False)
+            assert (await download.run()).state is State.DONE
+            assert download.stats.resumed_chunks >= done_at_pause
+    finally:
+        db.close()
+    assert sorted(p.relative_to(out / "album") for p in (out / "album").rglob("*.txt")) == sorted(
+        p.relative_to(album) for p in album.rglob("*.txt")
+    )

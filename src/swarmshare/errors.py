@@ -46,3 +46,12 @@ class FileChangedError(StoreError):
 
 class DaemonError(SwarmshareError):
     """The local daemon is not reachable, or cannot start (port busy, already running)."""
+
+
+class ServeError(SwarmshareError):
+    """A request the peer server refuses, with its HTTP status and stable error code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

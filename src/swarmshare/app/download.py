@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from swarmshare.app.sources import Origin, Source, SourceError
+from swarmshare.app.sources import BatchSource, Origin, Source, SourceError
 from swarmshare.app.translog import TransferLog
 from swarmshare.core.catalog import bitmap_get, bitmap_new, bitmap_set
 from swarmshare.core.location import ChunkLocation
@@ -38,7 +38,12 @@ from swarmshare.core.manifest import ChunkRef, Manifest
 from swarmshare.core.scheduler import Request, Scheduler
 from swarmshare.core.transfer import ChunkOutcome, Outcome, PauseReason, State, check_move
 from swarmshare.errors import StoreError, SwarmshareError, UsageError
-from swarmshare.limits import RESUME_RECORD_INTERVAL_SECONDS
+from swarmshare.limits import (
+    BATCH_CHUNK_BYTES,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_CHUNKS,
+    RESUME_RECORD_INTERVAL_SECONDS,
+)
 from swarmshare.store.hashing import ScannedFile
 from swarmshare.store.partfile import PartFile
 
@@ -223,6 +228,9 @@ class Download:
         self._stop_event = asyncio.Event()
         self._results: deque[_Result] = deque()
         self._tasks: dict[Request, asyncio.Task[None]] = {}
+        # The requests of a batch still wanted (one set shared by all of them): a batch task
+        # is cancelled only once none of its requests is.
+        self._batches: dict[Request, set[Request]] = {}
         self._sources: dict[str, Source] = {}
         self._versions: dict[str, object] = {}
         self._samples: deque[tuple[float, int]] = deque()
@@ -446,8 +454,7 @@ class Download:
                 self._cut(request, ChunkOutcome.TIMEOUT)
             for request in sched.take_cancels():
                 self._cut(request, ChunkOutcome.CANCELLED)
-            for request in sched.next_requests(now):
-                self._start(manifest, request)
+            self._start_all(manifest, sched.next_requests(now))
             for request in sched.take_cancels():
                 self._cut(request, ChunkOutcome.CANCELLED)
             self.stats.retried = sched.retries
@@ -475,10 +482,84 @@ class Download:
                 last_save = now
             self._on_change(self)
 
-    def _start(self, manifest: Manifest, request: Request) -> None:
-        source = self._sources[request.peer]
-        ref = manifest.chunk(request.chunk)
+    def _start_all(self, manifest: Manifest, requests: list[Request]) -> None:
+        """Start the requests: small chunks to one source go in batches (one round trip for
+        many small files), the rest one by one."""
+        small: dict[str, list[tuple[Request, ChunkRef]]] = {}
+        batching: dict[str, bool] = {}  # a Protocol isinstance is slow: once per source here
+        for request in requests:
+            source = self._sources[request.peer]
+            ref = manifest.chunk(request.chunk)
+            if ref.length > BATCH_CHUNK_BYTES:
+                self._start(source, ref, request)
+                continue
+            can = batching.get(request.peer)
+            if can is None:
+                can = batching[request.peer] = isinstance(source, BatchSource)
+            if can:
+                small.setdefault(request.peer, []).append((request, ref))
+            else:
+                self._start(source, ref, request)
+        for peer, items in small.items():
+            source = self._sources[peer]
+            items.sort(key=lambda item: item[1].index)  # runs of files travel as ranges
+            batch: list[tuple[Request, ChunkRef]] = []
+            size = 0
+            for item in items:
+                if batch and (
+                    len(batch) >= MAX_BATCH_CHUNKS or size + item[1].length > MAX_BATCH_BYTES
+                ):
+                    self._start_batch(source, batch)
+                    batch, size = [], 0
+                batch.append(item)
+                size += item[1].length
+            self._start_batch(source, batch)
+
+    def _start(self, source: Source, ref: ChunkRef, request: Request) -> None:
         self._tasks[request] = asyncio.ensure_future(self._fetch(source, ref, request))
+
+    def _start_batch(self, source: Source, batch: list[tuple[Request, ChunkRef]]) -> None:
+        if len(batch) == 1:
+            self._start(source, batch[0][1], batch[0][0])
+            return
+        assert isinstance(source, BatchSource)
+        live = {request for request, _ref in batch}
+        task = asyncio.ensure_future(self._fetch_batch(source, batch, live))
+        for request, _ref in batch:
+            self._tasks[request] = task
+            self._batches[request] = live
+
+    async def _fetch_batch(
+        self, source: BatchSource, batch: list[tuple[Request, ChunkRef]], live: set[Request]
+    ) -> None:
+        part = self.part
+        assert part is not None
+        started = self._clock.time()
+        refs = [ref for _request, ref in batch]
+        try:
+            data = await source.fetch_many(refs)
+        except SourceError as exc:
+            for request, _ref in batch:
+                if request in live:
+                    self._finish(_Result(request, exc.outcome, 0, self._seconds(started)))
+            return
+        if self._stopping is not None:
+            return
+        # Hashed and written in one worker-thread trip; the buffer is this batch's own.
+        work = self._thread(part.write_many_if_valid, refs, data)
+        try:
+            goods = await asyncio.shield(work)
+        except StoreError as exc:
+            for request, ref in batch:
+                if request in live:
+                    result = _Result(request, ChunkOutcome.DISK, ref.length, 0.0, exc)
+                    self._finish(result)
+            return
+        seconds = self._seconds(started)
+        for (request, ref), good in zip(batch, goods, strict=True):
+            if request in live:
+                outcome = ChunkOutcome.OK if good else ChunkOutcome.BAD_HASH
+                self._finish(_Result(request, outcome, ref.length, seconds))
 
     async def _fetch(self, source: Source, ref: ChunkRef, request: Request) -> None:
         part = self.part
@@ -511,6 +592,7 @@ class Download:
 
     def _finish(self, result: _Result) -> None:
         self._tasks.pop(result.request, None)
+        self._batches.pop(result.request, None)
         self._results.append(result)
         self._wake.set()
 
@@ -542,8 +624,12 @@ class Download:
 
     def _cut(self, request: Request, why: ChunkOutcome) -> None:
         task = self._tasks.pop(request, None)
+        live = self._batches.pop(request, None)
+        if live is not None:
+            live.discard(request)  # the rest of its batch is still wanted
         if task is not None:
-            task.cancel()
+            if not live:
+                task.cancel()
             source = self._sources.get(request.peer)
             self._log(source.label if source else request.peer, request.chunk, 0, why)
 
@@ -612,8 +698,9 @@ class Download:
     async def _cleanup(self) -> None:
         for task in self._tasks.values():
             task.cancel()
-        tasks = list(self._tasks.values())
+        tasks = list(set(self._tasks.values()))
         self._tasks.clear()
+        self._batches.clear()
         # Shielded: a second cancellation (Ctrl-C twice, a shutdown during a pause) must not
         # leave a thread writing into a part file that is closed under it.
         await asyncio.shield(self._drain(tasks))

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
@@ -39,12 +39,14 @@ from swarmshare.core.peers import PeerEvent, PeerJoined, PeerLeft
 from swarmshare.core.refs import resolve_ref
 from swarmshare.errors import NotFoundError, SwarmshareError, UsageError
 from swarmshare.net.client import PeerClient
-from swarmshare.net.server import PeerServer
 from swarmshare.settings import Settings
 from swarmshare.store.db import Database
 from swarmshare.store.downloads import DownloadTable
 from swarmshare.store.hashing import ScannedFile
 from swarmshare.store.library import Library, share_paths
+
+if TYPE_CHECKING:
+    from swarmshare.net.server import PeerServer
 
 log = logging.getLogger("swarmshare")
 
@@ -134,6 +136,10 @@ class Node:
         self._stack.push_async_callback(self.shelf.close)
         self.shelf.reload()
         if self.serve:
+            # Imported here: the HTTP server (aiohttp) is a tenth of a second of start-up that a
+            # command without a daemon, which serves nothing, need not pay.
+            from swarmshare.net.server import PeerServer
+
             self.server = await self._stack.enter_async_context(
                 PeerServer(
                     self.shelf,

@@ -18,8 +18,8 @@ from swarmshare.app.translog import TransferLog
 from swarmshare.core.catalog import Catalog, CatalogItem, make_catalog
 from swarmshare.core.location import ChunkLocation
 from swarmshare.core.manifest import Manifest
+from swarmshare.errors import ServeError
 from swarmshare.limits import REFRESH_RETRY_SECONDS
-from swarmshare.net.server import ServeError
 from swarmshare.store.hashing import FileStat
 from swarmshare.store.library import ContentRecord, Library, refresh_home
 

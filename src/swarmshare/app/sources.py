@@ -17,7 +17,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from swarmshare.app.seeds import SeedContent, SeedView
 from swarmshare.app.swarm import Swarm
@@ -64,6 +64,15 @@ class Source(Protocol):
 
     def release(self, buffer: Buffer) -> None:
         """A buffer `fetch` returned is no longer used."""
+
+
+@runtime_checkable
+class BatchSource(Source, Protocol):
+    """A source that can also send many small chunks in one request."""
+
+    async def fetch_many(self, refs: list[ChunkRef]) -> Buffer:
+        """The chunks of `refs`, one after the other, not yet verified; SourceError on
+        failure (of the whole batch)."""
 
 
 class Origin(Protocol):
@@ -147,6 +156,21 @@ class PeerSource:
         try:
             return await self.client.chunk(
                 self.peer.address, self.peer.port, self.content_id, ref.index, ref.length
+            )
+        except PeerUnavailable as exc:
+            raise SourceError(str(exc), _outcome(exc.reason)) from None
+        except RemoteProtocolError as exc:
+            raise SourceError(str(exc), ChunkOutcome.SHORT) from None
+
+    async def fetch_many(self, refs: list[ChunkRef]) -> Buffer:
+        """Many small chunks in one request over the same kept-alive client."""
+        try:
+            return await self.client.chunks(
+                self.peer.address,
+                self.peer.port,
+                self.content_id,
+                [ref.index for ref in refs],
+                sum(ref.length for ref in refs),
             )
         except PeerUnavailable as exc:
             raise SourceError(str(exc), _outcome(exc.reason)) from None

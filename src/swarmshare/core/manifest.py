@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -70,17 +71,23 @@ class Manifest:
     name: str
     kind: ContentKind
     files: tuple[FileEntry, ...]
-    _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _starts: array[int] = field(init=False, repr=False, compare=False)
+    _chunk_total: int = field(init=False, repr=False, compare=False)
+    _total_size: int = field(init=False, repr=False, compare=False)
     _encoded: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _validate(self.name, self.kind, self.files)
-        starts: list[int] = []
-        total = 0
+        # Computed once: every lookup below is O(log files), never a sum over the files.
+        starts = array("q")
+        total = size = 0
         for entry in self.files:
             starts.append(total)
             total += len(entry.chunks)
-        object.__setattr__(self, "_starts", tuple(starts))
+            size += entry.size
+        object.__setattr__(self, "_starts", starts)
+        object.__setattr__(self, "_chunk_total", total)
+        object.__setattr__(self, "_total_size", size)
         object.__setattr__(self, "_encoded", _encode(self))
 
     @classmethod
@@ -101,21 +108,27 @@ class Manifest:
     @property
     def total_size(self) -> int:
         """Bytes of all files together."""
-        return sum(f.size for f in self.files)
+        return self._total_size
 
     @property
     def chunk_total(self) -> int:
         """Chunks of all files together."""
-        return sum(len(f.chunks) for f in self.files)
+        return self._chunk_total
+
+    def file_of(self, index: int) -> int:
+        """The index of the file holding chunk `index` (in range), in O(log files)."""
+        # The last file starting at or before `index`: empty files before it own no chunks.
+        return bisect.bisect_right(self._starts, index) - 1
+
+    def first_chunk(self, file_index: int) -> int:
+        """The index of the first chunk of file `file_index` (its chunks follow in order)."""
+        return self._starts[file_index]
 
     def chunk(self, index: int) -> ChunkRef:
         """The file, span and hash of chunk `index`; IndexError when out of range."""
-        if not 0 <= index < self.chunk_total:
+        if not 0 <= index < self._chunk_total:
             raise IndexError(index)
         file_index = bisect.bisect_right(self._starts, index) - 1
-        # Empty files own no chunks: skip back over any that share this start.
-        while len(self.files[file_index].chunks) == 0:
-            file_index += 1
         entry = self.files[file_index]
         local = index - self._starts[file_index]
         offset = local * entry.chunk_size
@@ -123,13 +136,24 @@ class Manifest:
         return ChunkRef(index, file_index, offset, length, entry.chunks[local])
 
     def chunks(self) -> Iterator[ChunkRef]:
-        """Every chunk of the content, in order."""
-        for index in range(self.chunk_total):
-            yield self.chunk(index)
+        """Every chunk of the content, in order (one pass over the files)."""
+        index = 0
+        for file_index, entry in enumerate(self.files):
+            size, step = entry.size, entry.chunk_size
+            for local, digest in enumerate(entry.chunks):
+                offset = local * step
+                yield ChunkRef(index, file_index, offset, min(step, size - offset), digest)
+                index += 1
 
     def chunk_lengths(self) -> list[int]:
         """The byte length of every chunk, in order."""
-        return [ref.length for ref in self.chunks()]
+        lengths: list[int] = []
+        for entry in self.files:
+            count, step = len(entry.chunks), entry.chunk_size
+            if count:
+                lengths.extend([step] * (count - 1))
+                lengths.append(entry.size - (count - 1) * step)
+        return lengths
 
 
 def file_entry(path: str, size: int, chunks: Sequence[str]) -> FileEntry:

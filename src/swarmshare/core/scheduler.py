@@ -31,16 +31,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from swarmshare.limits import (
+    BATCH_CHUNK_BYTES,
     CHUNK_TIMEOUT_INITIAL_SECONDS,
     CHUNK_TIMEOUT_MIN_SECONDS,
     ENDGAME_CHUNKS,
+    INITIAL_WINDOW_BYTES,
     INITIAL_WINDOW_REQUESTS,
     MAX_BAD_CHUNKS_PER_PEER,
     MAX_INFLIGHT_BYTES_PER_PEER,
     MAX_INFLIGHT_BYTES_TOTAL,
     MAX_PEER_FAILURES,
+    MAX_WINDOW_CHUNKS,
     MAX_WINDOW_REQUESTS,
     MIN_WINDOW_REQUESTS,
+    WINDOW_CAP_BYTES,
 )
 
 WINDOW_SECONDS = 0.5
@@ -69,6 +73,7 @@ class PeerState:
     window: float = INITIAL_WINDOW_REQUESTS
     rate: float = 0.0
     inflight: dict[int, Request] = field(default_factory=dict)
+    inflight_bytes: int = 0
     failures: int = 0
     bad_chunks: int = 0
     chunks_done: int = 0
@@ -89,6 +94,18 @@ class Scheduler:
         timeout: float | None = None,
     ) -> None:
         self.lengths = lengths
+        self._average = sum(lengths) / max(1, len(lengths))
+        # Small chunks (many small files) travel in batches: a window of many of them costs
+        # a few requests, so it is bounded in bytes, between the request counts.
+        self._max_window = MAX_WINDOW_REQUESTS
+        self._initial_window = INITIAL_WINDOW_REQUESTS
+        if self._average <= BATCH_CHUNK_BYTES:
+            per_chunk = max(1.0, self._average)
+            self._max_window = max(
+                MAX_WINDOW_REQUESTS, min(MAX_WINDOW_CHUNKS, int(WINDOW_CAP_BYTES / per_chunk))
+            )
+            initial = int(INITIAL_WINDOW_BYTES / per_chunk)
+            self._initial_window = max(INITIAL_WINDOW_REQUESTS, min(self._max_window, initial))
         self.have = [False] * len(lengths)
         for index in have:
             self.have[index] = True
@@ -121,7 +138,7 @@ class Scheduler:
             self._count(state.holds, -1)
             state.holds = holds
         else:
-            state = self.peers[peer_id] = PeerState(peer_id, holds)
+            state = self.peers[peer_id] = PeerState(peer_id, holds, self._initial_window)
         self._count(holds, +1)
 
     def remove_peer(self, peer_id: str) -> None:
@@ -234,14 +251,11 @@ class Scheduler:
                 length = self.lengths[chunk]
                 if self._inflight_bytes + length > MAX_INFLIGHT_BYTES_TOTAL and self._inflight:
                     return out
-                if (
-                    sum(self.lengths[c] for c in state.inflight) + length
-                    > MAX_INFLIGHT_BYTES_PER_PEER
-                    and state.inflight
-                ):
+                if state.inflight_bytes + length > MAX_INFLIGHT_BYTES_PER_PEER and state.inflight:
                     continue
                 request = Request(state.peer_id, chunk, now + self._timeout(state, length), endgame)
                 state.inflight[chunk] = request
+                state.inflight_bytes += length
                 self._inflight.setdefault(chunk, set()).add(state.peer_id)
                 self._uncandidate(chunk)
                 self._inflight_bytes += length
@@ -282,6 +296,8 @@ class Scheduler:
             if expected:
                 assert chunk in self._buckets[self._availability[chunk]], chunk
         assert sum(len(b) for b in self._buckets.values()) == len(self._candidate)
+        for state in self.peers.values():
+            assert state.inflight_bytes == sum(self.lengths[c] for c in state.inflight)
 
     # ---- internals -------------------------------------------------------------------------
 
@@ -334,6 +350,7 @@ class Scheduler:
         state = self.peers.get(request.peer)
         if state is not None and state.inflight.get(request.chunk) == request:
             del state.inflight[request.chunk]
+            state.inflight_bytes -= self.lengths[request.chunk]
         holders = self._inflight.get(request.chunk)
         if holders is not None:
             holders.discard(request.peer)
@@ -348,16 +365,15 @@ class Scheduler:
     def _resize(self, state: PeerState) -> None:
         if state.rate <= 0:
             return
-        average = sum(self.lengths) / max(1, len(self.lengths))
-        want = state.rate * WINDOW_SECONDS / max(1.0, average)
-        state.window = max(MIN_WINDOW_REQUESTS, min(MAX_WINDOW_REQUESTS, max(want, 2.0)))
+        want = state.rate * WINDOW_SECONDS / max(1.0, self._average)
+        state.window = max(MIN_WINDOW_REQUESTS, min(self._max_window, max(want, 2.0)))
 
     def _timeout(self, state: PeerState, length: int) -> float:
         if self._fixed_timeout is not None:
             return self._fixed_timeout
         if state.rate <= 0:
             return CHUNK_TIMEOUT_INITIAL_SECONDS
-        queued = sum(self.lengths[c] for c in state.inflight) + length
+        queued = state.inflight_bytes + length
         return max(CHUNK_TIMEOUT_MIN_SECONDS, 8 * queued / state.rate)
 
     def _count(self, holds: Holds, delta: int) -> None:

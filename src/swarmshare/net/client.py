@@ -11,6 +11,7 @@ PeerUnavailable or RemoteProtocolError that names the peer and what it did.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 
 from swarmshare.core.catalog import Catalog, decode_catalog
 from swarmshare.core.manifest import Manifest, decode_manifest
@@ -23,6 +24,8 @@ from swarmshare.limits import (
     REPLY_DEADLINE_BASE_SECONDS,
 )
 from swarmshare.net.chunkconn import Buffer, BufferPool, ChunkClient, ChunkFetchError
+
+MANIFESTS_KEPT = 2
 
 
 class PeerUnavailable(SwarmshareError):
@@ -48,6 +51,9 @@ class PeerClient:
     ) -> None:
         local = local_address if local_address not in (None, "", "0.0.0.0") else None
         self.buffers = BufferPool(MAX_INFLIGHT_BYTES_TOTAL)
+        # The last manifests fetched: a get asks for the one it is about to download twice
+        # (to settle its name, then to start), and a big folder's manifest is costly to decode.
+        self._manifests: OrderedDict[str, Manifest] = OrderedDict()
         self._http = ChunkClient(
             local_address=local,
             idle_timeout=idle_timeout,
@@ -75,13 +81,20 @@ class PeerClient:
 
     async def manifest(self, host: str, port: int, content_id: str) -> Manifest:
         """A content's manifest, accepted only if it hashes to `content_id`."""
+        cached = self._manifests.get(content_id)
+        if cached is not None:
+            return cached
         _, body = await self._get(
             host, port, f"/v1/content/{content_id}/manifest", MAX_MANIFEST_BYTES
         )
         data = bytes(body)
         if hashlib.sha256(data).hexdigest() != content_id:
             raise IntegrityError("manifest does not hash to the content ID")
-        return decode_manifest(data)
+        manifest = decode_manifest(data)
+        self._manifests[content_id] = manifest
+        while len(self._manifests) > MANIFESTS_KEPT:
+            self._manifests.popitem(last=False)
+        return manifest
 
     async def chunk(self, host: str, port: int, content_id: str, index: int, length: int) -> Buffer:
         """Exactly `length` bytes of chunk `index` (not yet verified: the caller hashes it)."""
@@ -92,6 +105,17 @@ class PeerClient:
         except ChunkFetchError as exc:
             raise PeerUnavailable(str(exc), exc.reason) from None
 
+    async def chunks(
+        self, host: str, port: int, content_id: str, indices: list[int], length: int
+    ) -> Buffer:
+        """Several chunks in one request: exactly `length` bytes, the chunks of `indices` one
+        after the other (not yet verified: the caller splits and hashes them)."""
+        path = f"/v1/content/{content_id}/chunks/{batch_text(indices)}"
+        try:
+            return await self._http.fetch(host, port, path, length)
+        except ChunkFetchError as exc:
+            raise PeerUnavailable(str(exc), exc.reason) from None
+
     async def _get(
         self, host: str, port: int, path: str, limit: int, headers: str = ""
     ) -> tuple[int, Buffer]:
@@ -99,3 +123,19 @@ class PeerClient:
             return await self._http.get(host, port, path, limit=limit, headers=headers)
         except ChunkFetchError as exc:
             raise PeerUnavailable(str(exc), exc.reason) from None
+
+
+def batch_text(indices: list[int]) -> str:
+    """A batch's indices as the peer server reads them: runs written as ranges ("3,5-9,12")."""
+    parts: list[str] = []
+    start = previous = -2
+    for index in indices:
+        if index == previous + 1:
+            previous = index
+            continue
+        if start >= 0:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = index
+    if start >= 0:
+        parts.append(str(start) if start == previous else f"{start}-{previous}")
+    return ",".join(parts)

@@ -3,10 +3,16 @@
     GET /v1/catalog                          what this peer holds (ETag = catalogue version)
     GET /v1/content/{id}/manifest            the canonical manifest bytes
     GET /v1/content/{id}/chunk/{index}       one chunk, by sendfile from the file in place
+    GET /v1/content/{id}/chunks/{list}       several chunks in one reply, one after the other
+                                             (list: indices and ranges, "3,5-9,12")
     GET /v1/content/{id}/file[/{path}]       a plain file, with Range, for curl and friends
 
 With an upload limit, chunk and file bodies go out in pieces paced by one byte bucket shared by
 every connection.
+
+A batch carries many small chunks (a folder of small files) in one request and one reply, so
+that such a folder is not one round trip per file; its files are read through a bounded cache of
+open descriptors rather than opened and closed per chunk.
 
 No path from a request ever reaches the file system: a request names a content ID and a chunk
 index or a path *inside the manifest*, and the provider maps those to files it recorded.
@@ -16,10 +22,14 @@ Errors are JSON: {"error": {"code": "unknown_content", "message": "..."}}.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import os
 import re
 import socket
+import threading
 import time
+from collections import OrderedDict
 from typing import IO, Any, Protocol
 
 from aiohttp import web
@@ -30,9 +40,12 @@ from swarmshare.core.auth import AUTH_HEADER, AuthError, RequestVerifier
 from swarmshare.core.catalog import Catalog
 from swarmshare.core.location import ChunkLocation
 from swarmshare.core.ratelimit import ByteBucket, RateLimiter
-from swarmshare.errors import DaemonError, SwarmshareError
+from swarmshare.errors import DaemonError
+from swarmshare.errors import ServeError as ServeError  # re-exported: it used to live here
 from swarmshare.limits import (
     KEEPALIVE_TIMEOUT_SECONDS,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_CHUNKS,
     MAX_HEADER_FIELD_BYTES,
     MAX_HEADER_LINE_BYTES,
     REQUEST_BURST_PER_PEER,
@@ -42,17 +55,10 @@ from swarmshare.net.guard import ConnectionGuard, GuardLimits
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _INDEX = re.compile(r"[0-9]{1,9}")
+_BATCH = re.compile(r"[0-9]{1,9}(-[0-9]{1,9})?(,[0-9]{1,9}(-[0-9]{1,9})?)*")
+OPEN_DESCRIPTORS = 256  # files the server keeps open between requests
 # What a limited upload sends between two looks at the byte bucket.
 _PIECE_BYTES = 64 * 1024
-
-
-class ServeError(SwarmshareError):
-    """A request the peer server refuses, with its HTTP status and stable error code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 class ContentProvider(Protocol):
@@ -94,6 +100,7 @@ class PeerServer:
             ByteBucket(upload_bytes_per_second, _PIECE_BYTES) if upload_bytes_per_second else None
         )
         self.auth_refused = 0
+        self.requests = 0  # every request admitted past the connection guard
         self._verifier = RequestVerifier(key) if key is not None else None
         self.host = host
         self.requested_port = port
@@ -102,6 +109,7 @@ class PeerServer:
         app.router.add_get("/v1/catalog", self._catalog)
         app.router.add_get("/v1/content/{cid}/manifest", self._manifest)
         app.router.add_get("/v1/content/{cid}/chunk/{index}", self._chunk)
+        app.router.add_get("/v1/content/{cid}/chunks/{indices}", self._chunks)
         app.router.add_get("/v1/content/{cid}/file", self._file)
         app.router.add_get("/v1/content/{cid}/file/{path:.+}", self._file)
         app.middlewares.append(self._guarded)
@@ -117,6 +125,7 @@ class PeerServer:
         )
         self._rate = RateLimiter(REQUESTS_PER_SECOND_PER_PEER, REQUEST_BURST_PER_PEER)
         self.guard: ConnectionGuard | None = None
+        self.descriptors = DescriptorCache(OPEN_DESCRIPTORS)
 
     async def __aenter__(self) -> PeerServer:
         await self._runner.setup()
@@ -132,6 +141,7 @@ class PeerServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._runner.cleanup()
+        self.descriptors.close()
 
     @web.middleware
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -141,6 +151,7 @@ class PeerServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests += 1
         if self.guard is not None:
             self.guard.started(request.transport)
         if not self._rate.allow(request.remote or "?", time.monotonic()):
@@ -198,6 +209,40 @@ class PeerServer:
                 request.transport.close()  # a half-sent body must not be followed by more
             return response  # aiohttp then meets the closed connection and lets it go quietly
         self.provider.served(peer, cid, name, index, location.length, "ok")
+        return response
+
+    async def _chunks(self, request: web.Request) -> web.StreamResponse:
+        cid = _content_id(request)
+        indices = parse_batch(request.match_info["indices"])
+        peer = request.remote or "?"
+        name = ""
+        locations: list[ChunkLocation] = []
+        for index in indices:
+            try:
+                name, location = self.provider.chunk_location(cid, index)
+            except ServeError as exc:
+                self.provider.served(peer, cid, name, index, 0, exc.code)
+                raise
+            locations.append(location)
+        total = sum(loc.length for loc in locations)
+        if total > MAX_BATCH_BYTES:
+            raise ServeError(400, "batch_too_big", f"a batch holds at most {MAX_BATCH_BYTES} bytes")
+        # Reads of small chunks, mostly from the page cache: one worker-thread trip per batch.
+        body = await asyncio.to_thread(self.descriptors.read_all, locations)
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = total
+        try:
+            await response.prepare(request)
+            await _send_bytes(request, response, body, self._upload)
+            await response.write_eof()
+        except OSError:
+            for index in indices:
+                self.provider.served(peer, cid, name, index, 0, "cut")
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        for index, location in zip(indices, locations, strict=True):
+            self.provider.served(peer, cid, name, index, location.length, "ok")
         return response
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
@@ -279,6 +324,107 @@ async def _send_file_range(
             handle.seek(offset)
             await writer.write(handle.read(piece))
         offset += piece
+
+
+async def _send_bytes(
+    request: web.BaseRequest, response: web.StreamResponse, body: bytes, upload: ByteBucket | None
+) -> None:
+    """Write `body`: at once without an upload limit, in paced pieces with one."""
+    if upload is None:
+        await response.write(body)
+        return
+    loop = asyncio.get_running_loop()
+    view = memoryview(body)
+    for start in range(0, len(view), _PIECE_BYTES):
+        piece = view[start : start + _PIECE_BYTES]
+        wait = upload.delay(len(piece), loop.time())
+        if wait > 0:
+            await asyncio.sleep(wait)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("connection lost")
+        await response.write(piece)
+
+
+def parse_batch(text: str) -> list[int]:
+    """The chunk indices of a batch request ("3,5-9,12"), in the order given; ServeError for
+    anything malformed, a range backwards, or more than MAX_BATCH_CHUNKS chunks."""
+    if len(text) > 16 * MAX_BATCH_CHUNKS or not _BATCH.fullmatch(text):
+        raise ServeError(400, "bad_index", "a batch is indices and ranges: 3,5-9,12")
+    indices: list[int] = []
+    for token in text.split(","):
+        first, _, last = token.partition("-")
+        low = int(first)
+        high = int(last) if last else low
+        if high < low or len(indices) + high - low + 1 > MAX_BATCH_CHUNKS:
+            raise ServeError(400, "bad_index", f"a batch is at most {MAX_BATCH_CHUNKS} chunks")
+        indices.extend(range(low, high + 1))
+    return indices
+
+
+class DescriptorCache:
+    """Open read descriptors of served files, the least recently used closed beyond `limit`.
+
+    A cached descriptor is used only while its path still names the same file (device and
+    inode), so a file replaced on disk is opened again, never read through its old descriptor.
+    Used from worker threads.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._open: OrderedDict[str, tuple[int, int, int]] = OrderedDict()  # fd, dev, ino
+        self.opened = 0
+
+    def read_all(self, locations: list[ChunkLocation]) -> bytes:
+        """The bytes of every location, one after the other; ServeError when a file is gone
+        or shorter than it should be."""
+        out = bytearray()
+        for loc in locations:
+            data = self.read(loc)
+            if len(data) != loc.length:
+                raise ServeError(410, "changed_on_disk", "the shared file changed on disk")
+            out += data
+        return bytes(out)
+
+    def read(self, loc: ChunkLocation) -> bytes:
+        """The bytes of one location (fewer at the end of a file)."""
+        try:
+            current = os.stat(loc.path)
+        except OSError:
+            raise ServeError(410, "changed_on_disk", "the file is gone") from None
+        with self._lock:
+            entry = self._open.get(loc.path)
+            if entry is not None and (entry[1], entry[2]) != (current.st_dev, current.st_ino):
+                self._close(loc.path)
+                entry = None
+            if entry is None:
+                try:
+                    fd = os.open(loc.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                except OSError:
+                    raise ServeError(410, "changed_on_disk", "the file is gone") from None
+                st = os.fstat(fd)
+                entry = self._open[loc.path] = (fd, st.st_dev, st.st_ino)
+                self.opened += 1
+                while len(self._open) > self._limit:
+                    self._close(next(iter(self._open)))
+            self._open.move_to_end(loc.path)
+            # Read under the lock: a descriptor is never closed while another thread reads it.
+            try:
+                return os.pread(entry[0], loc.length, loc.offset)
+            except OSError:
+                raise ServeError(410, "changed_on_disk", "the file cannot be read") from None
+
+    def close(self) -> None:
+        """Close every descriptor."""
+        with self._lock:
+            for path in list(self._open):
+                self._close(path)
+
+    def _close(self, path: str) -> None:
+        fd = self._open.pop(path)[0]
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _content_id(request: web.Request) -> str:

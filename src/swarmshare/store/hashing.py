@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat as stat_module
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 from swarmshare.core.chunking import ChunkHasher, Span, chunk_size_for, chunk_spans
 from swarmshare.core.manifest import (
     ContentKind,
-    FileEntry,
     Manifest,
     collision_reason,
     file_entry,
@@ -61,13 +61,39 @@ def hash_content(
     progress: Progress | None = None,
     workers: int | None = None,
 ) -> Manifest:
-    """Hash every file of a content and build its manifest; FileChangedError if one changes."""
+    """Hash every file of a content and build its manifest; FileChangedError if one changes.
+
+    Files of one chunk (most files of a folder) are hashed whole, several at once in the
+    threads; a bigger file is hashed span by span in the same threads."""
     threads = workers or min(4, os.cpu_count() or 2)
-    entries: list[FileEntry] = []
+    digests: list[list[str] | None] = [None] * len(files)
+    window = threads * 4  # small files in flight: bounds memory to a few of them
     with ThreadPoolExecutor(threads, thread_name_prefix="swarmshare-hash") as pool:
-        for scanned in files:
-            digests = _hash_file(scanned, pool, threads, progress)
-            entries.append(file_entry(scanned.rel_path, scanned.stat.size, digests))
+        pending: deque[tuple[int, Future[list[str]]]] = deque()
+
+        def collect(until: int) -> None:
+            while len(pending) > until:
+                index, future = pending.popleft()
+                digests[index] = future.result()
+                if progress:
+                    progress(files[index].stat.size)
+
+        try:
+            for index, scanned in enumerate(files):
+                if scanned.stat.size <= chunk_size_for(scanned.stat.size):
+                    pending.append((index, pool.submit(_hash_file, scanned, pool, 1, None)))
+                    collect(window)
+                else:
+                    digests[index] = _hash_file(scanned, pool, threads, progress)
+            collect(0)
+        finally:
+            for _index, future in pending:
+                future.cancel()
+    entries = [
+        file_entry(scanned.rel_path, scanned.stat.size, found)
+        for scanned, found in zip(files, digests, strict=True)
+        if found is not None
+    ]
     return Manifest.build(name, kind, entries)
 
 

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from swarmshare.core.location import ChunkLocation
-from swarmshare.core.manifest import Manifest, ManifestError, decode_manifest
+from swarmshare.core.manifest import ContentKind, Manifest, ManifestError, decode_manifest
 from swarmshare.core.refs import resolve_ref
 from swarmshare.errors import NotFoundError, StoreError, SwarmshareError, UsageError
 from swarmshare.store.db import Database
 from swarmshare.store.hashing import FileStat, Progress, ScannedFile, hash_content, scan_path
+
+MANIFESTS_KEPT = 64  # decoded manifests a library keeps (they are what the peer server serves)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +78,19 @@ class Library:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Decoded manifests by content ID (a content never changes): decoding and validating a
+        # folder of many files again on every reload would cost as much as the first time.
+        self._manifests: OrderedDict[str, Manifest] = OrderedDict()
 
-    def share(self, path: str, progress: Progress | None = None) -> ShareResult:
-        """Hash and add one file or folder; instant when it is already shared and unchanged."""
-        name, kind, files, skipped = scan_path(path)
+    def share(
+        self,
+        path: str,
+        progress: Progress | None = None,
+        scanned: tuple[str, ContentKind, list[ScannedFile], list[str]] | None = None,
+    ) -> ShareResult:
+        """Hash and add one file or folder; instant when it is already shared and unchanged.
+        `scanned`: what scan_path(path) found just now, so the tree is walked once."""
+        name, kind, files, skipped = scanned if scanned is not None else scan_path(path)
         root = files[0].abs_path if kind == "file" else os.path.realpath(os.path.abspath(path))
         existing = self._unchanged(root, files)
         if existing is not None:
@@ -130,6 +142,7 @@ class Library:
                 "INSERT INTO chunk_index(sha256, content_id, idx) VALUES (?,?,?)",
                 [(ref.sha256, cid, ref.index) for ref in manifest.chunks()],
             )
+        self._remember(manifest)
         return self.get(cid)
 
     def unshare(self, ref: str) -> ContentRecord:
@@ -163,12 +176,29 @@ class Library:
 
     def manifest(self, content_id: str) -> Manifest:
         """The manifest of a shared content."""
+        cached = self._manifests.get(content_id)
+        if cached is not None:
+            held = self.db.conn.execute(
+                "SELECT 1 FROM contents WHERE id = ?", (content_id,)
+            ).fetchone()
+            if held is None:
+                raise NotFoundError(f"{content_id[:12]} is not in the library")
+            self._manifests.move_to_end(content_id)
+            return cached
         row = self.db.conn.execute(
             "SELECT manifest FROM contents WHERE id = ?", (content_id,)
         ).fetchone()
         if row is None:
             raise NotFoundError(f"{content_id[:12]} is not in the library")
-        return decode_manifest(bytes(row[0]))
+        manifest = decode_manifest(bytes(row[0]))
+        self._remember(manifest)
+        return manifest
+
+    def _remember(self, manifest: Manifest) -> None:
+        self._manifests[manifest.content_id] = manifest
+        self._manifests.move_to_end(manifest.content_id)
+        while len(self._manifests) > MANIFESTS_KEPT:
+            self._manifests.popitem(last=False)
 
     def file_paths(self, content_id: str) -> list[tuple[str, FileStat]]:
         """The on-disk path and recorded stat of each file of a content, in manifest order."""
@@ -260,9 +290,10 @@ def share_paths(
         for path in paths:
             try:
                 advance = None
+                scanned = scan_path(path)
                 if progress is not None:
-                    advance = progress(path, sum(f.stat.size for f in scan_path(path)[2]))
-                results.append(library.share(path, progress=advance))
+                    advance = progress(path, sum(f.stat.size for f in scanned[2]))
+                results.append(library.share(path, progress=advance, scanned=scanned))
             except SwarmshareError as exc:
                 results.append(exc)
         return results

@@ -34,6 +34,7 @@ from swarmshare.store.hashing import FileStat, ScannedFile
 
 RECORD_SUFFIX = ".part.swarmshare"
 PREALLOCATE = True  # reserve the part's disk space up front where the file system can
+PREALLOCATE_MIN_BYTES = 1 << 20  # smaller files are not worth a system call each to reserve
 DIRECT_IO_FLAG = getattr(os, "O_DIRECT", 0)  # 0 where the system has no direct I/O
 DIRECT_IO_ALIGN = 4096  # offsets, lengths and addresses: a multiple of any disk's block size
 PART_SUFFIX = ".part"
@@ -72,26 +73,59 @@ class PartFile:
         if not (self.part.exists() or self.part.is_symlink()):
             self._check_space(0)  # before a byte is on disk
             try:
-                return self._open_part(claimed)
+                return self._create_part()
             except StoreError:
                 self.close()
                 self._remove_part()
                 raise
         return self._open_part(claimed)
 
-    def _open_part(self, claimed: set[int]) -> set[int]:
+    def _create_part(self) -> set[int]:
+        """A new part: nothing in it yet, so nothing to look for. A file is created by its
+        first write (one open per file: a folder may hold a million small files), an empty one
+        at the end; only big files are created now, to reserve their space."""
+        try:
+            self.paths = self._part_paths(fresh=True)
+            for path, entry in zip(self.paths, self.manifest.files, strict=True):
+                if entry.size < PREALLOCATE_MIN_BYTES:
+                    continue
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    os.ftruncate(fd, entry.size)
+                    self._reserve(fd, entry.size)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            self.close()
+            raise disk_error(exc, self.part) from None
+        self._files.close()
+        self._files = _OpenFiles(self.paths, MAX_OPEN_PART_FILES)
+        return set()
+
+    def _part_paths(self, fresh: bool) -> list[str]:
         if self.manifest.kind == "file":
-            self.paths = [str(self.part)]
-        else:
-            self.part.mkdir(parents=True, exist_ok=True)
-            root = os.path.realpath(self.part)
-            self.paths = []
-            for entry in self.manifest.files:
-                path = os.path.realpath(os.path.join(root, *entry.path.split("/")))
-                if not path.startswith(root + os.sep):  # validated already; belt and braces
+            return [str(self.part)]
+        self.part.mkdir(parents=True, exist_ok=True)
+        root = os.path.realpath(self.part)
+        paths: list[str] = []
+        made: set[str] = {root}
+        for entry in self.manifest.files:
+            # Manifest paths are validated (no "..", no absolute path); a part tree found on
+            # disk may hold links someone put there, so its paths are resolved and checked.
+            path = os.path.join(root, *entry.path.split("/"))
+            if not fresh:
+                path = os.path.realpath(path)
+                if not path.startswith(root + os.sep):
                     raise StoreError(f"unsafe path in manifest: {entry.path!r}")
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                self.paths.append(path)
+            parent = os.path.dirname(path)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            paths.append(path)
+        return paths
+
+    def _open_part(self, claimed: set[int]) -> set[int]:
+        self.paths = self._part_paths(fresh=False)
         self._files.close()
         self._files = _OpenFiles(self.paths, MAX_OPEN_PART_FILES)
         try:
@@ -111,17 +145,18 @@ class PartFile:
         """Reserve the disk space of every part file now, so that a disk filling up later
         (another program, another download) cannot stop this one half-way. Unwritten
         reserved space still reads as a hole, which is how resume finds the chunks written."""
-        if not PREALLOCATE:
-            return
         for index, entry in enumerate(self.manifest.files):
-            with self._files.use(index) as fd:
-                error = _fallocate(fd, entry.size)
-            if error == errno.ENOSPC:
-                self.close()
-                raise StoreError(
-                    f"not enough disk space for {self.dest.name}: cannot reserve"
-                    f" {entry.size} bytes in {self.part.parent}"
-                )
+            if entry.size >= PREALLOCATE_MIN_BYTES:
+                with self._files.use(index) as fd:
+                    self._reserve(fd, entry.size)
+
+    def _reserve(self, fd: int, size: int) -> None:
+        if PREALLOCATE and _fallocate(fd, size) == errno.ENOSPC:
+            self.close()
+            raise StoreError(
+                f"not enough disk space for {self.dest.name}: cannot reserve"
+                f" {size} bytes in {self.part.parent}"
+            )
 
     def _chunks_with_data(self) -> set[int]:
         found: set[int] = set()
@@ -195,6 +230,23 @@ class PartFile:
             return False
         self.write(ref, data)
         return True
+
+    def write_many_if_valid(
+        self, refs: list[ChunkRef], data: bytes | bytearray | memoryview | mmap.mmap
+    ) -> list[bool]:
+        """`data` holds the chunks of `refs` one after the other: write each that hashes right;
+        whether each did."""
+        view = memoryview(data)
+        goods: list[bool] = []
+        start = 0
+        for ref in refs:
+            piece = view[start : start + ref.length]
+            start += ref.length
+            good = len(piece) == ref.length and hashlib.sha256(piece).hexdigest() == ref.sha256
+            if good:
+                self.write(ref, piece)
+            goods.append(good)
+        return goods
 
     def write(self, ref: ChunkRef, data: bytes | bytearray | memoryview | mmap.mmap) -> None:
         """Write verified bytes of one chunk at its offset.
@@ -285,11 +337,22 @@ class PartFile:
     # ---- finishing -------------------------------------------------------------------------
 
     def finish(self, force: bool) -> list[ScannedFile]:
-        """fsync, rename DEST.part to DEST, drop the record; the final files with their stats."""
+        """Sync, rename DEST.part to DEST, drop the record; the final files with their stats.
+
+        A folder's part tree is synced once as a whole (one syncfs of its file system, where
+        the system has it), not file by file: then renamed, so DEST never names a tree whose
+        files could still be half on the disk."""
         try:
-            for index in range(len(self.manifest.files)):
-                with self._files.use(index) as fd:
-                    os.fsync(fd)
+            for index, entry in enumerate(self.manifest.files):
+                if entry.size == 0:  # no write created it
+                    with self._files.use(index):
+                        pass
+            if self.manifest.kind == "dir" and _syncfs(self.part):
+                pass
+            else:
+                for index in range(len(self.manifest.files)):
+                    with self._files.use(index) as fd:
+                        os.fsync(fd)
             self.close()
             aside: Path | None = None
             if self.dest.exists() or self.dest.is_symlink():
@@ -460,6 +523,37 @@ def _bitmap(have: set[int], count: int) -> bytearray:
     for index in have:
         bitmap_set(bitmap, index)
     return bitmap
+
+
+def _syncfs(path: Path) -> bool:
+    """Flush every file of `path`'s file system to the disk with one syncfs(2); False where
+    the system has no such call (then each file is fsynced)."""
+    call = _syncfs_call()
+    if call is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return call(fd) == 0
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _syncfs_call() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        call = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int]
+    call.restype = ctypes.c_int
+    return call
 
 
 def _fsync_dir(path: Path) -> None:
