@@ -416,6 +416,13 @@ def finding_options(bind_help: str) -> Callable[[Callable[..., Any]], Callable[.
                 default=None,
                 help="Private swarm: read the secret from this file.",
             ),
+            click.option(
+                "--ipv6/--no-ipv6",
+                default=True,
+                show_default=True,
+                help="Also find peers over IPv6 (link-local multicast on every IPv6 interface)"
+                " and serve on IPv6; only with --bind 0.0.0.0.",
+            ),
         ]
         for option in reversed(options):
             func = option(func)
@@ -478,6 +485,7 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
         bind=kw.pop("bind"),
         interval=kw.pop("interval", settings.interval),
         name=name,
+        ipv6=kw.pop("ipv6"),
     )
 
 
@@ -523,6 +531,13 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="TCP port of the seed-compatible chunk server (and of seed uploaders).",
         ),
         click.option(
+            "--mdns/--no-mdns",
+            default=True,
+            show_default=True,
+            help="Also advertise this peer and find others by mDNS/DNS-SD (_swarmshare._tcp),"
+            " for networks that drop broadcast but pass multicast (never on loopback).",
+        ),
+        click.option(
             "--upload-limit",
             default="0",
             callback=_byte_rate,
@@ -552,6 +567,7 @@ def _run_settings(ctx: click.Context, kw: dict[str, Any]) -> Settings:
         legacy=kw.pop("legacy"),
         legacy_port=kw.pop("legacy_port"),
         upload_bytes_per_second=kw.pop("upload_limit"),
+        mdns=kw.pop("mdns"),
         downloads_dir=None if download_dir is None else Path(download_dir).expanduser(),
     )
     settings = _with_discovery(settings, kw)
