@@ -937,11 +937,16 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         _print_json(state)
         return
+    paths = ", ".join(state["broadcast"])
+    if state.get("ipv6"):
+        paths += f"; IPv6 multicast on {', '.join(state['ipv6'])}"
+    mdns = state.get("mdns") or {}
     out.print(
         f"peer {shown(repr(state['name']))} ({state['peer_id']})"
         f" on {state['address']}:{state['port']}\n"
-        f"discovery UDP {state['discovery_port']} -> {', '.join(state['broadcast'])}\n"
-        f"{state['peers']} peer(s) live, sharing {state['items']} item(s), "
+        f"discovery UDP {state['discovery_port']} -> {paths}\n"
+        + (f"mDNS: on, {mdns['sightings']} peer record(s) resolved\n" if mdns.get("on") else "")
+        + f"{state['peers']} peer(s) live, sharing {state['items']} item(s), "
         f"served {state['served_chunks']} chunk(s) ({fmt_size(state['served_bytes'])})\n"
         f"web page: swarmshare open (http://127.0.0.1:{state['control_port']}/)"
     )

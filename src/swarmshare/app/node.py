@@ -328,6 +328,8 @@ class Node:
                 "foreign": st.foreign,
                 "rate_limited": st.rate_limited,
                 "sent": st.sent,
+                "from_others_ipv4": st.others_ipv4,
+                "from_others_ipv6": st.others_ipv6,
             }
         return state
 
@@ -471,9 +473,14 @@ def _make_folder(folder: Path) -> None:
         raise UsageError(f"cannot create folder {folder}: {exc.strerror}") from None
 
 
-def _mdns_state(swarm: Swarm | None) -> str:
-    """mDNS as `status` shows it: on, off, or off with the reason."""
+def _mdns_state(swarm: Swarm | None) -> Json:
+    """mDNS as `status` shows it: on or off (and why), and the peers' records it resolved."""
     services = swarm.services if swarm is not None else None
     if services is None:
-        return "off"
-    return "on" if services.running else f"off: {services.error}"
+        return {"on": False, "error": None, "sightings": 0, "refused": 0}
+    return {
+        "on": services.running,
+        "error": services.error,
+        "sightings": services.sightings,
+        "refused": services.refused,
+    }

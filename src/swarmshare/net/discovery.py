@@ -71,6 +71,9 @@ class DiscoveryStats:
     foreign: int = 0
     sent: int = 0
     send_errors: int = 0
+    others_ipv4: int = 0
+    """Announcements from other peers over IPv4 (and over IPv6, below)."""
+    others_ipv6: int = 0
 
 
 class Discovery:
@@ -313,7 +316,13 @@ class Discovery:
                 self.stats.malformed += 1
                 return
         self.stats.announcements += 1
-        if ann.solicit and self._pacer is not None and ann.peer_id != self._make(False).peer_id:
+        own = ann.peer_id == self._make(False).peer_id
+        if not own:
+            if ":" in address[0]:
+                self.stats.others_ipv6 += 1
+            else:
+                self.stats.others_ipv4 += 1
+        if ann.solicit and self._pacer is not None and not own:
             delay = random.uniform(0, SOLICIT_REPLY_MAX_DELAY_SECONDS)
             self._pacer.solicited((address[0], address[1]), now, delay)
             self._arm()
