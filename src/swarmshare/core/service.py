@@ -33,12 +33,15 @@ def encode_txt(ann: Announcement) -> bytes:
         ("swarmshare", str(PROTOCOL_VERSION)),
         ("id", ann.peer_id),
         ("cv", ann.catalog_version),
-        ("iv", f"{ann.interval:g}"),
+        ("iv", repr(float(ann.interval))),
         ("name", ann.name[:MAX_PEER_NAME_CHARS]),
     ]
     out = bytearray()
     for key, value in pairs:
-        item = f"{key}={value}".encode()[:255]
+        item = f"{key}={value}".encode()
+        while len(item) > 255:  # one TXT string: cut whole characters off the end
+            value = value[:-1]
+            item = f"{key}={value}".encode()
         out += bytes([len(item)]) + item
     return bytes(out)
 
