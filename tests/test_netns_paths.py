@@ -145,3 +145,26 @@ def test_a_peer_found_three_ways_is_one_peer(lab: NetLab) -> None:
     peers = _json(lab, "b", "peers")
     assert [p["name"] for p in peers] == ["a"], peers
     assert peers[0]["address"] in (lab.hosts["a"].address, f"{lab.hosts['a'].address6}%eth0")
+
+
+def test_doctor_on_an_ipv6_only_lan(lab: NetLab) -> None:
+    lab.build({"a": 1, "b": 1}, ipv4=False, ipv6=True)
+    lab.start("a", "run", "--name", "a")
+    _wait_ready(lab, "a")
+    proc = lab.cli("b", "doctor", "--wait", "2")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    out, a6 = proc.stdout, f"{lab.hosts['a'].address6}%eth0"
+    assert (
+        "ok: ipv6: IPv6 link-local on eth0: discovery also multicasts to ff12::7377:6172:6d73"
+        " there; no IPv4 address but loopback's: IPv6 only, which works" in out
+    ), out
+    assert (
+        "ok: ipv6: 1 peer(s) answered over IPv6 (ff12::7377:6172:6d73 on eth0, UDP 5001):"
+        f' peer "a" at {a6}' in out
+    ), out
+    assert f'ok: peers: peer "a" at {a6} serves on TCP 5001' in out, out
+    assert "no usable network interface" not in out and proc.returncode == 0, out
+    proc = lab.cli("b", "doctor", "--wait", "1", "--no-ipv6")  # as before IPv6: nothing found
+    assert (
+        proc.returncode == 1 and "problem: interfaces: no usable network interface" in proc.stdout
+    )
