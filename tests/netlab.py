@@ -6,7 +6,14 @@ bridge, built and torn down by the tests themselves.
 
 Every address lives only inside these namespaces; nothing is created in, or routed to, the
 host's own namespace, so the host's interfaces never see this traffic. Processes started in a
-host get SWARMSHARE_NETGUARD_ALLOW for the lab's range, and nothing else beyond loopback.
+host get SWARMSHARE_NETGUARD_ALLOW for the lab's range (and, inside the lab only, link-local
+IPv6 and the link-local multicast groups of mDNS and IPv6 discovery), nothing else beyond
+loopback.
+
+A lab is IPv4 only unless built with `ipv6=True` (each host's link gets its IPv6 link-local
+address, no duplicate-address wait); `ipv4=False` makes an IPv6-only LAN. `swarmshare run` in a
+host gets --no-mdns unless the lab is built with `mdns=True`: mDNS is on only in the tests
+about it.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers import swarmshare_command
+from helpers import swarmshare_command, wait_until
 
 LAB_RANGE = "10.199.0.0/16"
+LAB_LINK_LOCAL = "fe80::/10,ff02::/16,ff12::/16,224.0.0.251/32,::ffff:10.199.0.0/112"
 _counter = itertools.count()
 
 
@@ -56,6 +64,8 @@ class Host:
     subnet: int
     veth_router_side: str
     home: Path
+    address6: str = ""
+    """Its IPv6 link-local address (in a lab built with ipv6=True)."""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def exec_args(self, *args: str) -> list[str]:
@@ -72,19 +82,33 @@ class NetLab:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.tag = f"ss{os.getpid() % 10000}x{next(_counter)}"
+        # The whole pid, which sweep_stale reads back ("sw": labs named "ss" carried it cut to
+        # four digits, so that a sweep could remove a live lab of another run).
+        self.tag = f"sw{os.getpid()}x{next(_counter)}"
         self.router = f"{self.tag}-r"
         self.hosts: dict[str, Host] = {}
         self.namespaces: list[str] = []
+        self.mdns = False
 
-    def build(self, layout: dict[str, int]) -> NetLab:
+    def build(
+        self,
+        layout: dict[str, int],
+        *,
+        ipv4: bool = True,
+        ipv6: bool = False,
+        mdns: bool = False,
+    ) -> NetLab:
         """Hosts by name -> subnet number (1, 2, ...): one bridge per subnet in the router."""
+        self.mdns = mdns
         self._netns(self.router)
         sh("ip", "-n", self.router, "link", "set", "lo", "up")
         sh("ip", "netns", "exec", self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         for subnet in sorted(set(layout.values())):
             bridge = f"br{subnet}"
-            sh("ip", "-n", self.router, "link", "add", bridge, "type", "bridge")
+            sh(
+                "ip", "-n", self.router, "link", "add", bridge, "type", "bridge",
+                "mcast_snooping", "0",
+            )  # fmt: skip
             sh("ip", "-n", self.router, "addr", "add", f"10.199.{subnet}.1/24", "dev", bridge)
             sh("ip", "-n", self.router, "link", "set", bridge, "up")
         numbers: dict[int, int] = {}
@@ -112,17 +136,32 @@ class NetLab:
             sh("ip", "-n", self.router, "link", "set", router_side, "master", f"br{subnet}")
             sh("ip", "-n", self.router, "link", "set", router_side, "up")
             sh("ip", "-n", netns, "link", "set", "lo", "up")
-            sh("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", host_side)
+            conf = f"net.ipv6.conf.{host_side}"
+            if ipv6:
+                self._sysctl(netns, f"{conf}.accept_dad=0", f"{conf}.disable_ipv6=0")
+            else:
+                self._sysctl(netns, f"{conf}.disable_ipv6=1")
+            if ipv4:
+                sh("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", host_side)
             sh("ip", "-n", netns, "link", "set", host_side, "up")
-            sh("ip", "-n", netns, "route", "add", "default", "via", f"10.199.{subnet}.1")
+            if ipv4:
+                sh("ip", "-n", netns, "route", "add", "default", "via", f"10.199.{subnet}.1")
+            else:
+                address = ""
             home = self.root / name
             home.mkdir(parents=True, exist_ok=True)
-            self.hosts[name] = Host(name, netns, address, subnet, router_side, home)
+            host = Host(name, netns, address, subnet, router_side, home)
+            if ipv6:
+                host.address6 = self._link_local(netns, host_side)
+            self.hosts[name] = host
         return self
 
     def start(self, name: str, *args: str, log: str = "run.log") -> subprocess.Popen[bytes]:
-        """Start `swarmshare --home HOME ARGS` inside a host, in the background."""
+        """Start `swarmshare --home HOME ARGS` inside a host, in the background (`run` without
+        mDNS unless the lab was built with mdns=True)."""
         host = self.hosts[name]
+        if args[:1] == ("run",) and not self.mdns:
+            args = (*args, "--no-mdns")
         with open(host.home / log, "ab") as out:
             proc = subprocess.Popen(
                 host.swarmshare(*args),
@@ -181,12 +220,30 @@ class NetLab:
             sh("ip", "netns", "del", netns, check=False)
         self.namespaces.clear()
 
+    def _sysctl(self, netns: str, *settings: str) -> None:
+        sh("ip", "netns", "exec", netns, "sysctl", "-qw", *settings)
+
+    def _link_local(self, netns: str, device: str) -> str:
+        """The link-local address the kernel gives a link once it is up (waited for)."""
+        found: list[str] = []
+
+        def assigned() -> bool:
+            shown = sh(
+                "ip", "-n", netns, "-6", "-o", "addr", "show", "dev", device, "scope", "link"
+            )
+            found[:] = [w.split("/")[0] for w in shown.stdout.split() if w.startswith("fe80:")]
+            return bool(found)
+
+        wait_until(assigned, timeout=10)
+        return found[0]
+
     def _netns(self, name: str) -> None:
         sh("ip", "netns", "add", name)
         self.namespaces.append(name)
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "SWARMSHARE_NETGUARD_ALLOW": LAB_RANGE, "COLUMNS": "200"}
+        allow = f"{LAB_RANGE},{LAB_LINK_LOCAL}"
+        return {**os.environ, "SWARMSHARE_NETGUARD_ALLOW": allow, "COLUMNS": "200"}
 
 
 def sweep_stale() -> None:
@@ -194,7 +251,7 @@ def sweep_stale() -> None:
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
     for line in listed.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
-        if name.startswith("ss") and "x" in name and "-" in name:
+        if name.startswith("sw") and "x" in name and "-" in name:
             pid = name[2:].split("x")[0]
             if pid.isdigit() and not Path(f"/proc/{pid}").exists():
                 subprocess.run(["ip", "netns", "del", name], capture_output=True)

@@ -169,3 +169,16 @@ def test_run_takes_its_settings_from_the_file_under_the_command_line(
     status = peer.json("status")
     assert status["private"] is True  # the file's secret-file
     assert status["name"] == "peer2" and status["interval"] == 30.0  # the command line's
+
+
+def test_the_discovery_paths_are_keys_too(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("mdns = false\nipv6 = false\n")
+    proc = swarmshare(tmp_path / "home", "config", "--json", "--config", str(config), "--ipv6")
+    assert proc.returncode == 0, proc.stderr
+    settings = json.loads(proc.stdout)["settings"]
+    assert settings["mdns"] == {"value": False, "source": f"file {config}:1"}
+    assert settings["ipv6"] == {"value": True, "source": "command line"}
+    config.write_text('ipv6 = true\nmdns = "no"\n')
+    proc = swarmshare(tmp_path / "home", "run", "--config", str(config))
+    assert_one_line_error(proc, f"config file {config}, line 2: mdns: must be true or false")

@@ -11,10 +11,20 @@ import threading
 import time
 from pathlib import Path
 
-from swarmshare.app.doctor import PROBLEM, WARNING, firewall_findings, interface_findings
+from swarmshare.app.doctor import (
+    OK,
+    PROBLEM,
+    WARNING,
+    ProbeResult,
+    firewall_findings,
+    interface_findings,
+    ipv6_findings,
+)
 from swarmshare.app.loopback import free_udp_port
 from swarmshare.core.announce import Announcement, encode_private
 from swarmshare.core.auth import derive_key
+from swarmshare.net.interfaces import Ipv6Interface
+from swarmshare.settings import Settings
 
 from conftest import Swarm
 from helpers import cli
@@ -206,3 +216,21 @@ def test_a_private_swarm_peer_whose_clock_is_far_off(tmp_path: Path) -> None:
     assert "private swarm allows 60 s" in clock["message"]
     assert "timedatectl set-ntp true" in clock["remedy"]
     assert code == 1
+
+
+def test_ipv6_interfaces_are_reported_and_alone_are_enough() -> None:
+    eth0 = Ipv6Interface("eth0", 2, "fe80::1")
+    (alone,) = interface_findings([], [eth0])
+    assert alone.level == OK and alone.check == "ipv6"
+    assert alone.message == (
+        "IPv6 link-local on eth0: discovery also multicasts to ff12::7377:6172:6d73 there;"
+        " no IPv4 address but loopback's: IPv6 only, which works"
+    )
+    both = interface_findings([("eth0", ipaddress.IPv4Interface("10.0.0.2/24"))], [eth0])
+    assert [f.check for f in both] == ["interfaces", "ipv6"] and both[1].message.endswith("there")
+    settings = Settings(home=Path("/nonexistent"))
+    silent = ipv6_findings(ProbeResult(targets=[], unicast=[], ipv6=[eth0]), settings)
+    assert silent[0].level == WARNING and "no peer answered the solicit over IPv6" in (
+        silent[0].message
+    )
+    assert ipv6_findings(ProbeResult(targets=[], unicast=[]), settings) == []

@@ -416,6 +416,13 @@ def finding_options(bind_help: str) -> Callable[[Callable[..., Any]], Callable[.
                 default=None,
                 help="Private swarm: read the secret from this file.",
             ),
+            click.option(
+                "--ipv6/--no-ipv6",
+                default=True,
+                show_default=True,
+                help="Also find peers over IPv6 (link-local multicast on every IPv6 interface)"
+                " and serve on IPv6; only with --bind 0.0.0.0.",
+            ),
         ]
         for option in reversed(options):
             func = option(func)
@@ -478,6 +485,7 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
         bind=kw.pop("bind"),
         interval=kw.pop("interval", settings.interval),
         name=name,
+        ipv6=kw.pop("ipv6"),
     )
 
 
@@ -523,6 +531,13 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="TCP port of the seed-compatible chunk server (and of seed uploaders).",
         ),
         click.option(
+            "--mdns/--no-mdns",
+            default=True,
+            show_default=True,
+            help="Also advertise this peer and find others by mDNS/DNS-SD (_swarmshare._tcp),"
+            " for networks that drop broadcast but pass multicast (never on loopback).",
+        ),
+        click.option(
             "--upload-limit",
             default="0",
             callback=_byte_rate,
@@ -552,6 +567,7 @@ def _run_settings(ctx: click.Context, kw: dict[str, Any]) -> Settings:
         legacy=kw.pop("legacy"),
         legacy_port=kw.pop("legacy_port"),
         upload_bytes_per_second=kw.pop("upload_limit"),
+        mdns=kw.pop("mdns"),
         downloads_dir=None if download_dir is None else Path(download_dir).expanduser(),
     )
     settings = _with_discovery(settings, kw)
@@ -921,11 +937,16 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         _print_json(state)
         return
+    paths = ", ".join(state["broadcast"])
+    if state.get("ipv6"):
+        paths += f"; IPv6 multicast on {', '.join(state['ipv6'])}"
+    mdns = state.get("mdns") or {}
     out.print(
         f"peer {shown(repr(state['name']))} ({state['peer_id']})"
         f" on {state['address']}:{state['port']}\n"
-        f"discovery UDP {state['discovery_port']} -> {', '.join(state['broadcast'])}\n"
-        f"{state['peers']} peer(s) live, sharing {state['items']} item(s), "
+        f"discovery UDP {state['discovery_port']} -> {paths}\n"
+        + (f"mDNS: on, {mdns['sightings']} peer record(s) resolved\n" if mdns.get("on") else "")
+        + f"{state['peers']} peer(s) live, sharing {state['items']} item(s), "
         f"served {state['served_chunks']} chunk(s) ({fmt_size(state['served_bytes'])})\n"
         f"web page: swarmshare open (http://127.0.0.1:{state['control_port']}/)"
     )

@@ -204,6 +204,8 @@ KEYS: dict[str, Key] = {
     "upload-limit": Key("bytes per second all uploads may send", _rate),
     "legacy": Key("also speak the original scripts' formats", _flag),
     "legacy-port": Key("TCP port of the seed-compatible chunk server", _int_in(0, 65535)),
+    "ipv6": Key("also find peers and serve over IPv6 (with the wildcard bind)", _flag),
+    "mdns": Key("also advertise and find peers by mDNS/DNS-SD", _flag),
 }
 """Every key of the config file (the `run` options' long names)."""
 

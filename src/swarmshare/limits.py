@@ -33,6 +33,14 @@ MAX_PENDING_SOLICIT_ANSWERS = 64
 SOLICIT_REPLY_MAX_DELAY_SECONDS = 0.1
 CHANGE_ANNOUNCE_DELAY_SECONDS = 0.05
 
+# DNS-SD (mDNS) sightings
+MAX_SERVICE_TXT_BYTES = 512  # a peer's TXT record; a bigger one is refused
+MAX_SERVICES_TRACKED = 1024  # _swarmshare._tcp instances remembered at once
+MAX_SERVICE_RESOLVES_IN_FLIGHT = 8
+SERVICE_RESOLVE_TIMEOUT_SECONDS = 3.0
+SERVICE_RECORD_TTL_SECONDS = 120  # a vanished peer's records expire after this
+SERVICE_UPDATE_MIN_SECONDS = 2.0  # between two TXT updates (catalogue versions) of this peer
+
 # Catalogues
 MAX_CATALOG_BYTES = 32 * MIB
 MAX_CATALOG_ITEMS = 100_000

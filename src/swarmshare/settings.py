@@ -66,3 +66,9 @@ class Settings:
     """TCP port of the seed-compatible chunk server, and of seed uploaders we fetch from."""
     upload_bytes_per_second: int = 0
     """What the peer server's uploads may send in all, in bytes per second (0: no limit)."""
+    ipv6: bool = True
+    """Also discover peers over IPv6 (a link-local multicast group on every IPv6 interface) and
+    serve on IPv6; only with the wildcard bind address (a bind to one address is IPv4 only)."""
+    mdns: bool = True
+    """A serving peer also advertises itself and finds others by mDNS/DNS-SD (`_swarmshare._tcp`);
+    never with a loopback bind address (there it is off, as in every test)."""

@@ -5,7 +5,9 @@ peer ports (taken by another program), the firewall rules that can be read (nfta
 ufw), then one solicit sent the way `run` sends it, listened to for a few seconds: who answered
 by broadcast, who only by unicast (broadcast dropped on the way, or another subnet), whether this
 host's own broadcast came back to it (a firewall here), whether each peer that answered can be
-reached on its HTTP port, and, in a private swarm, how far its clock is from ours.
+reached on its HTTP port, and, in a private swarm, how far its clock is from ours. With the
+wildcard bind, the solicit also goes to IPv6 discovery's link-local multicast group on each IPv6
+interface, and the peers that answer that way are reported apart (an IPv6-only LAN works so).
 
 The probe sends only where `run` would: the broadcast targets and --peer addresses of the
 settings, and TCP connections to the peers that answered.
@@ -13,6 +15,7 @@ settings, and TCP connections to the peers that answered.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -21,11 +24,13 @@ import secrets
 import selectors
 import shutil
 import socket
+import struct
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from swarmshare.app.swarm import uses_ipv6
 from swarmshare.core.announce import (
     Announcement,
     AnnouncementError,
@@ -36,7 +41,14 @@ from swarmshare.core.announce import (
 )
 from swarmshare.core.auth import MAX_SKEW_SECONDS, derive_key
 from swarmshare.limits import MAX_DATAGRAM_BYTES
-from swarmshare.net.interfaces import broadcast_addresses, ipv4_interfaces
+from swarmshare.net.discovery import DISCOVERY_GROUP_V6
+from swarmshare.net.interfaces import (
+    Ipv6Interface,
+    broadcast_addresses,
+    ipv4_interfaces,
+    ipv6_interfaces,
+    scoped,
+)
 from swarmshare.settings import Settings
 
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
@@ -69,6 +81,10 @@ class Heard:
     address: str
     port: int
     by_unicast_only: bool = True
+    by_ipv6: bool = False
+    """It answered over IPv6 only (not over IPv4)."""
+    over_ipv6: bool = False
+    """It answered over IPv6 (maybe over IPv4 too)."""
     skew_seconds: float | None = None
 
 
@@ -78,6 +94,7 @@ class ProbeResult:
 
     targets: list[str]
     unicast: list[tuple[str, int]]
+    ipv6: list[Ipv6Interface] = field(default_factory=list)
     own_echo: bool = False
     heard: dict[str, Heard] = field(default_factory=dict)
     send_errors: list[str] = field(default_factory=list)
@@ -86,11 +103,13 @@ class ProbeResult:
 def diagnose(settings: Settings, wait: float, daemon_running: bool) -> list[Finding]:
     """Every check, in order (`daemon_running`: this home's peer holds its ports)."""
     interfaces = ipv4_interfaces()
-    findings = interface_findings(interfaces)
+    ipv6 = ipv6_interfaces() if uses_ipv6(settings) else []
+    findings = interface_findings(interfaces, ipv6)
     findings += port_findings(settings, daemon_running)
     findings += firewall_findings(read_firewall(), settings.discovery_port, settings.port)
-    result = probe(settings, wait)
+    result = probe(settings, wait, ipv6)
     findings += probe_findings(result, settings, interfaces, wait)
+    findings += ipv6_findings(result, settings)
     findings += reachability_findings(result)
     if settings.secret is not None:
         findings += clock_findings(result)
@@ -99,8 +118,27 @@ def diagnose(settings: Settings, wait: float, daemon_running: bool) -> list[Find
 
 def interface_findings(
     interfaces: list[tuple[str, ipaddress.IPv4Interface]],
+    ipv6: list[Ipv6Interface] | None = None,
 ) -> list[Finding]:
-    """No usable interface; one subnet (fine); several subnets (peers on each are apart)."""
+    """No usable interface; one subnet (fine); several subnets (peers on each are apart); the
+    IPv6 interfaces discovery multicasts on (`ipv6`), which alone will do."""
+    v6 = (
+        [
+            Finding(
+                OK,
+                "ipv6",
+                f"IPv6 link-local on {_names(ipv6)}: discovery also multicasts to"
+                f" {DISCOVERY_GROUP_V6} there"
+                + (
+                    "" if interfaces else "; no IPv4 address but loopback's: IPv6 only, which works"
+                ),
+            )
+        ]
+        if ipv6
+        else []
+    )
+    if not interfaces and v6:
+        return v6
     if not interfaces:
         return [
             Finding(
@@ -114,7 +152,7 @@ def interface_findings(
     listed = ", ".join(f"{name} {interface}" for name, interface in interfaces)
     subnets = {interface.network for _name, interface in interfaces}
     if len(subnets) == 1:
-        return [Finding(OK, "interfaces", f"one IPv4 subnet: {listed}")]
+        return [Finding(OK, "interfaces", f"one IPv4 subnet: {listed}"), *v6]
     return [
         Finding(
             WARNING,
@@ -123,7 +161,8 @@ def interface_findings(
             " a peer is found only by the others on its own subnet",
             'to reach a peer of another subnet, name it: --peer HOST, or peers = ["HOST"]'
             " in the config file",
-        )
+        ),
+        *v6,
     ]
 
 
@@ -230,10 +269,11 @@ def firewall_findings(rules: dict[str, str], udp_port: int, tcp_port: int) -> li
     return findings
 
 
-def probe(settings: Settings, wait: float) -> ProbeResult:
-    """Send one solicit the way `run` does and collect what comes back for `wait` seconds."""
+def probe(settings: Settings, wait: float, ipv6: list[Ipv6Interface] | None = None) -> ProbeResult:
+    """Send one solicit the way `run` does (on the `ipv6` interfaces too) and collect what comes
+    back for `wait` seconds."""
     targets = list(settings.broadcast) or broadcast_addresses()
-    result = ProbeResult(targets=targets, unicast=list(settings.peers))
+    result = ProbeResult(targets=targets, unicast=list(settings.peers), ipv6=list(ipv6 or []))
     key = derive_key(settings.secret) if settings.secret else None
     me = secrets.token_hex(8)
     sel = selectors.DefaultSelector()
@@ -261,6 +301,8 @@ def probe(settings: Settings, wait: float) -> ProbeResult:
                 sender.sendto(data, address)
             except OSError as exc:
                 result.send_errors.append(f"{address[0]}: {exc.strerror or exc}")
+        if result.ipv6:
+            sockets += _probe_ipv6(sel, result, ask, key, settings.discovery_port)
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
             for selected, _events in sel.select(left):
@@ -270,7 +312,8 @@ def probe(settings: Settings, wait: float) -> ProbeResult:
                     data, source = sock.recvfrom(MAX_DATAGRAM_BYTES + 1)
                 except OSError:
                     continue
-                _take(result, data, source[0], bool(selected.data), me, key)
+                sender_address = scoped(source[0], source[3]) if len(source) == 4 else source[0]
+                _take(result, data, sender_address, bool(selected.data), me, key)
     finally:
         sel.close()
         for sock in sockets:
@@ -308,8 +351,9 @@ def probe_findings(
                 f"let UDP {port} in and out in this host's firewall (see the firewall findings)",
             )
         )
-    by_broadcast = [h for h in result.heard.values() if not h.by_unicast_only]
-    unicast_only = [h for h in result.heard.values() if h.by_unicast_only]
+    heard_v4 = [h for h in result.heard.values() if not h.by_ipv6]
+    by_broadcast = [h for h in heard_v4 if not h.by_unicast_only]
+    unicast_only = [h for h in heard_v4 if h.by_unicast_only]
     if by_broadcast:
         names = ", ".join(_who(h) for h in by_broadcast)
         findings.append(
@@ -367,6 +411,31 @@ def probe_findings(
             )
         )
     return findings
+
+
+def ipv6_findings(result: ProbeResult, settings: Settings) -> list[Finding]:
+    """Who answered the solicit over IPv6 multicast (when it went out over IPv6)."""
+    if not result.ipv6:
+        return []
+    where = f"{DISCOVERY_GROUP_V6} on {_names(result.ipv6)}, UDP {settings.discovery_port}"
+    by_ipv6 = [h for h in result.heard.values() if h.over_ipv6]
+    if by_ipv6:
+        names = ", ".join(_who(h) for h in by_ipv6)
+        return [
+            Finding(OK, "ipv6", f"{len(by_ipv6)} peer(s) answered over IPv6 ({where}): {names}")
+        ]
+    if result.heard:  # IPv4 works; peers without IPv6, or an older swarmshare
+        return [Finding(OK, "ipv6", f"no peer answered over IPv6 ({where}); they did over IPv4")]
+    return [
+        Finding(
+            WARNING,
+            "ipv6",
+            f"no peer answered the solicit over IPv6 multicast ({where}) either",
+            "on an IPv6-only network, check that the other peers run with IPv6 on (--ipv6, the"
+            " default, with --bind 0.0.0.0) and that their firewall lets UDP"
+            f" {settings.discovery_port} in over IPv6",
+        )
+    ]
 
 
 def reachability_findings(result: ProbeResult) -> list[Finding]:
@@ -432,7 +501,7 @@ def _take(
     skew = None
     if key is not None:
         try:
-            ann = decode_private(data, key, time.time(), address)
+            ann = decode_private(data, key, time.time(), address.partition("%")[0])
             skew = _timestamp(data) - time.time()
         except AnnouncementError as exc:
             if "stale" not in str(exc):
@@ -455,11 +524,17 @@ def _take(
         return
     heard = result.heard.get(ann.peer_id)
     if heard is None:
-        heard = result.heard[ann.peer_id] = Heard(ann.peer_id, ann.name, address, ann.port)
+        heard = Heard(ann.peer_id, ann.name, address, ann.port, by_ipv6=":" in address)
+        result.heard[ann.peer_id] = heard
     if ann.port:
         heard.port = ann.port
     if skew is not None:
         heard.skew_seconds = skew
+    if ":" in address:
+        heard.over_ipv6 = True
+        return  # by IPv6 multicast (by_ipv6 stays as it is: True unless heard over IPv4)
+    if heard.by_ipv6:  # heard over IPv4 too: report it there, at its IPv4 address
+        heard.by_ipv6, heard.address = False, address
     if not answer or address not in {a for a, _p in result.unicast}:
         heard.by_unicast_only = False
 
@@ -483,6 +558,54 @@ def _source(sock: socket.socket, address: tuple[str, int]) -> str:
             return str(probe_sock.getsockname()[0])
         except OSError:
             return "0.0.0.0"
+
+
+def _probe_ipv6(
+    sel: selectors.BaseSelector,
+    result: ProbeResult,
+    ask: Announcement,
+    key: bytes | None,
+    port: int,
+) -> list[socket.socket]:
+    """Listen on the IPv6 group and send the solicit to it on each interface; the sockets."""
+    opened = []
+    group = socket.inet_pton(socket.AF_INET6, DISCOVERY_GROUP_V6)
+    for bound_port, answers in ((port, False), (0, True)):
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("::", bound_port))
+        except OSError as exc:
+            sock.close()
+            result.send_errors.append(f"[::]:{bound_port}: {exc.strerror or exc}")
+            continue
+        if not answers:
+            for interface in result.ipv6:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(
+                        socket.IPPROTO_IPV6,
+                        socket.IPV6_JOIN_GROUP,
+                        group + struct.pack("@I", interface.index),
+                    )
+        opened.append(sock)
+        sel.register(sock, selectors.EVENT_READ, answers)
+        if answers:
+            for interface in result.ipv6:
+                data = (
+                    ask.encode()
+                    if key is None
+                    else encode_private(ask, key, time.time(), interface.link_local)
+                )
+                try:
+                    sock.sendto(data, (DISCOVERY_GROUP_V6, port, 0, interface.index))
+                except OSError as exc:
+                    result.send_errors.append(f"{interface.name}: {exc.strerror or exc}")
+    return opened
+
+
+def _names(interfaces: list[Ipv6Interface] | None) -> str:
+    return ", ".join(i.name for i in interfaces or [])
 
 
 def _udp(address: tuple[str, int]) -> socket.socket | None:

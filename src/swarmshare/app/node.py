@@ -30,7 +30,7 @@ from swarmshare.app.download import Destination, EngineDeps
 from swarmshare.app.seeds import SeedServing, SeedView
 from swarmshare.app.shelf import Shelf
 from swarmshare.app.sources import DeferredOrigin, Origin, SeedOrigin, SwarmOrigin
-from swarmshare.app.swarm import Swarm, peer_json
+from swarmshare.app.swarm import Swarm, peer_json, uses_ipv6
 from swarmshare.app.transfers import Transfers
 from swarmshare.app.translog import TransferLog
 from swarmshare.core.auth import derive_key
@@ -147,6 +147,7 @@ class Node:
                     s.port,
                     key=self._key,
                     upload_bytes_per_second=s.upload_bytes_per_second,
+                    ipv6=uses_ipv6(s),
                 )
             )
             await self._start_swarm(listen=True)
@@ -302,6 +303,8 @@ class Node:
             "served_bytes": self.shelf.served_bytes,
             "private": s.secret is not None,
             "downloads": self.downloads(),
+            "ipv6": [i.name for i in swarm.discovery.ipv6] if swarm else [],
+            "mdns": _mdns_state(swarm),
         }
         if server is not None:
             guard = server.guard
@@ -332,6 +335,8 @@ class Node:
                 "foreign": st.foreign,
                 "rate_limited": st.rate_limited,
                 "sent": st.sent,
+                "from_others_ipv4": st.others_ipv4,
+                "from_others_ipv6": st.others_ipv6,
             }
         return state
 
@@ -478,3 +483,16 @@ def _make_folder(folder: Path) -> None:
         raise UsageError(f"{folder} exists and is not a folder") from None
     except OSError as exc:
         raise UsageError(f"cannot create folder {folder}: {exc.strerror}") from None
+
+
+def _mdns_state(swarm: Swarm | None) -> Json:
+    """mDNS as `status` shows it: on or off (and why), and the peers' records it resolved."""
+    services = swarm.services if swarm is not None else None
+    if services is None:
+        return {"on": False, "error": None, "sightings": 0, "refused": 0}
+    return {
+        "on": services.running,
+        "error": services.error,
+        "sightings": services.sightings,
+        "refused": services.refused,
+    }

@@ -7,6 +7,12 @@ Time: one clock, the event loop's (or the `clock` passed in); the peer table say
 needs to be woken and one timer is armed for it. Catalogues are fetched when the table says so
 and their outcome handed back to it (it paces re-fetches per peer).
 
+Paths: UDP announcements (broadcast, unicast peers, and IPv6 link-local multicast with the
+wildcard bind), and for a serving peer mDNS/DNS-SD (net/mdns.py). Every sighting goes into the
+one peer table as an announcement from its source address: a peer found several ways is one
+peer. A sighting restated from mDNS's cache (not new) is skipped while the peer's own
+announcements keep it alive, so the two paths do not contend over its catalogue version.
+
 Names: a content is called what its manifest (which hashes to its ID) says, never what a
 catalogue claims. Where catalogues disagree on the name of an ID, the manifest is fetched once
 (a few at a time, remembered per ID) and its name shown. A peer that lists a content and then
@@ -18,12 +24,13 @@ same for a peer that cannot serve the chunks it lists).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from swarmshare.core.announce import Announcement
 from swarmshare.core.auth import derive_key
@@ -38,8 +45,16 @@ from swarmshare.limits import (
 )
 from swarmshare.net.client import PeerClient, PeerUnavailable
 from swarmshare.net.discovery import Clock, Discovery, OnForeign
-from swarmshare.net.interfaces import broadcast_addresses
+from swarmshare.net.interfaces import (
+    broadcast_addresses,
+    ipv4_interfaces,
+    ipv6_interfaces,
+    is_wildcard,
+)
 from swarmshare.settings import Settings
+
+if TYPE_CHECKING:
+    from swarmshare.net.mdns import ServiceDiscovery
 
 EventListener = Callable[[PeerEvent], None]
 
@@ -125,12 +140,22 @@ class Swarm:
             listen=listen,
             key=derive_key(settings.secret) if settings.secret else None,
             clock=clock,
+            ipv6=ipv6_interfaces() if uses_ipv6(settings) else [],
         )
+        self.services: ServiceDiscovery | None = None
+        self._mdns = listen and bool(serving_port) and uses_mdns(settings)
 
     async def __aenter__(self) -> Swarm:
         self.clock = self._clock_arg or asyncio.get_running_loop().time
         self._update = asyncio.Event()
         await self.discovery.__aenter__()
+        if self._mdns:
+            self.services = self._service_discovery()
+            try:
+                await self.services.__aenter__()
+            except BaseException:
+                await self.discovery.__aexit__(None, None, None)
+                raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -142,11 +167,15 @@ class Swarm:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.services is not None:
+            await self.services.__aexit__(*exc)
         await self.discovery.__aexit__(*exc)
 
     def changed(self) -> None:
         """Our catalogue changed: announce it soon."""
         self.discovery.changed()
+        if self.services is not None:
+            self.services.changed()
 
     def wake(self) -> None:
         """Do what is due by the clock now: expire peers, fetch catalogues, announce (the
@@ -227,6 +256,39 @@ class Swarm:
             self.settings.interval,
             solicit,
         )
+
+    def _service_discovery(self) -> ServiceDiscovery:
+        from swarmshare.net.mdns import ServiceDiscovery  # zeroconf loads only when used
+
+        bind = self.settings.bind
+        interfaces: list[str | int] = []
+        addresses: list[str] = []
+        if is_wildcard(bind):
+            for _name, interface in ipv4_interfaces():
+                interfaces.append(str(interface.ip))
+            addresses += [str(a) for a in interfaces]
+            for v6 in self.discovery.ipv6:
+                interfaces.append(v6.index)
+                addresses.append(v6.link_local)
+        else:
+            interfaces.append(bind)
+            addresses.append(bind)
+        return ServiceDiscovery(
+            interfaces=interfaces,
+            addresses=addresses,
+            make_announcement=lambda: self._announcement(False),
+            on_sighting=self._sighted,
+            interval=self.settings.interval,
+            networks=[interface.network for _name, interface in ipv4_interfaces()],
+        )
+
+    def _sighted(self, ann: Announcement, address: str, fresh: bool) -> None:
+        """A peer's service record, found by mDNS (`fresh`) or restated from its cache."""
+        if not fresh:
+            peer = self.table.peers.get(ann.peer_id)
+            if peer is not None and self.clock() - peer.last_seen < peer.interval:
+                return  # its announcements keep it alive
+        self._heard(ann, address)
 
     def _heard(self, ann: Announcement, address: str) -> None:
         events = self.table.heard(ann, address, self.clock())
@@ -373,6 +435,23 @@ class Swarm:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def uses_ipv6(settings: Settings) -> bool:
+    """Whether discovery also runs over IPv6: asked for, and bound to every interface."""
+    return settings.ipv6 and is_wildcard(settings.bind)
+
+
+def uses_mdns(settings: Settings) -> bool:
+    """Whether a serving peer also uses mDNS: asked for, and not bound to loopback."""
+    if not settings.mdns:
+        return False
+    if is_wildcard(settings.bind):
+        return True
+    try:
+        return not ipaddress.ip_address(settings.bind).is_loopback
+    except ValueError:
+        return False
 
 
 class _Facts(NamedTuple):

@@ -112,4 +112,6 @@ class RequestVerifier:
 def _request_message(
     method: str, path: str, ts: str, nonce: str, client: str, server: Endpoint
 ) -> bytes:
-    return f"{method}\n{path}\n{ts}\n{nonce}\n{client}\n{server[0]}:{server[1]}".encode()
+    # A link-local IPv6 address's scope (`%eth0`) names an interface of one side only.
+    client, host = client.partition("%")[0], server[0].partition("%")[0]
+    return f"{method}\n{path}\n{ts}\n{nonce}\n{client}\n{host}:{server[1]}".encode()

@@ -374,7 +374,8 @@ class ChunkClient:
                 client = str(sockname[0]) if sockname else ""
                 proof = request_header(self._key, "GET", path, time.time(), client, (host, port))
                 extra += f"{AUTH_HEADER}: {proof}\r\n"
-            status, body = await conn.request(path, f"{host}:{port}", expect, extra)
+            where = f"[{host.partition('%')[0]}]" if ":" in host else host
+            status, body = await conn.request(path, f"{where}:{port}", expect, extra)
         except BaseException as exc:
             conn.close()
             self._open.discard(conn)

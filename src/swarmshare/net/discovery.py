@@ -13,6 +13,13 @@ private-swarm announcement carries to other machines. A `bye` goes out at shutdo
 In a private swarm every announcement is signed together with the address it is sent from, and
 a receiver drops one whose signed address is not the datagram's source: a copy rebroadcast from
 another host proves nothing.
+
+IPv6 (for IPv6-only networks): given interfaces, two more sockets do the same over the
+link-local multicast group DISCOVERY_GROUP_V6 on the same port, joined and sent to on each
+interface (its index is the scope). The datagram is the same; a receiver takes the source
+address with its scope (`fe80::1%eth0`), which is what the peer client connects to. A private
+announcement is signed with the sender's link-local address without scope (the scope is a
+local interface name, different on each host).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +48,10 @@ from swarmshare.limits import (
     MAX_DATAGRAM_BYTES,
     SOLICIT_REPLY_MAX_DELAY_SECONDS,
 )
+from swarmshare.net.interfaces import Ipv6Interface, scoped
+
+DISCOVERY_GROUP_V6 = "ff12::7377:6172:6d73"
+"""IPv6 discovery's multicast group: transient (1), link-local scope (2)."""
 
 Address = tuple[str, int]
 OnAnnouncement = Callable[[Announcement, str], None]
@@ -59,6 +71,9 @@ class DiscoveryStats:
     foreign: int = 0
     sent: int = 0
     send_errors: int = 0
+    others_ipv4: int = 0
+    """Announcements from other peers over IPv4 (and over IPv6, below)."""
+    others_ipv6: int = 0
 
 
 class Discovery:
@@ -78,13 +93,16 @@ class Discovery:
         listen: bool = True,
         key: bytes | None = None,
         clock: Clock | None = None,
+        ipv6: list[Ipv6Interface] | None = None,
     ) -> None:
-        """`clock` (default: the running loop's `time`) is what `now` is everywhere here."""
+        """`clock` (default: the running loop's `time`) is what `now` is everywhere here;
+        `ipv6`: the interfaces to also announce and listen on over IPv6 multicast."""
         self.port = port
         self.bind = bind
         self.targets = targets
         self.unicast = unicast
         self.interval = interval
+        self.ipv6 = list(ipv6 or [])
         self.stats = DiscoveryStats()
         self._make = make_announcement
         self._on_announcement = on_announcement
@@ -94,6 +112,7 @@ class Discovery:
         self._limiter = RateLimiter(DATAGRAMS_PER_SECOND_PER_SOURCE, DATAGRAM_BURST_PER_SOURCE)
         self._transports: list[asyncio.DatagramTransport] = []
         self._sender: asyncio.DatagramTransport | None = None
+        self._sender6: asyncio.DatagramTransport | None = None
         self._clock_arg = clock
         self.clock: Clock = time.monotonic
         self._pacer: AnnouncePacer | None = None
@@ -121,6 +140,14 @@ class Discovery:
             raise DaemonError(
                 f"cannot use UDP discovery port {self.port} on {self.bind}: {exc.strerror}"
             ) from None
+        if self.ipv6:
+            try:
+                await self._open_ipv6(loop)
+            except OSError as exc:
+                self._close_transports()
+                raise DaemonError(
+                    f"cannot use UDP discovery port {self.port} on IPv6: {exc.strerror}"
+                ) from None
         self._pacer = AnnouncePacer(self.interval, self.clock())
         self.wake()  # the first announcement, soliciting answers, goes out now
         return self
@@ -149,6 +176,9 @@ class Discovery:
             )
         for target in self.targets:
             self._sendto(self._encode(ann, target), (target, self.port))
+        for interface in self.ipv6:
+            data = self._encode(ann, DISCOVERY_GROUP_V6, interface.link_local)
+            self._sendto(data, (DISCOVERY_GROUP_V6, self.port, 0, interface.index))
         if self.unicast:
             # Unicast peers always get a solicit, so that they answer back across subnets.
             ask = Announcement(
@@ -195,40 +225,72 @@ class Discovery:
         self._timer_at = deadline
         self._timer = loop.call_later(max(0.0, deadline - self.clock()), self.wake)
 
-    def _encode(self, ann: Announcement, target: str) -> bytes:
+    def _encode(self, ann: Announcement, target: str, source: str | None = None) -> bytes:
         if self._key is None:
             return ann.encode()
-        return encode_private(ann, self._key, time.time(), self._source_for(target))
+        signed_source = source or self._source_for(target)
+        return encode_private(ann, self._key, time.time(), signed_source)
 
     def _source_for(self, target: str) -> str:
         """The address datagrams to `target` leave from (the kernel's choice for a wildcard
         bind, asked by connecting a throw-away UDP socket, which sends nothing)."""
-        if self.bind not in ("", "0.0.0.0"):
+        ipv6 = ":" in target
+        if self.bind not in ("", "0.0.0.0") and not ipv6:
             return self.bind
         source = self._sources.get(target)
         if source is None:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            family = socket.AF_INET6 if ipv6 else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
                 try:
-                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                    if not ipv6:
+                        probe.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
                     probe.connect((target, self.port))
-                    source = str(probe.getsockname()[0])
+                    source = str(probe.getsockname()[0]).split("%")[0]
                 except OSError:
-                    source = "0.0.0.0"
+                    source = "::" if ipv6 else "0.0.0.0"
             self._sources[target] = source
         return source
 
-    def _sendto(self, data: bytes, address: Address) -> None:
-        if self._sender is None:
+    def _sendto(self, data: bytes, address: tuple[str, int] | tuple[str, int, int, int]) -> None:
+        sender = self._sender6 if ":" in address[0] else self._sender
+        if sender is None:
             return
         try:
-            self._sender.sendto(data, address)
+            sender.sendto(data, address)
             self.stats.sent += 1
         except OSError:
             self.stats.send_errors += 1
 
-    def _received(self, data: bytes, address: Address) -> None:
+    async def _open_ipv6(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The IPv6 listener (joined to the group on each interface) and sender."""
+        if self._listen:
+            listener = _udp6_socket(self.port)
+            joined = []
+            for interface in self.ipv6:
+                group = socket.inet_pton(socket.AF_INET6, DISCOVERY_GROUP_V6)
+                try:
+                    listener.setsockopt(
+                        socket.IPPROTO_IPV6,
+                        socket.IPV6_JOIN_GROUP,
+                        group + struct.pack("@I", interface.index),
+                    )
+                except OSError:
+                    continue  # an interface without multicast: not announced on either
+                joined.append(interface)
+            self.ipv6 = joined
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self), sock=listener
+            )
+            self._transports.append(transport)
+        sender = _udp6_socket(0)
+        self._sender6, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sender)
+        self._transports.append(self._sender6)
+
+    def _received(self, data: bytes, address: tuple[str, int] | tuple[str, int, int, int]) -> None:
         self.stats.received += 1
         now = self.clock()
+        if len(address) == 4:  # IPv6: keep the scope of a link-local source
+            address = (scoped(address[0], address[3]), address[1])
         if not self._limiter.allow(address[0], now):
             self.stats.rate_limited += 1
             return
@@ -237,7 +299,8 @@ class Discovery:
             return
         if self._key is not None:
             try:
-                ann = decode_private(data, self._key, time.time(), address[0])
+                signed = address[0].split("%")[0]
+                ann = decode_private(data, self._key, time.time(), signed)
             except RemoteProtocolError:
                 self.stats.foreign += 1  # open peers, other swarms, forgeries: all dropped
                 return
@@ -253,9 +316,15 @@ class Discovery:
                 self.stats.malformed += 1
                 return
         self.stats.announcements += 1
-        if ann.solicit and self._pacer is not None and ann.peer_id != self._make(False).peer_id:
+        own = ann.peer_id == self._make(False).peer_id
+        if not own:
+            if ":" in address[0]:
+                self.stats.others_ipv6 += 1
+            else:
+                self.stats.others_ipv4 += 1
+        if ann.solicit and self._pacer is not None and not own:
             delay = random.uniform(0, SOLICIT_REPLY_MAX_DELAY_SECONDS)
-            self._pacer.solicited(address, now, delay)
+            self._pacer.solicited((address[0], address[1]), now, delay)
             self._arm()
         self._on_announcement(ann, address[0])
 
@@ -264,13 +333,16 @@ class Discovery:
             transport.close()
         self._transports.clear()
         self._sender = None
+        self._sender6 = None
 
 
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, owner: Discovery) -> None:
         self._owner = owner
 
-    def datagram_received(self, data: bytes, addr: Address) -> None:
+    def datagram_received(
+        self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]
+    ) -> None:
         try:
             self._owner._received(data, addr)
         except Exception:  # one bad datagram must never stop discovery
@@ -288,6 +360,23 @@ def _udp_socket(address: Address, *, broadcast: bool) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sock.bind(address)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _udp6_socket(port: int) -> socket.socket:
+    """An IPv6-only UDP socket on every IPv6 address, multicasting on the link only."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind(("::", port))
         sock.setblocking(False)
     except OSError:
         sock.close()

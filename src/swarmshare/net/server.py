@@ -93,8 +93,12 @@ class PeerServer:
         key: bytes | None = None,
         guard_limits: GuardLimits | None = None,
         upload_bytes_per_second: int = 0,
+        ipv6: bool = False,
     ) -> None:
+        """`ipv6`: also listen on every IPv6 address, on the same port (for a wildcard host)."""
         self.provider = provider
+        self.ipv6 = ipv6
+        self.ipv6_error: str | None = None
         self._guard_limits = guard_limits
         self._upload = (
             ByteBucket(upload_bytes_per_second, _PIECE_BYTES) if upload_bytes_per_second else None
@@ -137,6 +141,11 @@ class PeerServer:
             self.requested_port,
             "is another swarmshare running? pick another --port",
         )
+        if self.ipv6:
+            try:
+                await web.TCPSite(self._runner, "::", self.port, reuse_address=True).start()
+            except OSError as exc:  # no IPv6 here, or the port taken there: IPv4 still serves
+                self.ipv6_error = exc.strerror or str(exc)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
