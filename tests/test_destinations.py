@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from conftest import Swarm
-from helpers import cli, swarmshare_command, wait_until, write_test_file
+from helpers import cli, control, swarmshare_command, wait_until, write_test_file
 
 
 def _get(swarm: Swarm, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -138,3 +138,22 @@ def test_download_commands_drive_a_running_peer(swarm: Swarm, tmp_path: Path) ->
     assert all(d["name"] != "big.bin" for d in json.loads(me.cli("downloads", "--json").stdout))
     missing = me.cli("pause", "ffffffff")
     assert missing.returncode == 1 and "no download" in missing.stderr
+
+
+def test_a_missing_download_folder_is_created_on_first_use(swarm: Swarm, tmp_path: Path) -> None:
+    """The page's Download goes to the download folder; one that does not exist (a fresh
+    account's ~/Downloads) is created, not an error far from the click."""
+    src = tmp_path / "notes.txt"
+    src.write_bytes(os.urandom(20_000))
+    swarm.start(2, interval=0.5).cli("share", str(src))
+    me = swarm.start(3, interval=0.5)
+    folder = tmp_path / "fresh" / "Downloads"
+    assert control(me.home, "POST", "settings", {"downloads_dir": str(folder)})
+    folder.rmdir()  # saved while it existed; gone by the first download
+    wait_until(lambda: any(i["name"] == "notes.txt" for i in me.json("ls")), timeout=30)
+    started = control(me.home, "POST", "downloads", {"ref": "notes.txt"})
+    wait_until(
+        lambda: control(me.home, "GET", f"downloads/{started['id']}")["state"] == "done",
+        timeout=60,
+    )
+    assert (folder / "notes.txt").read_bytes() == src.read_bytes()

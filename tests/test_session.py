@@ -142,6 +142,8 @@ def _sequence(swarm: Swarm, root: Path, daemon: bool, legacy_port: int) -> list[
     proc = s.run("resume", "get", *s.args("big.bin", "-o", f"{s.out}/", "--json"), expect=0)
     stats = json.loads(proc.stdout)
     assert stats["resumed_chunks"] >= 2 and stats["state"] == "done", stats
+    # What this run fetched, not what an earlier run had: the rate is of this run's bytes.
+    assert stats["fetched_bytes"] <= stats["total_bytes"] - stats["resumed_chunks"] * 64 * KIB
     assert _sha(s.out / "big.bin") == _sha(root.parent / "files" / "big.bin")
     # 6. Interrupt another, then cancel it: the part file is gone.
     getter = s.start("get", *s.args("other.bin", "-o", f"{s.out}/", "--wait", "10"))
