@@ -792,10 +792,12 @@ def _follow_started(session: Session, view: DownloadView, stats: dict[str, Any])
             version = int(stats.get("version", version))
     except KeyboardInterrupt:
         with _no_interrupts():
-            session.pause(download_id)
+            stats = session.pause(download_id)
         view.stop()
-        err.print("paused: run the same command again to resume", markup=False)
-        sys.exit(130)
+        if stats["state"] != "done":
+            err.print("paused: run the same command again to resume", markup=False)
+            sys.exit(130)
+        err.print("interrupted, but the download was already complete", markup=False)
     view.update(stats)
     if stats["state"] == "paused" and stats.get("no_holder"):
         view.stop()
