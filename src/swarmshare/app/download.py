@@ -270,8 +270,7 @@ class Download:
     async def run(self) -> Outcome:
         """Download, verify and put the content in place; the Outcome says how it ended."""
         self._move(State.FINDING)
-        self.stats.reason = ""
-        self.stats.no_holder = False
+        self._new_run_stats()
         started = self._clock.time()
         unwatch = self.origin.watch(self._poke)
         outcome = Outcome(State.PAUSED, "stopping", PauseReason.SHUTDOWN)
@@ -285,13 +284,22 @@ class Download:
         finally:
             unwatch()
             await self._cleanup()
-            self.stats.run_seconds += self._clock.time() - started
+            self.stats.run_seconds = self._clock.time() - started
             self.stats.finished = time.time()
             self.stats.reason = outcome.reason
             self.stats.no_holder = outcome.pause is PauseReason.NO_HOLDER
             self._move(outcome.state)
             self._on_change(self)
         return outcome
+
+    def _new_run_stats(self) -> None:
+        """What a run reports is its own: bytes fetched, peers, retries (a resumed download's
+        summary must not count what an earlier run fetched)."""
+        st = self.stats
+        st.reason, st.no_holder, st.already_there = "", False, False
+        st.fetched_bytes = st.local_chunks = st.resumed_chunks = st.retried = st.bad_chunks = 0
+        st.by_peer, st.dropped_peers = {}, []
+        st.started, st.finished = time.time(), None
 
     async def _run(self) -> None:
         if self.manifest is None:

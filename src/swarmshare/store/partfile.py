@@ -81,14 +81,15 @@ class PartFile:
         return self._open_part(claimed)
 
     def _create_part(self) -> set[int]:
-        """A new part: nothing in it yet, so nothing to look for. A file is created by its
-        first write (one open per file: a folder may hold a million small files), an empty one
-        at the end; only big files are created now, to reserve their space."""
+        """A new part: nothing in it yet, so nothing to look for. A folder's small file is
+        created by its first write (one open per file: a folder may hold a million small
+        files), an empty one at the end; a single file, and big ones, are created now (to
+        reserve their space, and to find a destination that cannot be written at once)."""
         try:
             self.paths = self._part_paths(fresh=True)
             for path, entry in zip(self.paths, self.manifest.files, strict=True):
-                if entry.size < PREALLOCATE_MIN_BYTES:
-                    continue
+                if entry.size < PREALLOCATE_MIN_BYTES and self.manifest.kind == "dir":
+                    continue  # a single file is made now: a place it cannot be is said at once
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
                     os.ftruncate(fd, entry.size)
