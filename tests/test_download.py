@@ -76,7 +76,7 @@ def test_three_seeders_one_downloader_through_its_daemon(swarm: Swarm, tmp_path:
     out = tmp_path / "got"
     out.mkdir()
     proc = downloader.cli("get", "video.bin", "-o", str(out), "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stderr + "\n--- daemon log:\n" + downloader.log()[-4000:]
     summary = json.loads(proc.stdout)
     assert same_file(out / "video.bin", src)
     assert summary["verified"] and summary["bad_chunks"] == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -777,6 +778,8 @@ def _follow(
     wait: float,
 ) -> dict[str, Any]:
     """Start the download and show it until it ends; Ctrl-C pauses it (acknowledged)."""
+    if output:  # the daemon's working folder is not ours: send an absolute path
+        output = os.path.abspath(output) + ("/" if output.endswith(("/", os.sep)) else "")
     stats = session.start_download(ref, output, str(Path.cwd()), force, wait)
     return _follow_started(session, view, stats)
 
