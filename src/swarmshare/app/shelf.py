@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +32,7 @@ class Served:
 
     record: ContentRecord
     manifest: Manifest
-    files: list[tuple[str, FileStat]]
+    files: Sequence[tuple[str, FileStat]]
 
 
 class Partials(Protocol):
@@ -153,16 +153,15 @@ class Shelf:
         served = self._served.get(content_id)
         if served is None:
             raise ServeError(404, "unknown_content", "this peer does not hold that content")
-        files = served.manifest.files
         if path is None:
             if served.manifest.kind != "file":
                 raise ServeError(400, "is_folder", "name a file inside the folder: /file/PATH")
             index = 0
         else:
-            matches = [i for i, f in enumerate(files) if f.path == path]
-            if not matches:
+            found = served.manifest.find(path)
+            if found is None:
                 raise ServeError(404, "unknown_path", "no such file in that content")
-            index = matches[0]
+            index = found
         disk_path, recorded = served.files[index]
         self._check_intact(disk_path, recorded)
         return disk_path
