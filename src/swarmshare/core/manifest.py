@@ -37,6 +37,7 @@ FORMAT_VERSION = 1
 ContentKind = Literal["file", "dir"]
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DRIVE = re.compile(r"[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ManifestError(RemoteProtocolError):
@@ -322,7 +323,7 @@ def validate_name(name: str) -> str | None:
         return f"{name!r} is not a file name"
     if "/" in name or "\\" in name:
         return "a name must not contain / or \\"
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if _CONTROL.search(name):
         return "a name must not contain control characters"
     if _DRIVE.match(name):
         return "a name must not start like a drive (X:)"
@@ -422,7 +423,7 @@ def _adopt(manifest: Manifest, data: bytes) -> None:
                     seen.add(folder)
                 folder_ok = folder
             else:
-                problem = _leaf_problem(path, leaf)
+                problem = validate_leaf(path, leaf)
                 if problem:
                     raise ManifestError(f"bad path: {problem}")
             if path <= previous:
@@ -493,8 +494,9 @@ def _fold(path: str) -> str:
     return path.lower() if path.isascii() else unicodedata.normalize("NFC", path).lower()
 
 
-def _leaf_problem(path: str, leaf: str) -> str | None:
-    """`validate_path` for a path whose folder passed it already."""
+def validate_leaf(path: str, leaf: str) -> str | None:
+    """`validate_path(path)` for a path whose folder passed it already, and whose depth is
+    allowed: only its length and its last component `leaf` are checked."""
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
         return "path too long"
     problem = validate_name(leaf)
