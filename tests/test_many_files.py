@@ -3,6 +3,7 @@ per chunk, counted in live allocations (tracemalloc), never timed."""
 
 from __future__ import annotations
 
+import hashlib
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -102,3 +103,47 @@ def test_adding_a_content_does_not_list_its_chunks(library: Library, tmp_path: P
     ]
     peak = _peak(lambda: library.add(manifest, root, files))
     assert peak < 1_000_000  # 20,480 rows listed first would be several MB
+
+
+def test_small_files_are_hashed_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder of many small files is not one thread task per file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from swarmshare.store.hashing import hash_content, scan_path
+
+    root = tmp_path / "many"
+    for i in range(1000):
+        folder = root / f"d{i % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i:04d}").write_bytes(i.to_bytes(4, "little") * 16)
+    tasks = 0
+    submit = ThreadPoolExecutor.submit
+
+    def counted(self: ThreadPoolExecutor, *args: Any, **kwargs: Any) -> Any:
+        nonlocal tasks
+        tasks += 1
+        return submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", counted)
+    name, kind, files, _skipped = scan_path(str(root))
+    manifest = hash_content(name, kind, files)
+    assert manifest.chunk_total == 1000
+    assert tasks <= 50
+    data = (root / "d3" / "f0123").read_bytes()
+    index = manifest.find("d3/f0123")
+    assert index is not None
+    assert manifest.chunk(manifest.first_chunk(index)).sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_small_file_changed_after_the_scan_is_not_shared(tmp_path: Path) -> None:
+    from swarmshare.errors import FileChangedError
+    from swarmshare.store.hashing import hash_content, scan_path
+
+    root = tmp_path / "few"
+    root.mkdir()
+    for i in range(5):
+        (root / f"f{i}").write_bytes(b"x" * 100)
+    name, kind, files, _skipped = scan_path(str(root))
+    (root / "f3").write_bytes(b"y" * 101)
+    with pytest.raises(FileChangedError):
+        hash_content(name, kind, files)
