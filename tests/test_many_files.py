@@ -147,3 +147,46 @@ def test_a_small_file_changed_after_the_scan_is_not_shared(tmp_path: Path) -> No
     (root / "f3").write_bytes(b"y" * 101)
     with pytest.raises(FileChangedError):
         hash_content(name, kind, files)
+
+
+def _small_tree(root: Path, files: int) -> Manifest:
+    from swarmshare.store.hashing import hash_content, scan_path
+
+    for i in range(files):
+        folder = root / f"d{i % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i:05d}").write_bytes(i.to_bytes(4, "little") * 8)
+    name, kind, scanned, _skipped = scan_path(str(root))
+    return hash_content(name, kind, scanned)
+
+
+def _steps_to_download(tmp_path: Path, files: int) -> tuple[int, int]:
+    """Python steps to write a folder of `files` small files as batches, and to finish it."""
+    from opcount import python_steps
+    from swarmshare.store.partfile import PartFile
+
+    src = tmp_path / f"src{files}"
+    manifest = _small_tree(src, files)
+    dest = tmp_path / f"out{files}" / src.name
+    dest.parent.mkdir()
+    part = PartFile(dest, manifest)
+    part.open()
+    refs = list(manifest.chunks())
+    data = b"".join(
+        (src / manifest.files[r.file_index].path).read_bytes()[r.offset : r.offset + r.length]
+        for r in refs
+    )
+    written = python_steps(lambda: part.write_many_if_valid(refs, data))
+    finished = python_steps(lambda: part.finish(force=False))
+    assert (dest / "d3" / "f00013").read_bytes() == (src / "d3" / "f00013").read_bytes()
+    return written, finished
+
+
+def test_a_folder_of_small_files_is_written_and_finished_at_a_small_cost_per_file(
+    tmp_path: Path,
+) -> None:
+    """A small file is one open, write and close (no descriptor cache, no lock), and finishing
+    resolves each folder once, not each file's path component by component."""
+    written, finished = _steps_to_download(tmp_path, 1000)
+    assert written <= 8 * 1000
+    assert finished <= 12 * 1000

@@ -155,6 +155,10 @@ class Manifest:
         """The size in bytes of file `file_index`."""
         return self._sizes[file_index]
 
+    def chunk_size_of(self, file_index: int) -> int:
+        """The chunk size of file `file_index`."""
+        return self._steps[file_index]
+
     def file_of(self, index: int) -> int:
         """The index of the file holding chunk `index` (in range), in O(log files)."""
         # The last file starting at or before `index`: empty files before it own no chunks.

@@ -19,6 +19,7 @@ import json
 import mmap
 import os
 import shutil
+import stat as stat_module
 import sys
 import threading
 import time
@@ -86,13 +87,14 @@ class PartFile:
         at the end; only big files are created now, to reserve their space."""
         try:
             self.paths = self._part_paths(fresh=True)
-            for path, entry in zip(self.paths, self.manifest.files, strict=True):
-                if entry.size < PREALLOCATE_MIN_BYTES:
+            for index, path in enumerate(self.paths):
+                size = self.manifest.size_of(index)
+                if size < PREALLOCATE_MIN_BYTES:
                     continue
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
-                    os.ftruncate(fd, entry.size)
-                    self._reserve(fd, entry.size)
+                    os.ftruncate(fd, size)
+                    self._reserve(fd, size)
                 finally:
                     os.close(fd)
         except OSError as exc:
@@ -109,14 +111,15 @@ class PartFile:
         root = os.path.realpath(self.part)
         paths: list[str] = []
         made: set[str] = {root}
-        for entry in self.manifest.files:
+        for index in range(self.manifest.file_count):
+            rel = self.manifest.path_of(index)
             # Manifest paths are validated (no "..", no absolute path); a part tree found on
             # disk may hold links someone put there, so its paths are resolved and checked.
-            path = os.path.join(root, *entry.path.split("/"))
+            path = os.path.join(root, *rel.split("/"))
             if not fresh:
                 path = os.path.realpath(path)
                 if not path.startswith(root + os.sep):
-                    raise StoreError(f"unsafe path in manifest: {entry.path!r}")
+                    raise StoreError(f"unsafe path in manifest: {rel!r}")
             parent = os.path.dirname(path)
             if parent not in made:
                 os.makedirs(parent, exist_ok=True)
@@ -129,10 +132,11 @@ class PartFile:
         self._files.close()
         self._files = _OpenFiles(self.paths, MAX_OPEN_PART_FILES)
         try:
-            for index, entry in enumerate(self.manifest.files):
+            for index in range(self.manifest.file_count):
+                size = self.manifest.size_of(index)
                 with self._files.use(index) as fd:
-                    if os.fstat(fd).st_size != entry.size:
-                        os.ftruncate(fd, entry.size)
+                    if os.fstat(fd).st_size != size:
+                        os.ftruncate(fd, size)
         except OSError as exc:
             self.close()
             raise disk_error(exc, self.part) from None
@@ -145,10 +149,11 @@ class PartFile:
         """Reserve the disk space of every part file now, so that a disk filling up later
         (another program, another download) cannot stop this one half-way. Unwritten
         reserved space still reads as a hole, which is how resume finds the chunks written."""
-        for index, entry in enumerate(self.manifest.files):
-            if entry.size >= PREALLOCATE_MIN_BYTES:
+        for index in range(self.manifest.file_count):
+            size = self.manifest.size_of(index)
+            if size >= PREALLOCATE_MIN_BYTES:
                 with self._files.use(index) as fd:
-                    self._reserve(fd, entry.size)
+                    self._reserve(fd, size)
 
     def _reserve(self, fd: int, size: int) -> None:
         if PREALLOCATE and _fallocate(fd, size) == errno.ENOSPC:
@@ -173,7 +178,7 @@ class PartFile:
         cache = self._extent_cache
         if file_index in cache:
             return cache[file_index]
-        size = self.manifest.files[file_index].size
+        size = self.manifest.size_of(file_index)
         extents: list[tuple[int, int]] | None = []
         position = 0
         try:
@@ -198,8 +203,9 @@ class PartFile:
         """Refuse to start when the disk cannot hold what is left to write (with a clear
         count); where space cannot be reserved (see _preallocate), a disk that fills up later
         still stops the download with a clear error (see disk_error) and loses nothing."""
-        left = self.manifest.total_size - claimed * max(
-            (f.chunk_size for f in self.manifest.files), default=0
+        m = self.manifest
+        left = m.total_size - claimed * max(
+            (m.chunk_size_of(i) for i in range(m.file_count)), default=0
         )
         try:
             st = os.statvfs(self.part.parent)
@@ -243,10 +249,26 @@ class PartFile:
             piece = view[start : start + ref.length]
             start += ref.length
             good = len(piece) == ref.length and hashlib.sha256(piece).hexdigest() == ref.sha256
-            if good:
+            if good and ref.offset == 0 and ref.length == self.manifest.size_of(ref.file_index):
+                self._write_whole(ref.file_index, piece)
+            elif good:
                 self.write(ref, piece)
             goods.append(good)
         return goods
+
+    def _write_whole(self, file_index: int, data: memoryview) -> None:
+        """A small file in one write: opened, written, closed, without the descriptor cache
+        (it is never written again; caching it would only evict one that is)."""
+        if self._files.closed:
+            raise disk_error(OSError(errno.EBADF, "the part file is closed"), self.part)
+        try:
+            fd = os.open(self.paths[file_index], os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                self._pwrite_all(fd, data, 0)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise disk_error(exc, self.part) from None
 
     def write(self, ref: ChunkRef, data: bytes | bytearray | memoryview | mmap.mmap) -> None:
         """Write verified bytes of one chunk at its offset.
@@ -343,14 +365,15 @@ class PartFile:
         the system has it), not file by file: then renamed, so DEST never names a tree whose
         files could still be half on the disk."""
         try:
-            for index, entry in enumerate(self.manifest.files):
-                if entry.size == 0:  # no write created it
+            manifest = self.manifest
+            for index in range(manifest.file_count):
+                if manifest.size_of(index) == 0:  # no write created it
                     with self._files.use(index):
                         pass
-            if self.manifest.kind == "dir" and _syncfs(self.part):
+            if manifest.kind == "dir" and _syncfs(self.part):
                 pass
             else:
-                for index in range(len(self.manifest.files)):
+                for index in range(manifest.file_count):
                     with self._files.use(index) as fd:
                         os.fsync(fd)
             self.close()
@@ -378,15 +401,27 @@ class PartFile:
 
     def final_files(self) -> list[ScannedFile]:
         """The completed files at DEST, for the library."""
-        if self.manifest.kind == "file":
-            paths = [str(self.dest)]
-        else:
-            root = str(self.dest)
-            paths = [os.path.join(root, *e.path.split("/")) for e in self.manifest.files]
-        return [
-            ScannedFile(e.path, os.path.realpath(p), FileStat.of(os.stat(p)))
-            for e, p in zip(self.manifest.files, paths, strict=True)
-        ]
+        manifest = self.manifest
+        if manifest.kind == "file":
+            path = str(self.dest)
+            return [ScannedFile(manifest.name, os.path.realpath(path), _stat(path))]
+        root = str(self.dest)
+        found: list[ScannedFile] = []
+        folders: dict[str, str] = {}  # each folder's real path, resolved once
+        for index in range(manifest.file_count):
+            rel = manifest.path_of(index)
+            folder, _, leaf = rel.rpartition("/")
+            real_folder = folders.get(folder)
+            if real_folder is None:
+                real_folder = os.path.realpath(os.path.join(root, *folder.split("/")))
+                folders[folder] = real_folder
+            path = os.path.join(real_folder, leaf)
+            st = os.lstat(path)
+            if stat_module.S_ISLNK(st.st_mode):  # not made by us: followed, as realpath would
+                path = os.path.realpath(path)
+                st = os.stat(path)
+            found.append(ScannedFile(rel, path, FileStat.of(st)))
+        return found
 
     def discard(self) -> None:
         """Cancel: remove the part file(s) and the record."""
@@ -478,6 +513,11 @@ class _OpenFiles:
                 entry[1] -= 1
                 self._trim()
 
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+        return self._closed
+
     def open_indices(self) -> list[int]:
         """The files with a buffered descriptor open now."""
         with self._lock:
@@ -554,6 +594,10 @@ def _syncfs_call() -> Callable[[int], int] | None:
     call.argtypes = [ctypes.c_int]
     call.restype = ctypes.c_int
     return call
+
+
+def _stat(path: str) -> FileStat:
+    return FileStat.of(os.stat(path))
 
 
 def _fsync_dir(path: Path) -> None:
