@@ -390,8 +390,15 @@ class Node:
         version = await self.changes.wait(after, seconds)
         if version > after >= 0:
             # Changes come with every chunk: a watcher hears of them a few times a second at
-            # most, not once per chunk.
-            await asyncio.sleep(WATCH_MIN_GAP_SECONDS)
+            # most, not once per chunk -- but of the end of a run at once (a command waits for
+            # it: a pause here would be a fixed cost of every get).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + WATCH_MIN_GAP_SECONDS
+            while self.transfers.get(ref).state.active:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                await self.changes.wait(self.changes.version, left)
             version = self.changes.version
         return self.transfers.get(ref).stats.as_json() | {"version": version}
 
