@@ -144,7 +144,7 @@ class Shelf:
         """Canonical manifest bytes of a held content."""
         served = self._served.get(content_id)
         if served is not None:
-            return self._read(served).manifest.encoded
+            return self._read(served, files=False).manifest.encoded
         partial = self.partials.manifest_bytes(content_id)
         if partial is None:
             raise ServeError(404, "unknown_content", "this peer does not hold that content")
@@ -185,10 +185,10 @@ class Shelf:
         self._check_intact(disk_path, recorded)
         return disk_path
 
-    def _read(self, served: Served) -> Served:
-        """`served` with its manifest and files read; ServeError when it is no longer shared."""
+    def _read(self, served: Served, files: bool = True) -> Served:
+        """`served` with its manifest (and `files`) read; ServeError when no longer shared."""
         try:
-            _ = served.manifest, served.files
+            _ = served.manifest, served.files if files else None
         except NotFoundError:
             raise ServeError(
                 404, "unknown_content", "this peer does not hold that content"

@@ -85,19 +85,23 @@ class PartFile:
         return self._open_part(claimed)
 
     def _create_part(self) -> set[int]:
-        """A new part: nothing in it yet, so nothing to look for. A file is created by its
-        first write (one open per file: a folder may hold a million small files), an empty one
-        at the end; only big files are created now, to reserve their space."""
+        """A new part: nothing in it yet, so nothing to look for. A folder's small file is
+        created by its first write (one open per file: a folder may hold a million small
+        files), an empty one at the end; big files and a single file are created now (big
+        ones with their space reserved)."""
         try:
             self.paths = self._part_paths(fresh=True)
             for index, path in enumerate(self.paths):
                 size = self.manifest.size_of(index)
-                if size < PREALLOCATE_MIN_BYTES:
+                if size < PREALLOCATE_MIN_BYTES and self.manifest.kind == "dir":
                     continue
+                # A single file is always created now: a destination that cannot be written
+                # is said before anything is fetched.
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
                     os.ftruncate(fd, size)
-                    self._reserve(fd, size)
+                    if size >= PREALLOCATE_MIN_BYTES:
+                        self._reserve(fd, size)
                 finally:
                     os.close(fd)
         except OSError as exc:
