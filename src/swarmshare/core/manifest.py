@@ -102,7 +102,7 @@ class Manifest:
     _total_size: int
     _content_id: str
 
-    def __init__(self, name: str, kind: ContentKind, files: Sequence[FileEntry]) -> None:
+    def __init__(self, name: str, kind: ContentKind, files: Iterable[FileEntry]) -> None:
         """A manifest of `files`, already in canonical (path) order; validates everything."""
         _adopt(self, _encode(name, kind, files))
         if self.name != name or self.kind != kind:
@@ -551,25 +551,22 @@ def _find_path(manifest: Manifest, path: str) -> int | None:
     return low if low < manifest.file_count and manifest.path_of(low) == path else None
 
 
-def _encode(name: str, kind: str, files: Sequence[FileEntry]) -> bytes:
-    """The canonical bytes of a manifest of these parts (validated when read back)."""
-    parts: list[str] = []
+def _encode(name: str, kind: str, files: Iterable[FileEntry]) -> bytes:
+    """The canonical bytes of a manifest of these parts (validated when read back), written
+    into one growing buffer: no string kept per file."""
+    if kind not in ("file", "dir"):
+        raise ManifestError("kind must be 'file' or 'dir'")
+    out = bytearray(b'{"files":[')
     for entry in files:
         chunks = ",".join(f'"{digest}"' for digest in entry.chunks)
         path = json.dumps(entry.path, ensure_ascii=False)
-        parts.append(
+        out += (
             f'{{"chunk_size":{entry.chunk_size},"chunks":[{chunks}],"path":{path},'
-            f'"size":{entry.size}}}'
-        )
-    if not parts:
+            f'"size":{entry.size}}},'
+        ).encode("utf-8", "surrogatepass")
+    if out[-1:] != b",":
         raise ManifestError("a content holds at least one file")
-    if kind not in ("file", "dir"):
-        raise ManifestError("kind must be 'file' or 'dir'")
-    text = (
-        '{"files":['
-        + ",".join(parts)
-        + f'],"kind":"{kind}","name":'
-        + json.dumps(name, ensure_ascii=False)
-        + ',"swarmshare_manifest":1}'
-    )
-    return text.encode("utf-8", "surrogatepass")
+    del out[-1:]
+    tail = f'],"kind":"{kind}","name":{json.dumps(name, ensure_ascii=False)},'
+    out += tail.encode("utf-8", "surrogatepass") + b'"swarmshare_manifest":1}'
+    return bytes(out)

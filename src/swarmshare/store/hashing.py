@@ -106,12 +106,18 @@ def hash_content(
         finally:
             for _first, _end, future in pending:
                 future.cancel()
-    entries = [
-        file_entry(scanned.rel_path, scanned.stat.size, found)
-        for scanned, found in zip(files, digests, strict=True)
-        if found is not None
-    ]
-    return Manifest.build(name, kind, entries)
+    # Entries are made one at a time, in path order, as the manifest is encoded: a folder of a
+    # million files never has them all at once.
+    order = sorted(range(len(files)), key=lambda i: files[i].rel_path)
+    return Manifest(
+        name,
+        kind,
+        (
+            file_entry(files[i].rel_path, files[i].stat.size, found)
+            for i in order
+            if (found := digests[i]) is not None
+        ),
+    )
 
 
 def _hash_small(batch: Sequence[ScannedFile]) -> list[list[str]]:

@@ -11,7 +11,7 @@ import os
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
@@ -125,16 +125,10 @@ class Library:
                 ),
             )
             # Rows are streamed into SQLite, never listed first: a million files or chunks.
-            by_path = {f.rel_path: f for f in files}
             conn.executemany(
                 "INSERT INTO files(content_id, idx, path, size, mtime_ns, ino)"
                 " VALUES (?,?,?,?,?,?)",
-                (
-                    (cid, i, scanned.abs_path, scanned.stat.size, scanned.stat.mtime_ns, ino)
-                    for i in range(manifest.file_count)
-                    for scanned in (by_path[manifest.path_of(i)],)
-                    for ino in (scanned.stat.ino,)
-                ),
+                _file_rows(manifest, files),
             )
             conn.executemany(
                 "INSERT INTO chunk_index(sha256, content_id, idx) VALUES (?,?,?)",
@@ -323,6 +317,21 @@ class FileTable(Sequence[tuple[str, FileStat]]):
             path = self._prefix + path
         stat = FileStat(self._sizes[index], self._mtimes[index], self._inos[index])
         return path, stat
+
+
+def _file_rows(
+    manifest: Manifest, files: list[ScannedFile]
+) -> Iterator[tuple[str, int, str, int, int, int]]:
+    """The `files` rows of a content: its files found on disk, in manifest (path) order."""
+    ordered = sorted(files, key=lambda f: f.rel_path)
+    if len(ordered) != manifest.file_count:
+        raise StoreError("the files found do not match the manifest")
+    cid = manifest.content_id
+    for index, found in enumerate(ordered):
+        if found.rel_path != manifest.path_of(index):
+            raise StoreError(f"{found.rel_path!r} is not in the manifest")
+        stat = found.stat
+        yield cid, index, found.abs_path, stat.size, stat.mtime_ns, stat.ino
 
 
 def _matches(path: str, recorded: FileStat) -> bool:
