@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from swarmshare.net.chunkconn import BufferPool
+from swarmshare.store import partfile
 from swarmshare.store.hashing import hash_content, scan_path
 from swarmshare.store.partfile import PartFile
 
@@ -19,10 +20,13 @@ from helpers import same_file, write_test_file
 MIB = 1 << 20
 
 
+@pytest.mark.parametrize("direct_min", [0, partfile.DIRECT_IO_MIN_BYTES])
 @pytest.mark.parametrize("kind", ["file", "dir"])
 def test_chunks_in_any_order_from_pooled_buffers_make_the_exact_content(
-    tmp_path: Path, kind: str
+    tmp_path: Path, kind: str, direct_min: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Direct I/O takes chunks of 1 MiB and more; these small ones take it too with the bound at 0.
+    monkeypatch.setattr(partfile, "DIRECT_IO_MIN_BYTES", direct_min)
     src = tmp_path / "src"
     if kind == "file":
         write_test_file(src, 3 * MIB + 12_345, seed=31)  # a short last chunk, not block-sized
@@ -64,3 +68,35 @@ def test_chunks_in_any_order_from_pooled_buffers_make_the_exact_content(
         for entry in manifest.files:
             assert same_file(dest / entry.path, Path(sources[entry.path])), entry.path
     assert not part.part.exists() and not part.record.exists()
+
+
+@pytest.mark.skipif(not partfile.DIRECT_IO_FLAG, reason="no direct I/O on this system")
+def test_chunks_under_a_mib_are_written_through_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A direct write waits for the disk: for chunks of a few hundred KiB that wait sets the
+    pace, so only chunks of DIRECT_IO_MIN_BYTES and more bypass the page cache."""
+    src = tmp_path / "mid.bin"
+    write_test_file(src, 3 * MIB, seed=41)
+    name, kind, files, _ = scan_path(str(src))
+    manifest = hash_content(name, kind, files)
+    part = PartFile(tmp_path / "out.bin", manifest)
+    part.open()
+    flags: list[int] = []
+    real_open = os.open
+
+    def recording_open(path: str, flag: int, *args: int) -> int:
+        flags.append(flag)
+        return real_open(path, flag, *args)
+
+    monkeypatch.setattr(os, "open", recording_open)
+    pool = BufferPool(8 * MIB)
+    data = src.read_bytes()
+    for ref in manifest.chunks():
+        buffer = pool.get(ref.length)
+        buffer[:] = data[ref.offset : ref.offset + ref.length]
+        assert part.write_if_valid(ref, buffer)
+        pool.put(buffer)
+    assert flags and not any(flag & partfile.DIRECT_IO_FLAG for flag in flags)
+    part.finish(force=False)
+    assert same_file(tmp_path / "out.bin", src)

@@ -254,6 +254,17 @@ def _print_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
+def _printed_json_or_nothing(rows: list[Any], as_json: bool, nothing: str) -> bool:
+    """A list command's JSON, or its line for an empty list; False when a table is to follow."""
+    if as_json:
+        _print_json(rows)
+        return True
+    if not rows:
+        out.print(nothing)
+        return True
+    return False
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -354,11 +365,7 @@ def library(ctx: click.Context, as_json: bool) -> None:
     """List what this peer shares."""
     with _session(ctx) as session:
         records = session.library()
-    if as_json:
-        _print_json(records)
-        return
-    if not records:
-        out.print("nothing shared yet: swarmshare share PATH")
+    if _printed_json_or_nothing(records, as_json, "nothing shared yet: swarmshare share PATH"):
         return
     grid = table(("ID", "NAME", "SIZE", "CHUNKS", "PATH"), right=("SIZE", "CHUNKS"))
     for r in records:
@@ -663,11 +670,7 @@ def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> 
     """List what the network shares."""
     with _session(ctx, _with_discovery(_settings(ctx), kw)) as session:
         items = session.network(wait)
-    if as_json:
-        _print_json(items)
-        return
-    if not items:
-        out.print("nothing on the network yet (no peers answered)")
+    if _printed_json_or_nothing(items, as_json, "nothing on the network yet (no peers answered)"):
         return
     grid = table(("ID", "NAME", "SIZE", "PEERS", "STATE"), right=("SIZE", "PEERS"))
     for item in items:
@@ -696,11 +699,7 @@ def peers(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
     """List the live peers."""
     with _session(ctx, _with_discovery(_settings(ctx), kw)) as session:
         found = session.peers(wait)
-    if as_json:
-        _print_json(found)
-        return
-    if not found:
-        out.print("no peers found")
+    if _printed_json_or_nothing(found, as_json, "no peers found"):
         return
     grid = table(("NAME", "ADDRESS", "PORT", "LAST SEEN", "ITEMS", "PEER ID"))
     for p in found:
@@ -1014,11 +1013,7 @@ def log(ctx: click.Context, as_json: bool, limit: int | None, fmt: str, out_dir:
             markup=False,
         )
         return
-    if as_json:
-        _print_json(rows)
-        return
-    if not rows:
-        out.print("no transfers yet")
+    if _printed_json_or_nothing(rows, as_json, "no transfers yet"):
         return
     grid = table(("TIME", "DIR", "PEER", "CONTENT", "CHUNK", "BYTES", "RESULT"))
     for r in rows:
@@ -1042,11 +1037,7 @@ def downloads_command(ctx: click.Context, as_json: bool) -> None:
     """List downloads: running, paused (part file kept), failed, and finished ones."""
     with _session(ctx) as session:
         found = session.downloads()
-    if as_json:
-        _print_json(found)
-        return
-    if not found:
-        out.print("no downloads")
+    if _printed_json_or_nothing(found, as_json, "no downloads"):
         return
     grid = table(("ID", "NAME", "STATE", "DONE", "DEST"))
     for d in found:

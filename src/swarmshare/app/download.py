@@ -384,16 +384,19 @@ class Download:
         else:
             if not dest.is_dir() or dest.is_symlink():
                 return False
-            paths = [os.path.join(dest, *f.path.split("/")) for f in manifest.files]
+            paths = [
+                os.path.join(dest, *manifest.path_of(i).split("/"))
+                for i in range(manifest.file_count)
+            ]
             expected = {os.path.normpath(p) for p in paths}
             for root, dirs, names in os.walk(dest):
                 for n in names:
                     if os.path.normpath(os.path.join(root, n)) not in expected:
                         return False
                 dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
-        for entry, path in zip(manifest.files, paths, strict=True):
+        for index, path in enumerate(paths):
             try:
-                if os.path.islink(path) or os.stat(path).st_size != entry.size:
+                if os.path.islink(path) or os.stat(path).st_size != manifest.size_of(index):
                     return False
             except OSError:
                 return False

@@ -43,7 +43,7 @@ from swarmshare.settings import Settings
 from swarmshare.store.db import Database
 from swarmshare.store.downloads import DownloadTable
 from swarmshare.store.hashing import ScannedFile
-from swarmshare.store.library import Library, share_paths
+from swarmshare.store.library import Library, ShareResult, share_paths
 
 if TYPE_CHECKING:
     from swarmshare.net.server import PeerServer
@@ -239,15 +239,7 @@ class Node:
     async def share(self, paths: list[str], progress: ShareProgress | None = None) -> list[Json]:
         """Hash and share files or folders (off the event loop); one result or error each."""
         results = await asyncio.to_thread(share_paths, self.settings.home, paths, progress)
-        out: list[Json] = []
-        for path, result in zip(paths, results, strict=True):
-            if isinstance(result, SwarmshareError):
-                out.append({"path": path, "error": str(result)})
-            else:
-                out.append(
-                    result.record.as_json()
-                    | {"unchanged": result.unchanged, "skipped": result.skipped}
-                )
+        out = share_json(paths, results)
         self.reload()
         return out
 
@@ -395,8 +387,15 @@ class Node:
         version = await self.changes.wait(after, seconds)
         if version > after >= 0:
             # Changes come with every chunk: a watcher hears of them a few times a second at
-            # most, not once per chunk.
-            await asyncio.sleep(WATCH_MIN_GAP_SECONDS)
+            # most, not once per chunk -- but of the end of a run at once (a command waits for
+            # it: a pause here would be a fixed cost of every get).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + WATCH_MIN_GAP_SECONDS
+            while self.transfers.get(ref).state.active:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                await self.changes.wait(self.changes.version, left)
             version = self.changes.version
         return self.transfers.get(ref).stats.as_json() | {"version": version}
 
@@ -450,6 +449,18 @@ class Node:
     def _add_to_library(self, manifest: Manifest, root: str, files: list[ScannedFile]) -> None:
         self.library.add(manifest, root, files)
         self.reload()
+
+
+def share_json(paths: list[str], results: list[ShareResult | SwarmshareError]) -> list[Json]:
+    """What sharing each path gave, as JSON: the content, or an `error`."""
+    out: list[Json] = []
+    for path, result in zip(paths, results, strict=True):
+        if isinstance(result, SwarmshareError):
+            out.append({"path": path, "error": str(result)})
+        else:
+            extra = {"unchanged": result.unchanged, "skipped": result.skipped}
+            out.append(result.record.as_json() | extra)
+    return out
 
 
 def library_json(library: Library) -> list[Json]:

@@ -200,7 +200,7 @@ class SeedServing:
         names: dict[str, str] = {}
         served = self.shelf.shares()
         for content_id, item in sorted(served.items(), key=lambda kv: kv[1].record.name):
-            if item.manifest.kind != "file":
+            if item.record.kind != "file":
                 continue
             stem = PurePath(item.record.name).stem
             # Two files with one stem (cat.png, cat.jpg): the seed only ever meant PNGs.

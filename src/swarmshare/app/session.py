@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from swarmshare.app.control_client import ControlClient
-from swarmshare.app.node import Json, Node, ShareProgress, library_json
+from swarmshare.app.node import Json, Node, ShareProgress, library_json, share_json
 from swarmshare.errors import DaemonError
 from swarmshare.settings import Settings
 from swarmshare.store.db import Database
@@ -112,7 +112,7 @@ class RemoteSession:
 
     def share(self, paths: list[str], progress: ShareProgress | None) -> list[Json]:
         """Hash here (with progress), then have the daemon serve and announce it at once."""
-        results = _share_results(paths, share_paths(self.settings.home, paths, progress))
+        results = share_json(paths, share_paths(self.settings.home, paths, progress))
         self.client.post("reload", {})
         return results
 
@@ -168,18 +168,6 @@ class RemoteSession:
 
     def close(self) -> None:
         """Nothing to end: the daemon goes on."""
-
-
-def _share_results(paths: list[str], results: list[Any]) -> list[Json]:
-    out: list[Json] = []
-    for path, result in zip(paths, results, strict=True):
-        if isinstance(result, Exception):
-            out.append({"path": path, "error": str(result)})
-        else:
-            out.append(
-                result.record.as_json() | {"unchanged": result.unchanged, "skipped": result.skipped}
-            )
-    return out
 
 
 class LocalSession:
@@ -289,7 +277,7 @@ class LocalSession:
 
     def share(self, paths: list[str], progress: ShareProgress | None) -> list[Json]:
         """Hash and add to the library: no network."""
-        return _share_results(paths, share_paths(self.settings.home, paths, progress))
+        return share_json(paths, share_paths(self.settings.home, paths, progress))
 
     def unshare(self, ref: str) -> Json:
         """From the database: no network."""

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +17,7 @@ from swarmshare.app.translog import TransferLog
 from swarmshare.core.catalog import Catalog, CatalogItem, make_catalog
 from swarmshare.core.location import ChunkLocation
 from swarmshare.core.manifest import Manifest
-from swarmshare.errors import ServeError
+from swarmshare.errors import NotFoundError, ServeError
 from swarmshare.limits import REFRESH_RETRY_SECONDS
 from swarmshare.store.hashing import FileStat
 from swarmshare.store.library import ContentRecord, Library, refresh_home
@@ -26,13 +25,30 @@ from swarmshare.store.library import ContentRecord, Library, refresh_home
 log = logging.getLogger("swarmshare")
 
 
-@dataclass(frozen=True)
 class Served:
-    """A complete shared content as it is served: record, manifest, files on disk."""
+    """A complete shared content as it is served: its record; its manifest and its files on
+    disk are read from the library when first needed (a command that serves nothing never
+    decodes a folder of a million files). NotFoundError when the content left the library."""
 
-    record: ContentRecord
-    manifest: Manifest
-    files: list[tuple[str, FileStat]]
+    def __init__(self, record: ContentRecord, library: Library) -> None:
+        self.record = record
+        self._library = library
+        self._manifest: Manifest | None = None
+        self._files: Sequence[tuple[str, FileStat]] | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        """The content's manifest."""
+        if self._manifest is None:
+            self._manifest = self._library.manifest(self.record.id)
+        return self._manifest
+
+    @property
+    def files(self) -> Sequence[tuple[str, FileStat]]:
+        """The on-disk path and recorded stat of each file, in manifest order."""
+        if self._files is None:
+            self._files = self._library.file_paths(self.record.id)
+        return self._files
 
 
 class Partials(Protocol):
@@ -89,9 +105,10 @@ class Shelf:
         """Re-read the library from the database; announce if the catalogue changed."""
         served: dict[str, Served] = {}
         for record in self.library.contents():
-            served[record.id] = Served(
-                record, self.library.manifest(record.id), self.library.file_paths(record.id)
-            )
+            # A content never changes: what was read is kept while its record is the same.
+            same = self._served.get(record.id)
+            keep = same is not None and same.record == record
+            served[record.id] = same if same is not None and keep else Served(record, self.library)
         self._served = served
         self.changed()
 
@@ -127,7 +144,7 @@ class Shelf:
         """Canonical manifest bytes of a held content."""
         served = self._served.get(content_id)
         if served is not None:
-            return served.manifest.encoded
+            return self._read(served, files=False).manifest.encoded
         partial = self.partials.manifest_bytes(content_id)
         if partial is None:
             raise ServeError(404, "unknown_content", "this peer does not hold that content")
@@ -141,6 +158,7 @@ class Shelf:
             if partial is None:
                 raise ServeError(404, "not_held", "this peer does not hold that chunk")
             return partial
+        self._read(served)
         if not 0 <= index < served.manifest.chunk_total:
             raise ServeError(416, "bad_index", "no such chunk in that content")
         ref = served.manifest.chunk(index)
@@ -153,19 +171,29 @@ class Shelf:
         served = self._served.get(content_id)
         if served is None:
             raise ServeError(404, "unknown_content", "this peer does not hold that content")
-        files = served.manifest.files
+        self._read(served)
         if path is None:
             if served.manifest.kind != "file":
                 raise ServeError(400, "is_folder", "name a file inside the folder: /file/PATH")
             index = 0
         else:
-            matches = [i for i, f in enumerate(files) if f.path == path]
-            if not matches:
+            found = served.manifest.find(path)
+            if found is None:
                 raise ServeError(404, "unknown_path", "no such file in that content")
-            index = matches[0]
+            index = found
         disk_path, recorded = served.files[index]
         self._check_intact(disk_path, recorded)
         return disk_path
+
+    def _read(self, served: Served, files: bool = True) -> Served:
+        """`served` with its manifest (and `files`) read; ServeError when no longer shared."""
+        try:
+            _ = served.manifest, served.files if files else None
+        except NotFoundError:
+            raise ServeError(
+                404, "unknown_content", "this peer does not hold that content"
+            ) from None
+        return served
 
     def served(
         self, peer: str, content_id: str, name: str, index: int, nbytes: int, result: str

@@ -59,6 +59,7 @@ _BATCH = re.compile(r"[0-9]{1,9}(-[0-9]{1,9})?(,[0-9]{1,9}(-[0-9]{1,9})?)*")
 OPEN_DESCRIPTORS = 256  # files the server keeps open between requests
 # What a limited upload sends between two looks at the byte bucket.
 _PIECE_BYTES = 64 * 1024
+_MANIFEST_PIECE_BYTES = 1024 * 1024
 
 
 class ContentProvider(Protocol):
@@ -195,7 +196,19 @@ class PeerServer:
 
     async def _manifest(self, request: web.Request) -> web.StreamResponse:
         cid = _content_id(request)
-        return web.Response(body=self.provider.manifest_bytes(cid), content_type="application/json")
+        body = self.provider.manifest_bytes(cid)
+        if len(body) <= _MANIFEST_PIECE_BYTES:
+            return web.Response(body=body, content_type="application/json")
+        # A big manifest (a folder of a million files is 140 MB) goes out piece by piece: whole,
+        # it would be copied into the transport's buffer, once per client asking at once.
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        view = memoryview(body)
+        for start in range(0, len(view), _MANIFEST_PIECE_BYTES):
+            await response.write(view[start : start + _MANIFEST_PIECE_BYTES])
+        await response.write_eof()
+        return response
 
     async def _chunk(self, request: web.Request) -> web.StreamResponse:
         cid = _content_id(request)

@@ -21,13 +21,16 @@ from swarmshare.core.manifest import (
     collision_reason,
     file_entry,
     name_collision,
+    validate_leaf,
     validate_name,
     validate_path,
 )
 from swarmshare.errors import FileChangedError, StoreError, UsageError
-from swarmshare.limits import MIB
+from swarmshare.limits import MAX_PATH_DEPTH, MIB
 
 READ_BYTES = 1 * MIB
+SMALL_BATCH_FILES = 64  # small files hashed in one task of a thread
+SMALL_BATCH_BYTES = 1 * MIB
 Progress = Callable[[int], None]
 
 
@@ -67,38 +70,82 @@ def hash_content(
     threads; a bigger file is hashed span by span in the same threads."""
     threads = workers or min(4, os.cpu_count() or 2)
     digests: list[list[str] | None] = [None] * len(files)
-    window = threads * 4  # small files in flight: bounds memory to a few of them
+    window = threads * 2  # batches of small files in flight: bounds memory to a few of them
     with ThreadPoolExecutor(threads, thread_name_prefix="swarmshare-hash") as pool:
-        pending: deque[tuple[int, Future[list[str]]]] = deque()
+        pending: deque[tuple[int, int, Future[list[list[str]]]]] = deque()
 
         def collect(until: int) -> None:
             while len(pending) > until:
-                index, future = pending.popleft()
-                digests[index] = future.result()
+                first, end, future = pending.popleft()
+                digests[first:end] = future.result()
                 if progress:
-                    progress(files[index].stat.size)
+                    progress(sum(f.stat.size for f in files[first:end]))
+
+        def submit(first: int, end: int) -> None:
+            if first < end:
+                pending.append((first, end, pool.submit(_hash_small, files[first:end])))
+                collect(window)
 
         try:
+            # Small files (of one chunk) go to the threads in batches: one task per file would
+            # cost more than hashing it.
+            first = batch_bytes = 0
             for index, scanned in enumerate(files):
-                if scanned.stat.size <= chunk_size_for(scanned.stat.size):
-                    pending.append((index, pool.submit(_hash_file, scanned, pool, 1, None)))
-                    collect(window)
-                else:
+                size = scanned.stat.size
+                if size > chunk_size_for(size):
+                    submit(first, index)
+                    first, batch_bytes = index + 1, 0
                     digests[index] = _hash_file(scanned, pool, threads, progress)
+                    continue
+                batch_bytes += size
+                if index + 1 - first >= SMALL_BATCH_FILES or batch_bytes >= SMALL_BATCH_BYTES:
+                    submit(first, index + 1)
+                    first, batch_bytes = index + 1, 0
+            submit(first, len(files))
             collect(0)
         finally:
-            for _index, future in pending:
+            for _first, _end, future in pending:
                 future.cancel()
-    entries = [
-        file_entry(scanned.rel_path, scanned.stat.size, found)
-        for scanned, found in zip(files, digests, strict=True)
-        if found is not None
-    ]
-    return Manifest.build(name, kind, entries)
+    # Entries are made one at a time, in path order, as the manifest is encoded: a folder of a
+    # million files never has them all at once.
+    order = sorted(range(len(files)), key=lambda i: files[i].rel_path)
+    return Manifest(
+        name,
+        kind,
+        (
+            file_entry(files[i].rel_path, files[i].stat.size, found)
+            for i in order
+            if (found := digests[i]) is not None
+        ),
+    )
+
+
+def _hash_small(batch: Sequence[ScannedFile]) -> list[list[str]]:
+    """The chunk digests of each of a few files of at most one chunk."""
+    found: list[list[str]] = []
+    for scanned in batch:
+        try:
+            fd = os.open(scanned.abs_path, os.O_RDONLY)
+        except OSError as exc:
+            raise StoreError(f"cannot read {scanned.abs_path}: {exc.strerror}") from None
+        try:
+            size = scanned.stat.size
+            data = os.pread(fd, size, 0) if size else b""
+            # Read, then checked: a file replaced or written since the scan (or while read)
+            # has another inode, size or mtime now.
+            if len(data) != size or FileStat.of(os.fstat(fd)) != scanned.stat:
+                raise FileChangedError(f"{scanned.abs_path} changed while it was being shared")
+        finally:
+            os.close(fd)
+        found.append([hashlib.sha256(data).hexdigest()] if size else [])
+    return found
 
 
 def _hash_file(
-    scanned: ScannedFile, pool: ThreadPoolExecutor, threads: int, progress: Progress | None
+    scanned: ScannedFile,
+    pool: ThreadPoolExecutor | None,
+    threads: int,
+    progress: Progress | None,
 ) -> list[str]:
     size = scanned.stat.size
     chunk_size = chunk_size_for(size)
@@ -111,7 +158,7 @@ def _hash_file(
         if before != scanned.stat:
             raise FileChangedError(f"{scanned.abs_path} changed while it was being shared")
         spans = list(chunk_spans(size, chunk_size))
-        if len(spans) <= 1:
+        if len(spans) <= 1 or pool is None:
             digests = _hash_sequential(fd, size, chunk_size, progress)
         else:
             digests = _hash_parallel(fd, spans, pool, threads, progress)
@@ -202,9 +249,16 @@ def scan_path(path: str) -> tuple[str, ContentKind, list[ScannedFile], list[str]
 
     for dirpath, dirnames, filenames in os.walk(real, onerror=walk_error):
         dirnames.sort()
+        # Once per folder: its path relative to the root, and whether it is a valid one (then
+        # only each file's own name is checked).
+        folder = os.path.relpath(dirpath, real).replace(os.sep, "/")
+        prefix = "" if folder == "." else folder + "/"
+        folder_ok = (not prefix or validate_path(folder) is None) and (
+            prefix.count("/") < MAX_PATH_DEPTH
+        )
         for entry in sorted(filenames) + [d for d in dirnames if _is_link(dirpath, d)]:
             full = os.path.join(dirpath, entry)
-            rel = os.path.relpath(full, real).replace(os.sep, "/")
+            rel = prefix + entry
             try:
                 lst = os.lstat(full)
             except OSError as exc:
@@ -216,7 +270,7 @@ def scan_path(path: str) -> tuple[str, ContentKind, list[ScannedFile], list[str]
             if not stat_module.S_ISREG(lst.st_mode):
                 skipped.append(f"{rel}: not a regular file")
                 continue
-            bad = validate_path(rel)
+            bad = validate_leaf(rel, entry) if folder_ok else validate_path(rel)
             if bad:
                 skipped.append(f"{rel}: {bad}")
                 continue

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import time
+from array import array
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 from swarmshare.core.location import ChunkLocation
 from swarmshare.core.manifest import ContentKind, Manifest, ManifestError, decode_manifest
@@ -122,25 +124,15 @@ class Library:
                     now,
                 ),
             )
-            by_path = {f.rel_path: f for f in files}
+            # Rows are streamed into SQLite, never listed first: a million files or chunks.
             conn.executemany(
                 "INSERT INTO files(content_id, idx, path, size, mtime_ns, ino)"
                 " VALUES (?,?,?,?,?,?)",
-                [
-                    (
-                        cid,
-                        i,
-                        by_path[e.path].abs_path,
-                        e.size,
-                        by_path[e.path].stat.mtime_ns,
-                        by_path[e.path].stat.ino,
-                    )
-                    for i, e in enumerate(manifest.files)
-                ],
+                _file_rows(manifest, files),
             )
             conn.executemany(
                 "INSERT INTO chunk_index(sha256, content_id, idx) VALUES (?,?,?)",
-                [(ref.sha256, cid, ref.index) for ref in manifest.chunks()],
+                ((ref.sha256, cid, ref.index) for ref in manifest.chunks()),
             )
         self._remember(manifest)
         return self.get(cid)
@@ -200,13 +192,24 @@ class Library:
         while len(self._manifests) > MANIFESTS_KEPT:
             self._manifests.popitem(last=False)
 
-    def file_paths(self, content_id: str) -> list[tuple[str, FileStat]]:
+    def file_paths(self, content_id: str) -> FileTable:
         """The on-disk path and recorded stat of each file of a content, in manifest order."""
+        root = self.db.conn.execute(
+            "SELECT root FROM contents WHERE id = ?", (content_id,)
+        ).fetchone()
         rows = self.db.conn.execute(
             "SELECT path, size, mtime_ns, ino FROM files WHERE content_id = ? ORDER BY idx",
             (content_id,),
-        ).fetchall()
-        return [(row[0], FileStat(row[1], row[2], row[3])) for row in rows]
+        )
+        return FileTable(rows, root[0] if root is not None else "")
+
+    def file_path(self, content_id: str, index: int) -> tuple[str, FileStat] | None:
+        """The on-disk path and recorded stat of file `index` of a content, or None."""
+        row = self.db.conn.execute(
+            "SELECT path, size, mtime_ns, ino FROM files WHERE content_id = ? AND idx = ?",
+            (content_id, index),
+        ).fetchone()
+        return None if row is None else (row[0], FileStat(row[1], row[2], row[3]))
 
     def is_intact(self, content_id: str) -> bool:
         """Whether every file of a content is still on disk exactly as it was hashed."""
@@ -247,7 +250,10 @@ class Library:
         for content_id, index in rows:
             manifest = self.manifest(content_id)
             ref = manifest.chunk(index)
-            path, recorded = self.file_paths(content_id)[ref.file_index]
+            found = self.file_path(content_id, ref.file_index)
+            if found is None:
+                continue
+            path, recorded = found
             if _matches(path, recorded):
                 return ChunkLocation(path, ref.offset, ref.length, ref.sha256)
         return None
@@ -257,10 +263,75 @@ class Library:
             if record.root != root:
                 continue
             recorded = self.file_paths(record.id)
+            if len(recorded) != len(files):
+                continue
             current = sorted((f.abs_path, f.stat) for f in files)
             if sorted(recorded) == current:
                 return record
         return None
+
+
+class FileTable(Sequence[tuple[str, FileStat]]):
+    """The files of a content on disk as (path, recorded stat), held compactly: paths under the
+    content's root as one block of bytes, stats in arrays (a folder may hold a million files;
+    a tuple, a string and a FileStat each would cost hundreds of bytes per file)."""
+
+    __slots__ = ("_ends", "_inos", "_mtimes", "_paths", "_prefix", "_sizes")
+
+    def __init__(self, rows: Iterable[tuple[str, int, int, int]], root: str) -> None:
+        self._prefix = root.rstrip(os.sep) + os.sep if root else ""
+        paths = bytearray()
+        self._ends, self._sizes, self._mtimes = array("q"), array("q"), array("q")
+        self._inos = array("Q")
+        prefix, cut = self._prefix, len(self._prefix)
+        for path, size, mtime_ns, ino in rows:
+            # A path under the root is kept relative (it cannot start with a separator).
+            paths += os.fsencode(path[cut:] if prefix and path.startswith(prefix) else path)
+            self._ends.append(len(paths))
+            self._sizes.append(size)
+            self._mtimes.append(mtime_ns)
+            self._inos.append(ino)
+        self._paths = bytes(paths)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, FileStat]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[str, FileStat]]: ...
+
+    def __getitem__(
+        self, index: int | slice
+    ) -> tuple[str, FileStat] | Sequence[tuple[str, FileStat]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self._ends):
+            raise IndexError(index)
+        start = self._ends[index - 1] if index else 0
+        path = os.fsdecode(self._paths[start : self._ends[index]])
+        if not os.path.isabs(path):
+            path = self._prefix + path
+        stat = FileStat(self._sizes[index], self._mtimes[index], self._inos[index])
+        return path, stat
+
+
+def _file_rows(
+    manifest: Manifest, files: list[ScannedFile]
+) -> Iterator[tuple[str, int, str, int, int, int]]:
+    """The `files` rows of a content: its files found on disk, in manifest (path) order."""
+    ordered = sorted(files, key=lambda f: f.rel_path)
+    if len(ordered) != manifest.file_count:
+        raise StoreError("the files found do not match the manifest")
+    cid = manifest.content_id
+    for index, found in enumerate(ordered):
+        if found.rel_path != manifest.path_of(index):
+            raise StoreError(f"{found.rel_path!r} is not in the manifest")
+        stat = found.stat
+        yield cid, index, found.abs_path, stat.size, stat.mtime_ns, stat.ino
 
 
 def _matches(path: str, recorded: FileStat) -> bool:

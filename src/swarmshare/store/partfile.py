@@ -19,6 +19,7 @@ import json
 import mmap
 import os
 import shutil
+import stat as stat_module
 import sys
 import threading
 import time
@@ -37,6 +38,9 @@ PREALLOCATE = True  # reserve the part's disk space up front where the file syst
 PREALLOCATE_MIN_BYTES = 1 << 20  # smaller files are not worth a system call each to reserve
 DIRECT_IO_FLAG = getattr(os, "O_DIRECT", 0)  # 0 where the system has no direct I/O
 DIRECT_IO_ALIGN = 4096  # offsets, lengths and addresses: a multiple of any disk's block size
+# Smaller chunks are written through the page cache: each direct write waits for the disk, and
+# for chunks of a few hundred KiB (files up to 512 MiB) that wait, not the copy, sets the pace.
+DIRECT_IO_MIN_BYTES = 1 << 20
 PART_SUFFIX = ".part"
 
 
@@ -83,17 +87,21 @@ class PartFile:
     def _create_part(self) -> set[int]:
         """A new part: nothing in it yet, so nothing to look for. A folder's small file is
         created by its first write (one open per file: a folder may hold a million small
-        files), an empty one at the end; a single file, and big ones, are created now (to
-        reserve their space, and to find a destination that cannot be written at once)."""
+        files), an empty one at the end; big files and a single file are created now (big
+        ones with their space reserved)."""
         try:
             self.paths = self._part_paths(fresh=True)
-            for path, entry in zip(self.paths, self.manifest.files, strict=True):
-                if entry.size < PREALLOCATE_MIN_BYTES and self.manifest.kind == "dir":
-                    continue  # a single file is made now: a place it cannot be is said at once
+            for index, path in enumerate(self.paths):
+                size = self.manifest.size_of(index)
+                if size < PREALLOCATE_MIN_BYTES and self.manifest.kind == "dir":
+                    continue
+                # A single file is always created now: a destination that cannot be written
+                # is said before anything is fetched.
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
-                    os.ftruncate(fd, entry.size)
-                    self._reserve(fd, entry.size)
+                    os.ftruncate(fd, size)
+                    if size >= PREALLOCATE_MIN_BYTES:
+                        self._reserve(fd, size)
                 finally:
                     os.close(fd)
         except OSError as exc:
@@ -110,14 +118,15 @@ class PartFile:
         root = os.path.realpath(self.part)
         paths: list[str] = []
         made: set[str] = {root}
-        for entry in self.manifest.files:
+        for index in range(self.manifest.file_count):
+            rel = self.manifest.path_of(index)
             # Manifest paths are validated (no "..", no absolute path); a part tree found on
             # disk may hold links someone put there, so its paths are resolved and checked.
-            path = os.path.join(root, *entry.path.split("/"))
+            path = os.path.join(root, *rel.split("/"))
             if not fresh:
                 path = os.path.realpath(path)
                 if not path.startswith(root + os.sep):
-                    raise StoreError(f"unsafe path in manifest: {entry.path!r}")
+                    raise StoreError(f"unsafe path in manifest: {rel!r}")
             parent = os.path.dirname(path)
             if parent not in made:
                 os.makedirs(parent, exist_ok=True)
@@ -130,10 +139,11 @@ class PartFile:
         self._files.close()
         self._files = _OpenFiles(self.paths, MAX_OPEN_PART_FILES)
         try:
-            for index, entry in enumerate(self.manifest.files):
+            for index in range(self.manifest.file_count):
+                size = self.manifest.size_of(index)
                 with self._files.use(index) as fd:
-                    if os.fstat(fd).st_size != entry.size:
-                        os.ftruncate(fd, entry.size)
+                    if os.fstat(fd).st_size != size:
+                        os.ftruncate(fd, size)
         except OSError as exc:
             self.close()
             raise disk_error(exc, self.part) from None
@@ -146,10 +156,11 @@ class PartFile:
         """Reserve the disk space of every part file now, so that a disk filling up later
         (another program, another download) cannot stop this one half-way. Unwritten
         reserved space still reads as a hole, which is how resume finds the chunks written."""
-        for index, entry in enumerate(self.manifest.files):
-            if entry.size >= PREALLOCATE_MIN_BYTES:
+        for index in range(self.manifest.file_count):
+            size = self.manifest.size_of(index)
+            if size >= PREALLOCATE_MIN_BYTES:
                 with self._files.use(index) as fd:
-                    self._reserve(fd, entry.size)
+                    self._reserve(fd, size)
 
     def _reserve(self, fd: int, size: int) -> None:
         if PREALLOCATE and _fallocate(fd, size) == errno.ENOSPC:
@@ -174,7 +185,7 @@ class PartFile:
         cache = self._extent_cache
         if file_index in cache:
             return cache[file_index]
-        size = self.manifest.files[file_index].size
+        size = self.manifest.size_of(file_index)
         extents: list[tuple[int, int]] | None = []
         position = 0
         try:
@@ -199,8 +210,9 @@ class PartFile:
         """Refuse to start when the disk cannot hold what is left to write (with a clear
         count); where space cannot be reserved (see _preallocate), a disk that fills up later
         still stops the download with a clear error (see disk_error) and loses nothing."""
-        left = self.manifest.total_size - claimed * max(
-            (f.chunk_size for f in self.manifest.files), default=0
+        m = self.manifest
+        left = m.total_size - claimed * max(
+            (m.chunk_size_of(i) for i in range(m.file_count)), default=0
         )
         try:
             st = os.statvfs(self.part.parent)
@@ -244,18 +256,35 @@ class PartFile:
             piece = view[start : start + ref.length]
             start += ref.length
             good = len(piece) == ref.length and hashlib.sha256(piece).hexdigest() == ref.sha256
-            if good:
+            if good and ref.offset == 0 and ref.length == self.manifest.size_of(ref.file_index):
+                self._write_whole(ref.file_index, piece)
+            elif good:
                 self.write(ref, piece)
             goods.append(good)
         return goods
 
+    def _write_whole(self, file_index: int, data: memoryview) -> None:
+        """A small file in one write: opened, written, closed, without the descriptor cache
+        (it is never written again; caching it would only evict one that is)."""
+        if self._files.closed:
+            raise disk_error(OSError(errno.EBADF, "the part file is closed"), self.part)
+        try:
+            fd = os.open(self.paths[file_index], os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                self._pwrite_all(fd, data, 0)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise disk_error(exc, self.part) from None
+
     def write(self, ref: ChunkRef, data: bytes | bytearray | memoryview | mmap.mmap) -> None:
         """Write verified bytes of one chunk at its offset.
 
-        A page-aligned buffer (a received chunk) of whole blocks goes to the disk by direct I/O,
-        bypassing the page cache: no second copy of every byte, no cache filled with a file
-        nobody reads yet, and little left for the fsync at the end. Anything else, or a file
-        system that refuses direct I/O, takes the ordinary buffered write.
+        A page-aligned buffer (a received chunk) of whole blocks, of at least
+        DIRECT_IO_MIN_BYTES, goes to the disk by direct I/O, bypassing the page cache: no
+        second copy of every byte, no cache filled with a file nobody reads yet, and little left
+        for the fsync at the end. Anything else, or a file system that refuses direct I/O,
+        takes the ordinary buffered write.
         """
         if (
             DIRECT_IO_FLAG
@@ -263,6 +292,7 @@ class PartFile:
             and isinstance(data, mmap.mmap)
             and ref.offset % DIRECT_IO_ALIGN == 0
             and len(data) % DIRECT_IO_ALIGN == 0
+            and len(data) >= DIRECT_IO_MIN_BYTES
         ):
             try:
                 with self._files.use(ref.file_index, direct=True) as fd:
@@ -344,14 +374,15 @@ class PartFile:
         the system has it), not file by file: then renamed, so DEST never names a tree whose
         files could still be half on the disk."""
         try:
-            for index, entry in enumerate(self.manifest.files):
-                if entry.size == 0:  # no write created it
+            manifest = self.manifest
+            for index in range(manifest.file_count):
+                if manifest.size_of(index) == 0:  # no write created it
                     with self._files.use(index):
                         pass
-            if self.manifest.kind == "dir" and _syncfs(self.part):
+            if manifest.kind == "dir" and _syncfs(self.part):
                 pass
             else:
-                for index in range(len(self.manifest.files)):
+                for index in range(manifest.file_count):
                     with self._files.use(index) as fd:
                         os.fsync(fd)
             self.close()
@@ -379,15 +410,27 @@ class PartFile:
 
     def final_files(self) -> list[ScannedFile]:
         """The completed files at DEST, for the library."""
-        if self.manifest.kind == "file":
-            paths = [str(self.dest)]
-        else:
-            root = str(self.dest)
-            paths = [os.path.join(root, *e.path.split("/")) for e in self.manifest.files]
-        return [
-            ScannedFile(e.path, os.path.realpath(p), FileStat.of(os.stat(p)))
-            for e, p in zip(self.manifest.files, paths, strict=True)
-        ]
+        manifest = self.manifest
+        if manifest.kind == "file":
+            path = str(self.dest)
+            return [ScannedFile(manifest.name, os.path.realpath(path), _stat(path))]
+        root = str(self.dest)
+        found: list[ScannedFile] = []
+        folders: dict[str, str] = {}  # each folder's real path, resolved once
+        for index in range(manifest.file_count):
+            rel = manifest.path_of(index)
+            folder, _, leaf = rel.rpartition("/")
+            real_folder = folders.get(folder)
+            if real_folder is None:
+                real_folder = os.path.realpath(os.path.join(root, *folder.split("/")))
+                folders[folder] = real_folder
+            path = os.path.join(real_folder, leaf)
+            st = os.lstat(path)
+            if stat_module.S_ISLNK(st.st_mode):  # not made by us: followed, as realpath would
+                path = os.path.realpath(path)
+                st = os.stat(path)
+            found.append(ScannedFile(rel, path, FileStat.of(st)))
+        return found
 
     def discard(self) -> None:
         """Cancel: remove the part file(s) and the record."""
@@ -479,6 +522,11 @@ class _OpenFiles:
                 entry[1] -= 1
                 self._trim()
 
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+        return self._closed
+
     def open_indices(self) -> list[int]:
         """The files with a buffered descriptor open now."""
         with self._lock:
@@ -555,6 +603,10 @@ def _syncfs_call() -> Callable[[int], int] | None:
     call.argtypes = [ctypes.c_int]
     call.restype = ctypes.c_int
     return call
+
+
+def _stat(path: str) -> FileStat:
+    return FileStat.of(os.stat(path))
 
 
 def _fsync_dir(path: Path) -> None:
