@@ -27,6 +27,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from swarmshare.app.loopback import spare_port
 from swarmshare.core.announce import Announcement
 from swarmshare.core.catalog import CatalogItem, make_catalog
 
@@ -34,12 +35,6 @@ SEEDER, VICTIM, ATTACKER = "127.0.0.2", "127.0.0.3", "127.0.0.9"
 FILE_MIB = 61
 ATTACK_ITEMS = 100_000
 ANNOUNCEMENTS_PER_SECOND = 200
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
 
 
 def swarmshare(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -154,7 +149,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="swarmshare-attack-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        port = free_port()
+        port = spare_port()
         payload = root / "payload.bin"
         with open(payload, "wb") as handle:
             handle.write(os.urandom(FILE_MIB * 1024 * 1024))

@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from swarmshare.app.loopback import spare_port
 from swarmshare.core.announce import Announcement
 from swarmshare.limits import MAX_CATALOG_BYTES
 
@@ -36,12 +37,6 @@ DAEMON = "127.0.0.2"
 FAKE_ADDRESSES = [f"127.0.0.{i}" for i in range(10, 250)]
 BROADCAST = "127.255.255.255"
 ANNOUNCE_EVERY_SECONDS = 2.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -155,7 +150,7 @@ def main() -> None:
     parser.add_argument("--trickle", type=float, default=4.0)
     args = parser.parse_args()
     raise_file_limit()
-    port = free_port()
+    port = spare_port()
     with tempfile.TemporaryDirectory(prefix="swarmshare-attack-") as tmp:
         home = Path(tmp) / "victim"
         daemon = subprocess.Popen(

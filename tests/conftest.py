@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 GUARD_DIR = Path(__file__).parent / "netguard"
 sys.path.insert(0, str(GUARD_DIR))
 
-from swarmshare.app.loopback import free_udp_port, stop_all  # noqa: E402
+from swarmshare.app.loopback import spare_port, stop_all  # noqa: E402
 
 import swarmshare_netguard  # noqa: E402
 from helpers import PeerProcess  # noqa: E402
@@ -90,7 +90,7 @@ class Swarm:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.discovery_port = free_udp_port()
+        self.discovery_port = spare_port()
         self.peers: list[PeerProcess] = []
 
     def start(

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from swarmshare.app.loopback import free_udp_port
+from swarmshare.app.loopback import spare_port
 
 from conftest import Swarm
 from helpers import (
@@ -160,7 +160,7 @@ def without_control_port(peer: PeerProcess) -> PeerProcess:
 
 
 def test_peers_of_one_host_find_a_free_control_port(tmp_path: Path) -> None:
-    port = free_udp_port()
+    port = spare_port()
     first = without_control_port(PeerProcess(tmp_path, 2, port))
     second = without_control_port(PeerProcess(tmp_path, 3, port))
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from inproc import JumpClock, make_manifest, member, until
-from swarmshare.app.loopback import free_udp_port
+from swarmshare.app.loopback import spare_port
 from swarmshare.core.pacing import AnnouncePacer, Answer, Broadcast
 from swarmshare.limits import CHANGE_ANNOUNCE_DELAY_SECONDS
 
@@ -31,7 +31,7 @@ def test_pacer_schedule_in_simulated_time() -> None:
 async def test_peers_find_each_other_see_a_change_and_expire_a_silent_one(
     tmp_path: Path,
 ) -> None:
-    port = free_udp_port()
+    port = spare_port()
     clock = JumpClock()
     async with (
         member(tmp_path, 2, port, clock=clock) as a,

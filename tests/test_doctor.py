@@ -20,7 +20,7 @@ from swarmshare.app.doctor import (
     interface_findings,
     ipv6_findings,
 )
-from swarmshare.app.loopback import free_udp_port
+from swarmshare.app.loopback import spare_port
 from swarmshare.core.announce import Announcement, encode_private
 from swarmshare.core.auth import derive_key
 from swarmshare.net.interfaces import Ipv6Interface
@@ -114,7 +114,7 @@ def _doctor(home: Path, *args: str) -> tuple[int, list[dict[str, str]]]:
 
 
 def test_ports_taken_by_another_program_are_named_with_the_program(tmp_path: Path) -> None:
-    udp_port = free_udp_port()
+    udp_port = spare_port()
     with (
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
         socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
@@ -185,7 +185,7 @@ def test_a_peer_that_answers_and_serves_and_one_whose_port_is_closed(
 
 
 def test_a_private_swarm_peer_whose_clock_is_far_off(tmp_path: Path) -> None:
-    port = free_udp_port()
+    port = spare_port()
     secret = "a long enough secret"
     fake = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     fake.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

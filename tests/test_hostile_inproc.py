@@ -16,7 +16,7 @@ import pytest
 from evilpeer import HostilePeer
 from faultrelay import pipe
 from inproc import JumpClock, make_manifest, member, until
-from swarmshare.app.loopback import free_udp_port
+from swarmshare.app.loopback import spare_port
 from swarmshare.core.announce import Announcement, encode_private
 from swarmshare.core.auth import derive_key
 from swarmshare.core.catalog import CatalogItem
@@ -47,7 +47,7 @@ async def relay(bind: str, target: tuple[str, int]) -> AsyncIterator[int]:
 
 
 async def test_a_relayed_private_request_is_refused(tmp_path: Path) -> None:
-    port = free_udp_port()
+    port = spare_port()
     async with member(tmp_path, 3, port, secret=SECRET) as b:
         b.holdings.add(make_manifest(tmp_path, "payroll.xlsx", b"salaries"))
         async with (
@@ -64,7 +64,7 @@ async def test_a_relayed_private_request_is_refused(tmp_path: Path) -> None:
 async def test_a_private_announcement_rebroadcast_from_another_address_is_ignored(
     tmp_path: Path,
 ) -> None:
-    port = free_udp_port()
+    port = spare_port()
     captured = encode_private(  # member B's signed announcement, as heard on the LAN
         Announcement("b" * 16, 5001, "peer3", "0", 10.0),
         derive_key(SECRET),
@@ -87,7 +87,7 @@ async def test_a_private_announcement_rebroadcast_from_another_address_is_ignore
 
 
 async def test_announcement_floods_cost_a_few_catalogue_fetches(tmp_path: Path) -> None:
-    port = free_udp_port()
+    port = spare_port()
     clock = JumpClock()
     async with member(tmp_path, 2, port, clock=clock) as a, HostilePeer("127.0.0.9", port) as evil:
         evil.serve_catalog([CatalogItem(f"{i:064x}", f"f{i}", "file", i, 1) for i in range(2000)])
@@ -112,7 +112,7 @@ async def test_announcement_floods_cost_a_few_catalogue_fetches(tmp_path: Path) 
 async def test_a_flood_of_long_lived_fake_peers_does_not_keep_an_honest_one_out(
     tmp_path: Path,
 ) -> None:
-    port = free_udp_port()
+    port = spare_port()
     clock = JumpClock()
     async with member(tmp_path, 2, port, clock=clock) as a, HostilePeer("127.0.0.9", port) as evil:
         stats = a.swarm.discovery.stats
@@ -132,7 +132,7 @@ async def test_a_flood_of_long_lived_fake_peers_does_not_keep_an_honest_one_out(
 async def test_a_peer_id_from_a_second_address_neither_redirects_nor_says_bye(
     tmp_path: Path,
 ) -> None:
-    port = free_udp_port()
+    port = spare_port()
     async with (
         member(tmp_path, 2, port) as a,
         member(tmp_path, 3, port) as b,
@@ -157,7 +157,7 @@ async def test_a_peer_id_from_a_second_address_neither_redirects_nor_says_bye(
 
 
 async def test_a_content_is_called_what_its_manifest_says(tmp_path: Path) -> None:
-    port = free_udp_port()
+    port = spare_port()
     async with (
         member(tmp_path, 2, port) as a,
         member(tmp_path, 3, port) as seeder,

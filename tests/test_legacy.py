@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from swarmshare.app.loopback import spare_port
 from swarmshare.demo import make_png
 from swarmshare.net.legacy import (
     SeedFormatError,
@@ -80,12 +81,6 @@ def test_seed_request_names_are_strict() -> None:
 # ---- against the stand-ins, as separate processes -----------------------------------------
 
 
-def _free_tcp_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _script(name: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(SEED / f"{name}.py"), *args],
@@ -111,7 +106,7 @@ def scripts() -> Iterator[list[subprocess.Popen[str]]]:
 def test_seed_downloader_fetches_a_png_from_swarmshare(
     swarm: Swarm, tmp_path: Path, scripts: list[subprocess.Popen[str]]
 ) -> None:
-    legacy_port = _free_tcp_port()
+    legacy_port = spare_port()
     png = make_png(200, 160)
     (tmp_path / "cat.png").write_bytes(png)
     seed_dir = tmp_path / "seedhost"
@@ -154,7 +149,7 @@ def test_seed_downloader_fetches_a_png_from_swarmshare(
 def test_swarmshare_fetches_from_seed_uploaders_one_refusing(
     swarm: Swarm, tmp_path: Path, scripts: list[subprocess.Popen[str]]
 ) -> None:
-    legacy_port = _free_tcp_port()
+    legacy_port = spare_port()
     png = make_png(240, 180)
     hosts = {}
     for address in ("127.0.0.7", "127.0.0.8"):
@@ -215,7 +210,7 @@ def test_swarmshare_fetches_from_seed_uploaders_one_refusing(
 
 
 def test_legacy_port_refuses_traversal_and_garbage(swarm: Swarm, tmp_path: Path) -> None:
-    legacy_port = _free_tcp_port()
+    legacy_port = spare_port()
     secret = tmp_path / "secret_1"
     secret.write_text("must never be served")
     (tmp_path / "cat.png").write_bytes(make_png(64, 64))

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from swarmshare.app.loopback import spare_port
+
 from conftest import Swarm
 from helpers import PeerProcess, cli, swarmshare_command, wait_until, write_test_file
 
@@ -187,7 +189,7 @@ def test_same_sequence_with_and_without_a_daemon(swarm: Swarm, tmp_path: Path) -
     write_test_file(files / "big.bin", 1024 * KIB, seed=1)
     write_test_file(files / "other.bin", 1024 * KIB, seed=2)
     write_test_file(files / "solo.bin", 1024 * KIB, seed=3)
-    legacy_port = _free_port()
+    legacy_port = spare_port()
     seeds = _seed_scripts(tmp_path, swarm, legacy_port)
     try:
         holder = swarm.start(2, "--upload-limit", THROTTLE, interval=0.5)
@@ -206,11 +208,3 @@ def test_same_sequence_with_and_without_a_daemon(swarm: Swarm, tmp_path: Path) -
     assert [step for step, _, _ in without] == [step for step, _, _ in with_daemon]
     for a, b in zip(without, with_daemon, strict=True):
         assert a == b, f"differs with a daemon: {a} vs {b}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -7,6 +7,7 @@ is read back from the home's control file). A swarm stops every peer it started.
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import sys
@@ -26,11 +27,40 @@ START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
 
 
-def free_udp_port() -> int:
-    """A UDP port free on this host right now: a swarm's own discovery port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
+SPARE_PORTS = range(20000, 32768)
+"""Where spare_port looks: below Linux's default ephemeral range (32768-60999), so the kernel
+never hands one of these to an outgoing connection (a command's client socket left in FIN_WAIT
+on 127.0.0.20:P would make a later listen on that address and port fail)."""
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return SPARE_PORTS.stop
+
+
+def _free_everywhere(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("", port))
+            except OSError:
+                return False
+    return True
+
+
+def spare_port() -> int:
+    """A port free for TCP and UDP on every address right now, outside the range the kernel
+    picks ephemeral ports from: a swarm's discovery port, or a fixed port (the seed scripts')
+    that several loopback addresses must listen on in turn."""
+    top = min(SPARE_PORTS.stop, _ephemeral_low())
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(SPARE_PORTS.start, top)
+        if _free_everywhere(port):
+            return port
+    raise DaemonError("no spare port below the ephemeral range")
 
 
 class LoopbackPeer:
@@ -153,7 +183,7 @@ class LoopbackSwarm:
 
     def __init__(self, root: Path, discovery_port: int | None = None) -> None:
         self.root = root
-        self.discovery_port = discovery_port or free_udp_port()
+        self.discovery_port = discovery_port or spare_port()
         self.peers: list[LoopbackPeer] = []
 
     def add(self, peer: LoopbackPeer) -> LoopbackPeer:
