@@ -145,6 +145,8 @@ def run(mode: str, root: Path, lab: LoopbackSwarm, src: Path, total: int, args: 
 
 
 def main() -> None:
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background: the
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # commands must not inherit it
     args = (sys.argv[1:] + ["2048", "20", "1"][len(sys.argv) - 1 :])[:3]
     size_mib = int(args[0])
     with tempfile.TemporaryDirectory(prefix="swarmshare-interrupt-") as tmp:

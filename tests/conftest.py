@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -28,6 +29,13 @@ settings.load_profile("swarmshare")
 
 swarmshare_netguard.log_to_file = False
 swarmshare_netguard.install()
+
+# A suite started in the background by a non-interactive shell inherits SIGINT ignored, and so
+# would every command it starts (an ignored signal stays ignored across exec): the Ctrl-C tests
+# would then see a `get` that cannot be interrupted. Any handler here is reset to the default in
+# the children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)
