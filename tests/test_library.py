@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from swarmshare.core import merkle
 from swarmshare.core.chunking import chunk_size_for
 from swarmshare.errors import AmbiguousError, FileChangedError, NotFoundError, UsageError
 from swarmshare.store.db import Database
@@ -30,9 +31,12 @@ def test_share_file_hashes_every_chunk(library: Library, tmp_path: Path) -> None
     assert not result.unchanged
     manifest = library.manifest(result.record.id)
     chunk = chunk_size_for(len(data))
-    expected = [hashlib.sha256(data[i : i + chunk]).hexdigest() for i in range(0, len(data), chunk)]
+    leaves = merkle.piece_leaves(chunk)
+    expected = [
+        merkle.data_root(data[i : i + chunk], leaves).hex() for i in range(0, len(data), chunk)
+    ]
     assert list(manifest.files[0].chunks) == expected
-    assert result.record.id == hashlib.sha256(manifest.encoded).hexdigest()
+    assert result.record.id == hashlib.sha256(manifest.info).hexdigest()
     assert library.share(str(path)).unchanged
 
 
@@ -45,7 +49,7 @@ def test_parallel_and_sequential_hashing_agree(library: Library, tmp_path: Path)
     assert len(manifest.files[0].chunks) == -(-len(data) // chunk) > 1
     for ref in manifest.chunks():
         piece = data[ref.offset : ref.offset + ref.length]
-        assert hashlib.sha256(piece).hexdigest() == ref.sha256
+        assert merkle.data_root(piece, merkle.piece_leaves(chunk)).hex() == ref.sha256
 
 
 def test_share_folder_skips_links_and_special_files(library: Library, tmp_path: Path) -> None:

@@ -198,10 +198,10 @@ class PeerServer:
         cid = _content_id(request)
         body = self.provider.manifest_bytes(cid)
         if len(body) <= _MANIFEST_PIECE_BYTES:
-            return web.Response(body=body, content_type="application/json")
+            return web.Response(body=body, content_type="application/x-bittorrent")
         # A big manifest (a folder of a million files is 140 MB) goes out piece by piece: whole,
         # it would be copied into the transport's buffer, once per client asking at once.
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response = web.StreamResponse(headers={"Content-Type": "application/x-bittorrent"})
         response.content_length = len(body)
         await response.prepare(request)
         view = memoryview(body)

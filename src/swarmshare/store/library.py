@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import overload
 
 from swarmshare.core.location import ChunkLocation
-from swarmshare.core.manifest import ContentKind, Manifest, ManifestError, decode_manifest
+from swarmshare.core.manifest import (
+    ContentKind,
+    Manifest,
+    ManifestError,
+    decode_manifest,
+    path_key,
+)
 from swarmshare.core.refs import resolve_ref
 from swarmshare.errors import NotFoundError, StoreError, SwarmshareError, UsageError
 from swarmshare.store.db import Database
@@ -323,7 +329,7 @@ def _file_rows(
     manifest: Manifest, files: list[ScannedFile]
 ) -> Iterator[tuple[str, int, str, int, int, int]]:
     """The `files` rows of a content: its files found on disk, in manifest (path) order."""
-    ordered = sorted(files, key=lambda f: f.rel_path)
+    ordered = sorted(files, key=lambda f: path_key(f.rel_path))
     if len(ordered) != manifest.file_count:
         raise StoreError("the files found do not match the manifest")
     cid = manifest.content_id

@@ -1,0 +1,145 @@
+"""A content is a BitTorrent v2 torrent: the infohash and piece layers swarmshare computes equal
+libtorrent's for the same files, and .torrent files and magnet links go both ways.
+
+libtorrent is used offline only (create_torrent, torrent_info): no session, no socket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarmshare.core import bencode
+from swarmshare.core.manifest import Manifest, ManifestError, decode_manifest
+from swarmshare.core.torrent import (
+    magnet,
+    manifest_from_torrent,
+    read_torrent,
+    torrent_file,
+    v1_layout,
+)
+from swarmshare.limits import KIB, MIB
+from swarmshare.store.hashing import hash_content, scan_path, v1_piece_hashes
+
+try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import libtorrent as lt
+except ImportError:  # pragma: no cover - the extra is not installed
+    lt = None
+
+needs_libtorrent = pytest.mark.skipif(
+    lt is None, reason="libtorrent (the optional extra swarmshare[bittorrent]) is not installed"
+)
+
+
+def _write(root: Path, files: dict[str, int]) -> None:
+    for rel, size in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(size))
+
+
+def _share(path: Path) -> tuple[Manifest, list[str]]:
+    name, kind, files, _ = scan_path(str(path))
+    manifest = hash_content(name, kind, files)
+    by_path = {f.rel_path: f.abs_path for f in files}
+    return manifest, [by_path[manifest.path_of(i)] for i in range(manifest.file_count)]
+
+
+def _libtorrent(path: Path, piece_length: int, hybrid: bool = False) -> dict[bytes, Any]:
+    assert lt is not None
+    flags = 0 if hybrid else lt.create_torrent.v2_only
+    creator = lt.create_torrent(lt.list_files(str(path)), piece_length, flags)
+    lt.set_piece_hashes(creator, str(path.parent))
+    made: dict[bytes, Any] = creator.generate()
+    return made
+
+
+CASES = {
+    "single file": {"one.bin": 300_001},
+    "folder": {"f/a/x.bin": 200_000, "f/a/y.txt": 10, "f/b.bin": 70_000, "f/c/d/e.bin": 5},
+    "empty file": {"e/empty": 0, "e/full": 1_000},
+    "one piece exactly": {"piece.bin": 64 * KIB},
+    "16 KiB exactly": {"block.bin": 16 * KIB},
+    "odd sizes": {"o/a": 1, "o/b": 16 * KIB + 1, "o/c": 64 * KIB - 1, "o/d": 3 * 64 * KIB + 7},
+    "several pieces and a small one": {"s/big": 5 * 64 * KIB + 123, "s/small": 100},
+    "trailing empty file": {"t/a": 100, "t/z": 0},
+}
+
+
+@needs_libtorrent
+@pytest.mark.parametrize("case", list(CASES))
+def test_infohash_and_piece_layers_equal_libtorrents(tmp_path: Path, case: str) -> None:
+    _write(tmp_path, CASES[case])
+    (top,) = list(tmp_path.iterdir())
+    manifest, paths = _share(top)
+    made = _libtorrent(top, manifest.piece_length)
+    info = bencode.encode(made[b"info"])
+    assert manifest.info == info
+    assert manifest.content_id == hashlib.sha256(info).hexdigest()
+    assert bencode.decode(manifest.piece_layers) == made.get(b"piece layers", {})
+    # libtorrent reads swarmshare's .torrent as the same torrent.
+    assert lt is not None
+    ours = lt.torrent_info(torrent_file(manifest, ["http://127.0.0.2:1/x/"]))
+    assert str(ours.info_hashes().v2) == manifest.content_id
+    assert not ours.info_hashes().has_v1()
+    # The hybrid export is libtorrent's hybrid torrent, byte for byte in its info dict.
+    hybrid = _libtorrent(top, manifest.piece_length, hybrid=True)
+    exported = torrent_file(manifest, (), v1_piece_hashes(manifest, paths))
+    assert bencode.decode(exported)[b"info"] == hybrid[b"info"]
+    back = read_torrent(exported)
+    assert back.manifest == manifest
+    assert back.infohash_v2 == hashlib.sha256(bencode.encode(hybrid[b"info"])).hexdigest()
+    assert back.infohash_v1 == hashlib.sha1(bencode.encode(hybrid[b"info"])).hexdigest()
+    assert sum(s.length for s in v1_layout(manifest)) >= manifest.total_size
+
+
+@needs_libtorrent
+def test_a_torrent_libtorrent_made_becomes_the_same_content(tmp_path: Path) -> None:
+    """Any power-of-two piece length is read (libtorrent's choice here: 16 KiB)."""
+    _write(tmp_path, {"lt/a.bin": 100_000, "lt/sub/b.bin": 20_000, "lt/e": 0})
+    made = _libtorrent(tmp_path / "lt", 16 * KIB)
+    got = read_torrent(bencode.encode(made))
+    assert got.manifest.content_id == got.infohash_v2
+    assert got.infohash_v2 == hashlib.sha256(bencode.encode(made[b"info"])).hexdigest()
+    assert got.manifest.piece_length == 16 * KIB
+    assert got.manifest.chunk_total == 7 + 2
+    assert decode_manifest(got.manifest.encoded) == got.manifest
+
+
+def test_a_lying_piece_layer_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path, {"big.bin": 300_000})
+    manifest, _ = _share(tmp_path / "big.bin")
+    top = bencode.decode(torrent_file(manifest))
+    (root,) = top[b"piece layers"]
+    layer = bytearray(top[b"piece layers"][root])
+    layer[0] ^= 1
+    with pytest.raises(ManifestError):
+        manifest_from_torrent(top[b"info"], {root: bytes(layer)})
+    with pytest.raises(ManifestError):
+        manifest_from_torrent({**top[b"info"], b"meta version": 1}, top[b"piece layers"])
+
+
+def test_magnet_link_names_the_v2_infohash() -> None:
+    cid = "ab" * 32
+    assert magnet(cid, "a b&c.txt") == f"magnet:?xt=urn:btmh:1220{cid}&dn=a%20b%26c.txt"
+
+
+def test_chunks_verify_by_subtree_root(tmp_path: Path) -> None:
+    """A chunk of a big file checks against its piece layer entry, a small file's chunk
+    against the pieces root; one flipped bit fails either."""
+    _write(tmp_path, {"d/big": 3 * MIB + 5, "d/small": 20_000})
+    manifest, paths = _share(tmp_path / "d")
+    for ref in manifest.chunks():
+        with open(paths[ref.file_index], "rb") as handle:
+            data = bytearray(os.pread(handle.fileno(), ref.length, ref.offset))
+        assert ref.matches(data)
+        data[-1] ^= 1
+        assert not ref.matches(data)
+        assert not ref.matches(data[:-1])
