@@ -26,6 +26,7 @@ from swarmshare.core.torrent import (
 from swarmshare.limits import KIB, MIB
 from swarmshare.store.hashing import hash_content, scan_path, v1_piece_hashes
 
+lt: Any
 try:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

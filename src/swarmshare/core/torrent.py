@@ -18,6 +18,7 @@ content's manifest (its ID is the content ID) and those infohashes, to map one t
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from swarmshare.core.manifest import FileEntry, Manifest, ManifestError, path_ke
 from swarmshare.limits import MAX_MANIFEST_BYTES, MAX_PATH_DEPTH
 
 MAGNET_PREFIX = "magnet:?xt=urn:btmh:1220"  # multihash: SHA-256, 32 bytes
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 PAD_FOLDER = ".pad"  # BEP 47 pad files are named .pad/LENGTH
 
 
@@ -53,6 +55,11 @@ class V1Span:
 def magnet(content_id: str, name: str) -> str:
     """The magnet link of a content: `magnet:?xt=urn:btmh:1220<id>&dn=<name>`."""
     return f"{MAGNET_PREFIX}{content_id}&dn={quote(name, safe='')}"
+
+
+def magnet_json(content_id: str, name: str) -> dict[str, object]:
+    """`{"magnet": LINK}` for a content with a v2 ID; `{}` for any other (a seed script's)."""
+    return {"magnet": magnet(content_id, name)} if _HEX64.fullmatch(content_id) else {}
 
 
 def v1_layout(manifest: Manifest) -> list[V1Span]:

@@ -25,6 +25,7 @@ from swarmshare.core.manifest import (
     path_key,
 )
 from swarmshare.core.refs import resolve_ref
+from swarmshare.core.torrent import magnet_json
 from swarmshare.errors import NotFoundError, StoreError, SwarmshareError, UsageError
 from swarmshare.store.db import Database
 from swarmshare.store.hashing import FileStat, Progress, ScannedFile, hash_content, scan_path
@@ -59,7 +60,7 @@ class ContentRecord:
             "chunks": self.chunks,
             "path": self.root,
             "added": self.added,
-        }
+        } | magnet_json(self.id, self.name)
 
 
 @dataclass(frozen=True, slots=True)
