@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from swarmshare.core import bencode
-from swarmshare.core.manifest import Manifest, ManifestError, decode_manifest
+from swarmshare.core.manifest import Manifest, ManifestError, decode_manifest, file_entry
 from swarmshare.core.torrent import (
     magnet,
     manifest_from_torrent,
@@ -125,6 +127,45 @@ def test_a_lying_piece_layer_is_refused(tmp_path: Path) -> None:
         manifest_from_torrent(top[b"info"], {root: bytes(layer)})
     with pytest.raises(ManifestError):
         manifest_from_torrent({**top[b"info"], b"meta version": 1}, top[b"piece layers"])
+    # A name holding a slash would be read as a folder: another content than the torrent's.
+    node = top[b"info"][b"file tree"][b"big.bin"]
+    tree = {b"a/b": node, b"c": node}
+    with pytest.raises(ManifestError):
+        manifest_from_torrent({**top[b"info"], b"file tree": tree}, top[b"piece layers"])
+
+
+@given(st.binary(max_size=600))
+@settings(max_examples=300)
+def test_any_bytes_read_as_a_torrent_or_raise_manifest_error(data: bytes) -> None:
+    try:
+        read_torrent(data)
+    except ManifestError:
+        pass
+
+
+@given(st.data())
+@settings(max_examples=200)
+def test_a_mutated_torrent_reads_or_raises_manifest_error(data: st.DataObject) -> None:
+    raw = bytearray(_SMALL_TORRENT)
+    raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        read_torrent(bytes(raw))
+    except ManifestError:
+        pass
+
+
+_SMALL_TORRENT = torrent_file(
+    Manifest.build(
+        "d",
+        "dir",
+        [
+            file_entry("a", 100_000, ["11" * 32, "22" * 32], 64 * KIB),
+            file_entry("b/c", 5, ["33" * 32], 64 * KIB),
+            file_entry("e", 0, [], 64 * KIB),
+        ],
+    ),
+    ["http://127.0.0.2:1/v1/content/x/bt/"],
+)
 
 
 def test_magnet_link_names_the_v2_infohash() -> None:

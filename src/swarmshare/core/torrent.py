@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from swarmshare.core import bencode
-from swarmshare.core.manifest import FileEntry, Manifest, ManifestError, path_key
+from swarmshare.core.manifest import FileEntry, Manifest, ManifestError, path_key, validate_name
 from swarmshare.limits import MAX_MANIFEST_BYTES, MAX_PATH_DEPTH
 
 MAGNET_PREFIX = "magnet:?xt=urn:btmh:1220"  # multihash: SHA-256, 32 bytes
@@ -131,8 +131,10 @@ def read_torrent(data: bytes) -> Torrent:
         raise ManifestError(f"not a torrent file: {exc}") from None
     info_bytes = data[start:end]
     layers = top.get(b"piece layers", {})
+    if not isinstance(layers, dict):
+        raise ManifestError("a torrent's piece layers are not a dictionary")
     urls = top.get(b"url-list", [])
-    if isinstance(urls, bytes):
+    if not isinstance(urls, list):
         urls = [urls]
     url_list = tuple(u.decode("utf-8", "replace") for u in urls if isinstance(u, bytes))
     v1 = b"pieces" in top[b"info"]
@@ -198,6 +200,9 @@ def _walk(
             name = key.decode("utf-8")
         except UnicodeDecodeError:
             raise ManifestError("a torrent's file name is not UTF-8") from None
+        problem = validate_name(name)
+        if problem:
+            raise ManifestError(f"bad file name in the torrent: {problem}")
         props = node.get(b"")
         if isinstance(props, dict) and len(node) == 1:
             size = props.get(b"length")
