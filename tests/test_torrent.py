@@ -6,6 +6,7 @@ libtorrent is used offline only (create_torrent, torrent_info): no session, no s
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import warnings
@@ -21,10 +22,12 @@ from swarmshare.core.manifest import Manifest, ManifestError, decode_manifest, f
 from swarmshare.core.torrent import (
     magnet,
     manifest_from_torrent,
+    parse_magnet,
     read_torrent,
     torrent_file,
     v1_layout,
 )
+from swarmshare.errors import UsageError
 from swarmshare.limits import KIB, MIB
 from swarmshare.store.hashing import hash_content, scan_path, v1_piece_hashes
 
@@ -171,6 +174,25 @@ _SMALL_TORRENT = torrent_file(
 def test_magnet_link_names_the_v2_infohash() -> None:
     cid = "ab" * 32
     assert magnet(cid, "a b&c.txt") == f"magnet:?xt=urn:btmh:1220{cid}&dn=a%20b%26c.txt"
+
+
+def test_magnet_links_read_back() -> None:
+    cid = "ab" * 32
+    got = parse_magnet(magnet(cid, "a b&c.txt") + "&x.pe=127.0.0.2:6881&ws=http%3A%2F%2Fh%2Fx")
+    assert (got.content_id, got.name, got.peers, got.web_seeds) == (
+        cid,
+        "a b&c.txt",
+        ("127.0.0.2:6881",),
+        ("http://h/x",),
+    )
+    v1 = "c" * 40
+    hybrid = parse_magnet(f"magnet:?xt=urn:btih:{v1}&xt=urn:btmh:1220{cid}&tr=udp://t:1")
+    assert (hybrid.content_id, hybrid.infohash_v1, hybrid.trackers) == (cid, v1, ("udp://t:1",))
+    base32 = base64.b32encode(bytes.fromhex(v1)).decode()
+    assert parse_magnet(f"magnet:?xt=urn:btih:{base32}").infohash_v1 == v1
+    for bad in ("http://x", "magnet:?dn=x", "magnet:?xt=urn:btmh:1220abc", "magnet:?xt=urn:sha1:x"):
+        with pytest.raises(UsageError):
+            parse_magnet(bad)
 
 
 def test_chunks_verify_by_subtree_root(tmp_path: Path) -> None:
