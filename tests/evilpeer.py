@@ -122,7 +122,7 @@ async def main(mode: str, path: str, bind: str, discovery_port: int) -> None:
         return web.Response(body=catalog.encode(), content_type="application/json")
 
     async def get_manifest(_r: web.Request) -> web.Response:
-        return web.Response(body=manifest.encoded, content_type="application/json")
+        return web.Response(body=manifest.encoded, content_type="application/x-bittorrent")
 
     async def get_chunk(request: web.Request) -> web.StreamResponse:
         ref = manifest.chunk(int(request.match_info["index"]))

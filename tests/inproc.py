@@ -80,6 +80,9 @@ class Holdings:
     def file_location(self, content_id: str, path: str | None) -> str:
         raise ServeError(404, "unknown_content", "no files in this test peer")
 
+    def web_seed_file(self, content_id: str, path: str) -> str | int:
+        raise ServeError(404, "unknown_content", "no files in this test peer")
+
     def served(
         self, peer: str, content_id: str, name: str, index: int, nbytes: int, result: str
     ) -> None:

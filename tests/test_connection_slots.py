@@ -35,6 +35,9 @@ class _Provider:
     def file_location(self, content_id: str, path: str | None) -> str:
         raise ServeError(404, "unknown_content", "not held")
 
+    def web_seed_file(self, content_id: str, path: str) -> str | int:
+        raise ServeError(404, "unknown_content", "not held")
+
     def served(
         self, peer: str, content_id: str, name: str, index: int, nbytes: int, result: str
     ) -> None:

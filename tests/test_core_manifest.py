@@ -1,9 +1,9 @@
-"""Manifests: canonical encoding, content IDs, and strict validation of untrusted bytes."""
+"""Manifests (BEP 52 info dict and piece layers): canonical encoding, content IDs (v2
+infohashes), and strict validation of untrusted bytes."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 
 import pytest
@@ -11,16 +11,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opcount import python_steps
-from swarmshare.core.chunking import chunk_count, chunk_size_for
+from swarmshare.core import bencode, merkle
+from swarmshare.core.chunking import chunk_count
 from swarmshare.core.manifest import (
     FileEntry,
     Manifest,
     ManifestError,
     decode_manifest,
     file_entry,
+    manifest_id,
     name_collision,
 )
 from swarmshare.errors import RemoteProtocolError
+from swarmshare.limits import KIB
 
 HEX = "0123456789abcdef"
 digests = st.text(HEX, min_size=64, max_size=64)
@@ -29,13 +32,14 @@ names = st.text(
     min_size=1,
     max_size=20,
 ).filter(lambda n: n not in (".", "..") and not (len(n) >= 2 and n[1] == ":"))
+PIECE = 64 * KIB
 
 
 @st.composite
 def entries(draw: st.DrawFn, path: str) -> FileEntry:
     size = draw(st.integers(min_value=0, max_value=300_000))
-    count = chunk_count(size, chunk_size_for(size))
-    return file_entry(path, size, [draw(digests) for _ in range(count)])
+    count = chunk_count(size, PIECE)
+    return file_entry(path, size, [draw(digests) for _ in range(count)], PIECE)
 
 
 @st.composite
@@ -52,6 +56,8 @@ def manifests(draw: st.DrawFn) -> Manifest:
         )
         if not clash and name_collision([*joined, path]) is None:
             joined.append(path)
+    if joined == [name]:
+        return Manifest.build(name, "file", [draw(entries(name))])
     return Manifest.build(name, "dir", [draw(entries(p)) for p in joined])
 
 
@@ -60,9 +66,14 @@ def manifests(draw: st.DrawFn) -> Manifest:
 def test_round_trip(manifest: Manifest) -> None:
     decoded = decode_manifest(manifest.encoded)
     assert decoded == manifest
-    assert decoded.content_id == hashlib.sha256(manifest.encoded).hexdigest()
+    assert decoded.content_id == hashlib.sha256(manifest.info).hexdigest()
+    assert manifest_id(manifest.encoded) == manifest.content_id
+    assert bencode.decode(manifest.encoded)[b"info"][b"meta version"] == 2
     assert sum(manifest.chunk_lengths()) == manifest.total_size
     assert [r.index for r in manifest.chunks()] == list(range(manifest.chunk_total))
+    assert list(decoded.files) == list(manifest.files)
+    for index in range(manifest.file_count):
+        assert manifest.find(manifest.path_of(index)) == index
 
 
 @given(st.binary(max_size=2000))
@@ -88,13 +99,42 @@ def test_mutated_manifest_decodes_or_raises(manifest: Manifest, data: st.DataObj
         assert decoded.encoded == bytes(raw)
 
 
-def _raw(name: str, kind: str, files: list[dict[str, object]]) -> bytes:
-    obj = {"swarmshare_manifest": 1, "name": name, "kind": kind, "files": files}
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+ROOT = bytes(range(32))
 
 
-def _file(path: str, size: int = 3) -> dict[str, object]:
-    return {"path": path, "size": size, "chunk_size": chunk_size_for(size), "chunks": ["0" * 64]}
+def _node(size: int = 3, root: bytes | None = ROOT) -> dict[bytes, object]:
+    props: dict[bytes, object] = {b"length": size}
+    if root is not None:
+        props[b"pieces root"] = root
+    return {b"": props}
+
+
+def _tree(paths: list[str]) -> dict[bytes, object]:
+    tree: dict[bytes, object] = {}
+    for path in paths:
+        *folders, leaf = path.split("/")
+        node = tree
+        for folder in folders:
+            node = node.setdefault(folder.encode(), {})  # type: ignore[assignment]
+        node[leaf.encode()] = _node()
+    return tree
+
+
+def _raw(
+    name: str | bytes,
+    tree: dict[bytes, object],
+    piece: int = PIECE,
+    layers: dict[bytes, bytes] | None = None,
+    **extra: object,
+) -> bytes:
+    info: dict[bytes, object] = {
+        b"name": name,
+        b"meta version": 2,
+        b"piece length": piece,
+        b"file tree": tree,
+    }
+    info.update({k.replace("_", " ").encode(): v for k, v in extra.items()})
+    return bencode.encode({b"info": info, b"piece layers": layers or {}})
 
 
 @pytest.mark.parametrize(
@@ -102,48 +142,57 @@ def _file(path: str, size: int = 3) -> dict[str, object]:
     [
         "../etc/passwd",
         "a/../../b",
-        "/etc/passwd",
         "C:/x",
         "c:x",
         "a\\b",
-        "a//b",
         "a/./b",
-        "",
-        "a/",
         "x\x00y",
         "x\ny",
         "a/" * 70 + "z",
+        "a/" + "b" * 250 + "/" + "c" * 250 + "/" + ("d" * 250 + "/") * 20 + "e",
     ],
 )
 def test_unsafe_paths_are_refused(path: str) -> None:
     with pytest.raises(ManifestError):
-        decode_manifest(_raw("top", "dir", [_file(path)]))
+        decode_manifest(_raw("top", _tree([path, "zz"])))
 
 
 def test_structural_lies_are_refused() -> None:
-    ok = _raw("a.txt", "file", [_file("a.txt")])
+    ok = _raw("a.txt", _tree(["a.txt"]))
     assert decode_manifest(ok).name == "a.txt"
+    assert decode_manifest(ok).kind == "file"
+    big_root = merkle.pieces_root(bytes(64), PIECE)
     bad = [
-        _raw("a.txt", "file", [_file("b.txt")]),  # file content named differently
-        _raw("d", "dir", []),  # empty
-        _raw("d", "dir", [_file("x"), _file("x")]),  # duplicate
-        _raw("d", "dir", [_file("b"), _file("a")]),  # unsorted
-        _raw("d", "dir", [_file("a"), _file("a/b")]),  # file and folder at once
-        _raw("d", "dir", [{**_file("a"), "size": -1}]),
-        _raw("d", "dir", [{**_file("a"), "chunk_size": 1024}]),  # breaks the rule
-        _raw("d", "dir", [{**_file("a"), "chunks": []}]),  # count mismatch
-        _raw("d", "dir", [{**_file("a"), "chunks": ["A" * 64]}]),  # not lowercase hex
-        _raw("d", "dir", [{**_file("a"), "extra": 1}]),
-        _raw("..", "dir", [_file("a")]),
-        ok.replace(b'"kind"', b'"kind":"file","kind"', 1),  # duplicate key
+        _raw("d", {}),  # empty
+        _raw("d", {b"a": {}}),  # empty folder
+        _raw("d", {b"a": _node(), b"b": {b"": {b"length": 3}}}),  # no pieces root
+        _raw("d", {b"a": {b"": {b"length": 0, b"pieces root": ROOT}}}),  # empty with a root
+        _raw("d", {b"a": {b"": {b"length": 3, b"pieces root": ROOT, b"x": 1}}}),
+        _raw("d", {b"a": {b"": {b"length": 3, b"pieces root": ROOT[:31]}}}),
+        _raw("d", {b"a": {**_node(), b"b": _node()}}),  # a file and a folder at once
+        _raw("d", {b"A": _node(), b"a": _node()}),  # one file on macOS or Windows
+        _raw("d", {b"F": {b"x": _node()}, b"f": _node()}),
+        _raw("d", {b"a": _node(-1)}),
+        _raw("d", {b"a": _node(1 << 50)}),
+        _raw("d", _tree(["a"]), piece=1024),  # piece length under 16 KiB
+        _raw("d", _tree(["a"]), piece=3 * 16384),  # not a power of two
+        _raw("d", {b"a": _node(100_000, big_root)}),  # no piece layer
+        _raw("d", {b"a": _node(100_000, big_root)}, layers={big_root: bytes(32)}),  # short
+        _raw("d", {b"a": _node(100_000, ROOT)}, layers={ROOT: bytes(64)}),  # wrong layer
+        _raw("d", _tree(["a"]), layers={ROOT: bytes(64)}),  # a layer of no file
+        _raw("d", _tree(["a"]), private=1),  # unknown info key
+        _raw("..", _tree(["a"])),
+        _raw(b"\xff", _tree(["a"])),
+        _raw("d", {b"\xff": _node()}),
+        ok.replace(b"i65536e", b"i065536e"),
         ok + b" ",  # not canonical
-        json.dumps(json.loads(ok), indent=1).encode(),  # valid JSON, other layout
-        b'{"swarmshare_manifest":NaN}',
-        b"[" * 100_000,
+        b"d4:info" + b"d" * 100_000,
     ]
     for raw in bad:
         with pytest.raises(ManifestError):
             decode_manifest(raw)
+    good = _raw("d", {b"a": _node(100_000, big_root)}, layers={big_root: bytes(64)})
+    assert decode_manifest(good).chunk(1).root == bytes(32)
 
 
 def test_chunk_lookup_skips_empty_files() -> None:

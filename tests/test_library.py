@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from swarmshare.core import merkle
 from swarmshare.core.chunking import chunk_size_for
 from swarmshare.errors import AmbiguousError, FileChangedError, NotFoundError, UsageError
 from swarmshare.store.db import Database
@@ -30,9 +32,12 @@ def test_share_file_hashes_every_chunk(library: Library, tmp_path: Path) -> None
     assert not result.unchanged
     manifest = library.manifest(result.record.id)
     chunk = chunk_size_for(len(data))
-    expected = [hashlib.sha256(data[i : i + chunk]).hexdigest() for i in range(0, len(data), chunk)]
+    leaves = merkle.piece_leaves(chunk)
+    expected = [
+        merkle.data_root(data[i : i + chunk], leaves).hex() for i in range(0, len(data), chunk)
+    ]
     assert list(manifest.files[0].chunks) == expected
-    assert result.record.id == hashlib.sha256(manifest.encoded).hexdigest()
+    assert result.record.id == hashlib.sha256(manifest.info).hexdigest()
     assert library.share(str(path)).unchanged
 
 
@@ -45,7 +50,7 @@ def test_parallel_and_sequential_hashing_agree(library: Library, tmp_path: Path)
     assert len(manifest.files[0].chunks) == -(-len(data) // chunk) > 1
     for ref in manifest.chunks():
         piece = data[ref.offset : ref.offset + ref.length]
-        assert hashlib.sha256(piece).hexdigest() == ref.sha256
+        assert merkle.data_root(piece, merkle.piece_leaves(chunk)).hex() == ref.sha256
 
 
 def test_share_folder_skips_links_and_special_files(library: Library, tmp_path: Path) -> None:
@@ -141,3 +146,31 @@ def test_bad_paths(library: Library, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no file"):
         library.share(str(tmp_path / "empty"))
+
+
+def test_an_old_home_drops_its_old_format_contents_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Content IDs are v2 infohashes now: records of the former format (schema 2) name nothing
+    any peer knows, and are dropped with one line that says so."""
+    home = tmp_path / "old"
+    db = Database.open_home(home)
+    db.conn.execute(
+        "INSERT INTO contents(id, name, kind, size, chunks, root, manifest, added)"
+        " VALUES ('ab', 'cat.png', 'file', 3, 1, '/x/cat.png', x'7b7d', 0)"
+    )
+    db.conn.execute(
+        "INSERT INTO downloads(content_id, name, dest, manifest, state, created, updated)"
+        " VALUES ('cd', 'dog.png', '/x', x'7b7d', 'paused', 0, 0)"
+    )
+    db.conn.execute("PRAGMA user_version=2")
+    db.close()
+    with caplog.at_level(logging.WARNING, logger="swarmshare"):
+        db = Database.open_home(home)
+    try:
+        assert Library(db).contents() == []
+        assert db.conn.execute("SELECT count(*) FROM downloads").fetchone()[0] == 0
+    finally:
+        db.close()
+    (line,) = [r.getMessage() for r in caplog.records if "v2 infohashes" in r.getMessage()]
+    assert "1 shared content(s) and 1 download(s)" in line

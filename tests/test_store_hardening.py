@@ -4,17 +4,18 @@ names that would collide on other file systems. Real files, real SQLite, real pr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
 import stat
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from swarmshare.app.translog import TransferLog
+from swarmshare.core import bencode, merkle
 from swarmshare.core.chunking import chunk_count, chunk_size_for
 from swarmshare.core.manifest import Manifest, ManifestError, decode_manifest, file_entry
 from swarmshare.errors import StoreError
@@ -185,9 +186,8 @@ def _huge_manifest(free: int, first_chunk: bytes) -> Manifest:
     size = free + 64 * MIB
     chunk_size = chunk_size_for(size)
     assert len(first_chunk) == chunk_size
-    digests = [hashlib.sha256(first_chunk).hexdigest()] + ["0" * 64] * (
-        chunk_count(size, chunk_size) - 1
-    )
+    first = merkle.data_root(first_chunk, merkle.piece_leaves(chunk_size)).hex()
+    digests = [first] + ["0" * 64] * (chunk_count(size, chunk_size) - 1)
     return Manifest.build("huge.bin", "file", [file_entry("huge.bin", size, digests)])
 
 
@@ -223,20 +223,15 @@ def test_folder_names_differing_only_by_case_or_normalization_are_refused(
         entries = [file_entry(path, 3, ["0" * 64]) for path in pair]
         with pytest.raises(ManifestError, match="differ only by case or Unicode normalization"):
             Manifest.build("top", "dir", entries)
-        raw = json.dumps(
-            {
-                "swarmshare_manifest": 1,
-                "name": "top",
-                "kind": "dir",
-                "files": [
-                    {"path": p, "size": 3, "chunk_size": chunk_size_for(3), "chunks": ["0" * 64]}
-                    for p in sorted(pair)
-                ],
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode()
+        tree: dict[bytes, Any] = {}
+        for path in pair:
+            *folders, leaf = path.encode().split(b"/")
+            node = tree
+            for folder in folders:
+                node = node.setdefault(folder, {})
+            node[leaf] = {b"": {b"length": 3, b"pieces root": bytes(32)}}
+        info = {b"file tree": tree, b"meta version": 2, b"name": b"top", b"piece length": 65536}
+        raw = bencode.encode({b"info": info, b"piece layers": {}})
         with pytest.raises(ManifestError, match="differ only by case"):
             decode_manifest(raw)
     assert Manifest.build("top", "dir", [file_entry("a.txt", 3, ["0" * 64])])

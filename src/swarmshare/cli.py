@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -289,6 +290,7 @@ def share(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
                 f"{fmt_size(int(result['size']))}{note}",
                 markup=False,
             )
+            out.print(f"        {result['magnet']}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         _print_json([r for r in results if "error" not in r])
     if failures:
@@ -374,6 +376,16 @@ def library(ctx: click.Context, as_json: bool) -> None:
             name.append(" [changed on disk]", style="bold yellow")
         add_row(grid, str(r["id"])[:12], name, fmt_size(r["size"]), str(r["chunks"]), r["path"])
     out.print(grid)
+    _print_magnets(records)
+
+
+def _print_magnets(rows: list[Any]) -> None:
+    """Each content's magnet link (BitTorrent v2), under the table: too long for a column."""
+    links = [(str(r["id"])[:12], str(r["magnet"])) for r in rows if r.get("magnet")]
+    if links:
+        out.print("\nmagnet links:", markup=False, highlight=False)
+    for short, link in links:
+        out.print(f"{short}  {link}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _parse_peer(value: str, default_port: int) -> tuple[str, int]:
@@ -689,6 +701,7 @@ def ls_command(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> 
             state,
         )
     out.print(grid)
+    _print_magnets(items)
 
 
 @main.command()
@@ -713,6 +726,62 @@ def peers(ctx: click.Context, /, wait: float, as_json: bool, **kw: Any) -> None:
             str(p["peer_id"]),
         )
     out.print(grid)
+
+
+@main.command()
+@click.argument("ref")
+@click.option("-o", "--output", metavar="FILE", help="Where to write it [default: NAME.torrent].")
+@click.option(
+    "--hybrid",
+    is_flag=True,
+    help="Add the BitTorrent v1 half (SHA-1 pieces, BEP 47 pad files) for v1-only clients"
+    " (aria2c, Transmission); reads the files, which must be here.",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 600),
+    default=2.0,
+    show_default=True,
+    help="Without a daemon: seconds to wait for the holders to answer.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@finding_options(BIND_TO_ASK)
+@click.pass_context
+def torrent(
+    ctx: click.Context,
+    /,
+    ref: str,
+    output: str | None,
+    hybrid: bool,
+    wait: float,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Write a .torrent (BitTorrent v2; --hybrid: v1 too) of NAME, ID prefix or ID.
+
+    Its web seeds (BEP 19) are the file routes of every peer known to hold all of it, so any
+    BitTorrent client that takes web seeds downloads it from them; in a private swarm each
+    URL carries that content's token in its path (anyone with the file can fetch it).
+    """
+    with _session(ctx, _with_discovery(_settings(ctx), kw)) as session:
+        made = session.torrent(ref, hybrid, wait)
+    data = base64.b64decode(str(made.pop("torrent")))
+    target = Path(output) if output else Path(f"{made['name']}.torrent")
+    if target.is_dir():
+        target = target / f"{made['name']}.torrent"
+    try:
+        target.write_bytes(data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror}") from None
+    made["file"] = str(target)
+    if as_json:
+        _print_json(made)
+        return
+    seeds = made["web_seeds"]
+    out.print(f"wrote   {shown(str(target))}  ({len(seeds)} web seed(s))", markup=False)
+    out.print(f"        {made['magnet']}", markup=False, highlight=False, soft_wrap=True)
+    if not seeds:
+        err.print("no peer serves it now: the torrent names no web seed")
 
 
 @main.command()

@@ -52,6 +52,7 @@ class ControlServer:
         r.add_post("/api/reload", self._reload)
         r.add_post("/api/share", self._share)
         r.add_post("/api/unshare", self._unshare)
+        r.add_post("/api/torrent", self._torrent)
         r.add_get("/api/log", self._log)
         r.add_get("/", self._index)
         r.add_get("/static/{name}", self._static)
@@ -207,6 +208,13 @@ class ControlServer:
         if not isinstance(ref, str):
             return error_response(400, "bad_request", "give ref: an ID prefix or a name")
         return web.json_response(self.node.unshare(ref))
+
+    async def _torrent(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        ref, hybrid = body.get("ref"), body.get("hybrid", False)
+        if not isinstance(ref, str) or not isinstance(hybrid, bool):
+            return error_response(400, "bad_request", "give ref (a string) and hybrid (bool)")
+        return web.json_response(await self.node.torrent(ref, hybrid, 0.0))
 
     async def _log(self, request: web.Request) -> web.Response:
         try:

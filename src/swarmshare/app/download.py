@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import time
 from collections import deque
@@ -406,7 +405,7 @@ class Download:
                     data = os.pread(handle.fileno(), ref.length, ref.offset)
             except OSError:
                 return False
-            if hashlib.sha256(data).hexdigest() != ref.sha256:
+            if not ref.matches(data):
                 return False
         return True
 

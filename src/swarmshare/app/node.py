@@ -14,6 +14,7 @@ original scripts' announcements).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -33,17 +34,19 @@ from swarmshare.app.sources import DeferredOrigin, Origin, SeedOrigin, SwarmOrig
 from swarmshare.app.swarm import Swarm, peer_json, uses_ipv6
 from swarmshare.app.transfers import Transfers
 from swarmshare.app.translog import TransferLog
-from swarmshare.core.auth import derive_key
+from swarmshare.core.auth import derive_key, web_seed_token
 from swarmshare.core.manifest import Manifest
 from swarmshare.core.peers import PeerEvent, PeerJoined, PeerLeft
 from swarmshare.core.refs import resolve_ref
+from swarmshare.core.torrent import magnet, torrent_file
 from swarmshare.errors import NotFoundError, SwarmshareError, UsageError
 from swarmshare.net.client import PeerClient
+from swarmshare.net.interfaces import ipv4_interfaces, is_wildcard
 from swarmshare.settings import Settings
 from swarmshare.store.db import Database
 from swarmshare.store.downloads import DownloadTable
-from swarmshare.store.hashing import ScannedFile
-from swarmshare.store.library import Library, ShareResult, share_paths
+from swarmshare.store.hashing import ScannedFile, v1_piece_hashes
+from swarmshare.store.library import ContentRecord, Library, ShareResult, share_paths
 
 if TYPE_CHECKING:
     from swarmshare.net.server import PeerServer
@@ -248,6 +251,66 @@ class Node:
         record = self.library.unshare(ref)
         self.reload()
         return record.as_json()
+
+    async def torrent(self, ref: str, hybrid: bool, wait: float) -> Json:
+        """A .torrent of a content held here or on the network (`wait` s to hear of it): its
+        web seeds are every known holder's BEP 19 route (this peer's too when it serves);
+        `hybrid` adds the v1 half (SHA-1 pieces over BEP 47 pad files), read from the files
+        here. The file's bytes come back base64-encoded in "torrent"."""
+        await self.look(wait)
+        try:
+            record: ContentRecord | None = self.library.resolve(ref)
+        except NotFoundError:
+            record = None
+        holders: list[tuple[str, int]] = []
+        if record is not None:
+            content_id, name = record.id, record.name
+            manifest = self.library.manifest(content_id)
+            if self.server is not None:
+                holders += [(host, self.server.port) for host in _own_hosts(self.server.host)]
+        else:
+            found = self._resolve(ref)
+            content_id, name = found.content_id, found.name
+            if found.origin is not None:
+                raise UsageError(f"{name} is a seed script's file: it has no torrent")
+        assert self.swarm is not None
+        for item in self.swarm.network():
+            if item.id == content_id:
+                holders += [(p.address, p.port) for p in item.complete if p.port]
+        if record is None:
+            if not holders:
+                raise NotFoundError(f"no peer holds all of {name} now: no web seed to name")
+            manifest = await self._manifest_from(holders, content_id)
+        v1 = None
+        if hybrid:
+            if record is None or not self.library.is_intact(content_id):
+                raise UsageError(f"--hybrid reads {name}'s files here: share it (or get it) first")
+            paths = [path for path, _stat in self.library.file_paths(content_id)]
+            v1 = await asyncio.to_thread(v1_piece_hashes, manifest, paths)
+        token = f"{web_seed_token(self._key, content_id)}/" if self._key is not None else ""
+        urls = [
+            f"http://{_url_host(host)}:{port}/v1/content/{content_id}/bt/{token}"
+            for host, port in dict.fromkeys(holders)
+        ]
+        data = torrent_file(manifest, urls, v1)
+        return {
+            "id": content_id,
+            "name": name,
+            "magnet": magnet(content_id, name),
+            "hybrid": hybrid,
+            "web_seeds": urls,
+            "torrent": base64.b64encode(data).decode("ascii"),
+        }
+
+    async def _manifest_from(self, holders: list[tuple[str, int]], content_id: str) -> Manifest:
+        """The manifest of `content_id` from the first of `holders` that gives a good one."""
+        problem: Exception | None = None
+        for host, port in holders:
+            try:
+                return await self.client.manifest(host, port, content_id)
+            except (SwarmshareError, OSError) as exc:
+                problem = exc
+        raise NotFoundError(f"no holder gave the content's manifest ({problem})")
 
     def reload(self) -> None:
         """The library changed (maybe by another process): serve and announce what it holds."""
@@ -485,6 +548,18 @@ def _destination(output: str | None, dest_dir: Path) -> Destination:
     if path.name.endswith((".part", ".part.swarmshare")):
         raise UsageError("a download may not end in .part or .part.swarmshare")
     return Destination(path.parent, path)
+
+
+def _own_hosts(bind: str) -> list[str]:
+    """The addresses other hosts reach this peer's server at: its bind address, or for a
+    wildcard one each IPv4 interface's (not loopback's)."""
+    if not is_wildcard(bind):
+        return [bind]
+    return [str(interface.ip) for _name, interface in ipv4_interfaces()]
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _make_folder(folder: Path) -> None:

@@ -48,6 +48,9 @@ class Session(Protocol):
     def unshare(self, ref: str) -> Json:
         """Stop sharing one content."""
 
+    def torrent(self, ref: str, hybrid: bool, wait: float) -> Json:
+        """A .torrent of a content (see `Node.torrent`)."""
+
     def log(self, limit: int) -> list[Json]:
         """The newest rows of the transfer log."""
 
@@ -119,6 +122,11 @@ class RemoteSession:
     def unshare(self, ref: str) -> Json:
         """Through the daemon, which stops serving it at once."""
         result: Json = self.client.post("unshare", {"ref": ref})
+        return result
+
+    def torrent(self, ref: str, hybrid: bool, wait: float) -> Json:
+        """Made by the daemon, which knows the holders and serves the web seed routes."""
+        result: Json = self.client.post("torrent", {"ref": ref, "hybrid": hybrid})
         return result
 
     def log(self, limit: int) -> list[Json]:
@@ -282,6 +290,10 @@ class LocalSession:
     def unshare(self, ref: str) -> Json:
         """From the database: no network."""
         return self._call(_sync(lambda n: n.unshare(ref)))
+
+    def torrent(self, ref: str, hybrid: bool, wait: float) -> Json:
+        """Ask the network for holders (waiting up to `wait` s), then make it here."""
+        return self._call(lambda n: n.torrent(ref, hybrid, wait))
 
     def log(self, limit: int) -> list[Json]:
         """From the database."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from swarmshare.store.hashing import FileStat
 from swarmshare.store.library import ContentRecord, Library, refresh_home
 
 log = logging.getLogger("swarmshare")
+_PAD = re.compile(r"\.pad/([1-9][0-9]{0,9})")  # BEP 47: NAME/.pad/LENGTH
 
 
 class Served:
@@ -184,6 +186,26 @@ class Shelf:
         disk_path, recorded = served.files[index]
         self._check_intact(disk_path, recorded)
         return disk_path
+
+    def web_seed_file(self, content_id: str, path: str) -> str | int:
+        """A web seed's NAME[/PATH] of a held content: the file's on-disk path, or the length
+        of the BEP 47 pad file `NAME/.pad/N` a hybrid torrent names (served as zeros)."""
+        served = self._served.get(content_id)
+        if served is None:
+            raise ServeError(404, "unknown_content", "this peer does not hold that content")
+        manifest = self._read(served, files=False).manifest
+        name, _, inside = path.partition("/")
+        if name != manifest.name:
+            raise ServeError(404, "unknown_path", "a web seed path starts with the content's name")
+        if manifest.kind == "file":
+            if inside:
+                raise ServeError(404, "unknown_path", "no such file in that content")
+            return self.file_location(content_id, None)
+        if manifest.find(inside) is None:
+            pad = _PAD.fullmatch(inside)
+            if pad is not None and int(pad[1]) < manifest.piece_length:
+                return int(pad[1])
+        return self.file_location(content_id, inside)
 
     def _read(self, served: Served, files: bool = True) -> Served:
         """`served` with its manifest (and `files`) read; ServeError when no longer shared."""

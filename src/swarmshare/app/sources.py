@@ -22,8 +22,7 @@ from typing import Protocol, runtime_checkable
 from swarmshare.app.seeds import SeedContent, SeedView
 from swarmshare.app.swarm import Swarm
 from swarmshare.core.catalog import bitmap_get
-from swarmshare.core.chunking import chunk_spans, sha256_hex
-from swarmshare.core.manifest import ChunkRef, Manifest, file_entry
+from swarmshare.core.manifest import ChunkRef, Manifest, manifest_of_bytes
 from swarmshare.core.peers import Peer
 from swarmshare.core.transfer import ChunkOutcome
 from swarmshare.errors import IntegrityError, RemoteProtocolError, SwarmshareError
@@ -379,12 +378,7 @@ class SeedOrigin:
 
 
 def _manifest_of(name: str, data: bytes) -> Manifest:
-    entry = file_entry(name, len(data), [])
-    hashes = [
-        sha256_hex(data[s.offset : s.offset + s.length])
-        for s in chunk_spans(len(data), entry.chunk_size)
-    ]
-    return Manifest.build(name, "file", [file_entry(name, len(data), hashes)])
+    return manifest_of_bytes(name, data)
 
 
 @dataclass

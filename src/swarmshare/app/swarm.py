@@ -36,6 +36,7 @@ from swarmshare.core.announce import Announcement
 from swarmshare.core.auth import derive_key
 from swarmshare.core.catalog import Catalog, CatalogItem
 from swarmshare.core.peers import CatalogStale, Peer, PeerEvent, PeerLeft, PeerTable
+from swarmshare.core.torrent import magnet_json
 from swarmshare.errors import RemoteProtocolError, SwarmshareError
 from swarmshare.limits import (
     LISTING_DISCREDIT_SECONDS,
@@ -83,7 +84,7 @@ class NetworkItem:
             "complete_peers": [p.peer_id for p in self.complete],
             "partial_peers": [p.peer_id for p in self.partial],
             "complete": bool(self.complete),
-        }
+        } | magnet_json(self.id, self.name)
 
 
 class Swarm:

@@ -48,6 +48,13 @@ def sign(key: bytes, message: bytes) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def web_seed_token(key: bytes, content_id: str) -> str:
+    """The path token that lets a BitTorrent web seed client (which cannot sign requests)
+    fetch one content's files from a private swarm: it goes in the URL's path, never in a
+    query string (libtorrent ignores web seeds with one on private addresses)."""
+    return sign(key, b"swarmshare web seed\x00" + content_id.encode())[:32]
+
+
 Endpoint = tuple[str, int]
 
 

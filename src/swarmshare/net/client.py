@@ -10,11 +10,10 @@ PeerUnavailable or RemoteProtocolError that names the peer and what it did.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 
 from swarmshare.core.catalog import Catalog, decode_catalog
-from swarmshare.core.manifest import Manifest, decode_manifest
+from swarmshare.core.manifest import Manifest, decode_manifest, manifest_id
 from swarmshare.errors import IntegrityError, SwarmshareError
 from swarmshare.limits import (
     MAX_CATALOG_BYTES,
@@ -88,7 +87,7 @@ class PeerClient:
             host, port, f"/v1/content/{content_id}/manifest", MAX_MANIFEST_BYTES
         )
         data = bytes(body)
-        if hashlib.sha256(data).hexdigest() != content_id:
+        if manifest_id(data) != content_id:
             raise IntegrityError("manifest does not hash to the content ID")
         manifest = decode_manifest(data)
         self._manifests[content_id] = manifest

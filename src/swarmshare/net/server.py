@@ -6,6 +6,12 @@
     GET /v1/content/{id}/chunks/{list}       several chunks in one reply, one after the other
                                              (list: indices and ranges, "3,5-9,12")
     GET /v1/content/{id}/file[/{path}]       a plain file, with Range, for curl and friends
+    GET /v1/content/{id}/bt/[{token}/]{name}[/{path}]
+                                             the same for BitTorrent web seeds (BEP 19: the
+                                             url-list entry ends in /bt/, the client adds the
+                                             torrent's name and path); BEP 47 pad files
+                                             (.pad/N) are N zeros; in a private swarm the
+                                             content's token is the first path segment
 
 With an upload limit, chunk and file bodies go out in pieces paced by one byte bucket shared by
 every connection.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hmac
 import os
 import re
 import socket
@@ -36,7 +43,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.typedefs import Handler
 
-from swarmshare.core.auth import AUTH_HEADER, AuthError, RequestVerifier
+from swarmshare.core.auth import AUTH_HEADER, AuthError, RequestVerifier, web_seed_token
 from swarmshare.core.catalog import Catalog
 from swarmshare.core.location import ChunkLocation
 from swarmshare.core.ratelimit import ByteBucket, RateLimiter
@@ -54,6 +61,7 @@ from swarmshare.limits import (
 from swarmshare.net.guard import ConnectionGuard, GuardLimits
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_WEB_SEED = re.compile(r"/v1/content/[0-9a-f]{64}/bt/")
 _INDEX = re.compile(r"[0-9]{1,9}")
 _BATCH = re.compile(r"[0-9]{1,9}(-[0-9]{1,9})?(,[0-9]{1,9}(-[0-9]{1,9})?)*")
 OPEN_DESCRIPTORS = 256  # files the server keeps open between requests
@@ -76,6 +84,10 @@ class ContentProvider(Protocol):
 
     def file_location(self, content_id: str, path: str | None) -> str:
         """The on-disk path of a complete, intact file of a content; ServeError otherwise."""
+
+    def web_seed_file(self, content_id: str, path: str) -> str | int:
+        """For a web seed request of NAME[/PATH]: the on-disk path of that intact file, or the
+        length of the BEP 47 pad file it names; ServeError otherwise."""
 
     def served(
         self, peer: str, content_id: str, name: str, index: int, nbytes: int, result: str
@@ -107,6 +119,7 @@ class PeerServer:
         self.auth_refused = 0
         self.requests = 0  # every request admitted past the connection guard
         self._verifier = RequestVerifier(key) if key is not None else None
+        self._key = key
         self.host = host
         self.requested_port = port
         self.port = 0
@@ -117,6 +130,7 @@ class PeerServer:
         app.router.add_get("/v1/content/{cid}/chunks/{indices}", self._chunks)
         app.router.add_get("/v1/content/{cid}/file", self._file)
         app.router.add_get("/v1/content/{cid}/file/{path:.+}", self._file)
+        app.router.add_get("/v1/content/{cid}/bt/{path:.+}", self._web_seed)
         app.middlewares.append(self._guarded)
         app.middlewares.append(_errors_as_json)
         app.middlewares.append(self._auth)
@@ -166,7 +180,8 @@ class PeerServer:
             self.guard.started(request.transport)
         if not self._rate.allow(request.remote or "?", time.monotonic()):
             return error_response(429, "busy", "too many requests from this address; slow down")
-        if self._verifier is not None:
+        if self._verifier is not None and not _WEB_SEED.match(request.path):
+            # (a web seed request carries its token in its path: `_web_seed` checks it)
             transport = request.transport
             local = transport.get_extra_info("sockname") if transport is not None else None
             try:
@@ -198,10 +213,10 @@ class PeerServer:
         cid = _content_id(request)
         body = self.provider.manifest_bytes(cid)
         if len(body) <= _MANIFEST_PIECE_BYTES:
-            return web.Response(body=body, content_type="application/json")
+            return web.Response(body=body, content_type="application/x-bittorrent")
         # A big manifest (a folder of a million files is 140 MB) goes out piece by piece: whole,
         # it would be copied into the transport's buffer, once per client asking at once.
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response = web.StreamResponse(headers={"Content-Type": "application/x-bittorrent"})
         response.content_length = len(body)
         await response.prepare(request)
         view = memoryview(body)
@@ -273,6 +288,40 @@ class PeerServer:
         if self._upload is None:
             return web.FileResponse(path)
         return _LimitedFileResponse(path, self._upload)
+
+    async def _web_seed(self, request: web.Request) -> web.StreamResponse:
+        cid = _content_id(request)
+        path = request.match_info["path"]
+        if self._key is not None:
+            token, _, path = path.partition("/")
+            if not hmac.compare_digest(token, web_seed_token(self._key, cid)):
+                self.auth_refused += 1
+                return error_response(401, "auth", "wrong web seed token for this content")
+        found = self.provider.web_seed_file(cid, path)
+        if isinstance(found, int):
+            return _zeros(request, found)
+        if self._upload is None:
+            return web.FileResponse(found)
+        return _LimitedFileResponse(found, self._upload)
+
+
+def _zeros(request: web.Request, length: int) -> web.Response:
+    """`length` zero bytes (a pad file), honouring one Range."""
+    wanted = request.http_range
+    start = wanted.start or 0
+    stop = length if wanted.stop is None else min(wanted.stop, length)
+    if start < 0:  # a suffix range: the last -start bytes
+        start, stop = max(0, length + start), length
+    if start >= stop and length:
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{length}"})
+    if request.headers.get("Range") is None:
+        return web.Response(body=bytes(length), content_type="application/octet-stream")
+    return web.Response(
+        status=206,
+        body=bytes(stop - start),
+        content_type="application/octet-stream",
+        headers={"Content-Range": f"bytes {start}-{stop - 1}/{length}"},
+    )
 
 
 class _ChunkResponse(web.StreamResponse):

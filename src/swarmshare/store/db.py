@@ -7,6 +7,7 @@ database lists every shared path and every peer that fetched from us.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import sqlite3
@@ -19,7 +20,7 @@ from typing import Any
 from swarmshare.errors import StoreError
 from swarmshare.limits import MAX_TRANSFER_LOG_ROWS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_FILE = "swarmshare.db"
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -82,9 +83,13 @@ CREATE TABLE IF NOT EXISTS downloads (
 """
 
 
+_log = logging.getLogger("swarmshare")
+
 # Schema changes from each older version to the next.
 _MIGRATIONS = {
     1: "ALTER TABLE transfers ADD COLUMN count INTEGER NOT NULL DEFAULT 1;",
+    # Content IDs became BitTorrent v2 infohashes: older records name nothing any peer knows.
+    2: "DELETE FROM chunk_index; DELETE FROM files; DELETE FROM contents; DELETE FROM downloads;",
 }
 
 
@@ -110,6 +115,8 @@ class Database:
                 self.conn.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
             while 0 < version < SCHEMA_VERSION:
                 version += 1
+                if version == 3:
+                    _log_dropped_contents(self.conn, path)
                 self.conn.executescript(
                     f"BEGIN; {_MIGRATIONS[version - 1]} PRAGMA user_version={version}; COMMIT;"
                 )
@@ -297,3 +304,17 @@ def _connection_for(path: Path) -> type[sqlite3.Connection]:
                 raise
 
     return _Connection
+
+
+def _log_dropped_contents(conn: sqlite3.Connection, path: Path) -> None:
+    """One line for the records the move to v2 content IDs drops."""
+    shared = int(conn.execute("SELECT count(*) FROM contents").fetchone()[0])
+    downloads = int(conn.execute("SELECT count(*) FROM downloads").fetchone()[0])
+    if shared or downloads:
+        _log.warning(
+            "%s: content IDs are BitTorrent v2 infohashes now; %d shared content(s) and %d"
+            " download(s) recorded in the old format were dropped: share them again",
+            path,
+            shared,
+            downloads,
+        )

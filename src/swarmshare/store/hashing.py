@@ -14,23 +14,27 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from swarmshare.core.chunking import ChunkHasher, Span, chunk_size_for, chunk_spans
+from swarmshare.core import merkle
+from swarmshare.core.chunking import Span, chunk_size_for, chunk_spans
 from swarmshare.core.manifest import (
     ContentKind,
+    FileEntry,
     Manifest,
     collision_reason,
-    file_entry,
     name_collision,
+    path_key,
     validate_leaf,
     validate_name,
     validate_path,
 )
+from swarmshare.core.torrent import v1_layout
 from swarmshare.errors import FileChangedError, StoreError, UsageError
 from swarmshare.limits import MAX_PATH_DEPTH, MIB
 
 READ_BYTES = 1 * MIB
 SMALL_BATCH_FILES = 64  # small files hashed in one task of a thread
 SMALL_BATCH_BYTES = 1 * MIB
+SMALL_FILE_BYTES = 1 * MIB  # files up to this size (and of one piece) are read whole
 Progress = Callable[[int], None]
 
 
@@ -64,11 +68,14 @@ def hash_content(
     progress: Progress | None = None,
     workers: int | None = None,
 ) -> Manifest:
-    """Hash every file of a content and build its manifest; FileChangedError if one changes.
+    """Hash every file of a content (BEP 52: one pass over each file's bytes gives its piece
+    layer and pieces root) and build its manifest; FileChangedError if one changes.
 
-    Files of one chunk (most files of a folder) are hashed whole, several at once in the
-    threads; a bigger file is hashed span by span in the same threads."""
+    Small files (most files of a folder) are hashed whole, several at once in the threads; a
+    bigger file is hashed piece by piece in the same threads."""
     threads = workers or min(4, os.cpu_count() or 2)
+    piece_length = chunk_size_for(sum(f.stat.size for f in files))
+    whole = min(piece_length, SMALL_FILE_BYTES)  # files read whole, in batches
     digests: list[list[str] | None] = [None] * len(files)
     window = threads * 2  # batches of small files in flight: bounds memory to a few of them
     with ThreadPoolExecutor(threads, thread_name_prefix="swarmshare-hash") as pool:
@@ -87,15 +94,15 @@ def hash_content(
                 collect(window)
 
         try:
-            # Small files (of one chunk) go to the threads in batches: one task per file would
-            # cost more than hashing it.
+            # Small files go to the threads in batches: one task per file would cost more
+            # than hashing it.
             first = batch_bytes = 0
             for index, scanned in enumerate(files):
                 size = scanned.stat.size
-                if size > chunk_size_for(size):
+                if size > whole:
                     submit(first, index)
                     first, batch_bytes = index + 1, 0
-                    digests[index] = _hash_file(scanned, pool, threads, progress)
+                    digests[index] = _hash_file(scanned, piece_length, pool, threads, progress)
                     continue
                 batch_bytes += size
                 if index + 1 - first >= SMALL_BATCH_FILES or batch_bytes >= SMALL_BATCH_BYTES:
@@ -106,22 +113,23 @@ def hash_content(
         finally:
             for _first, _end, future in pending:
                 future.cancel()
-    # Entries are made one at a time, in path order, as the manifest is encoded: a folder of a
-    # million files never has them all at once.
-    order = sorted(range(len(files)), key=lambda i: files[i].rel_path)
+    # Entries are made one at a time, in canonical order, as the manifest is encoded: a folder
+    # of a million files never has them all at once.
+    order = sorted(range(len(files)), key=lambda i: path_key(files[i].rel_path))
     return Manifest(
         name,
         kind,
         (
-            file_entry(files[i].rel_path, files[i].stat.size, found)
+            FileEntry(files[i].rel_path, files[i].stat.size, piece_length, tuple(found))
             for i in order
             if (found := digests[i]) is not None
         ),
+        piece_length,
     )
 
 
 def _hash_small(batch: Sequence[ScannedFile]) -> list[list[str]]:
-    """The chunk digests of each of a few files of at most one chunk."""
+    """The pieces root of each of a few files of at most one piece (none if empty)."""
     found: list[list[str]] = []
     for scanned in batch:
         try:
@@ -137,18 +145,19 @@ def _hash_small(batch: Sequence[ScannedFile]) -> list[list[str]]:
                 raise FileChangedError(f"{scanned.abs_path} changed while it was being shared")
         finally:
             os.close(fd)
-        found.append([hashlib.sha256(data).hexdigest()] if size else [])
+        found.append([merkle.small_file_root(data).hex()] if size else [])
     return found
 
 
 def _hash_file(
     scanned: ScannedFile,
+    piece_length: int,
     pool: ThreadPoolExecutor | None,
     threads: int,
     progress: Progress | None,
 ) -> list[str]:
+    """The piece layer of a file longer than one piece, or the pieces root of a shorter one."""
     size = scanned.stat.size
-    chunk_size = chunk_size_for(size)
     try:
         fd = os.open(scanned.abs_path, os.O_RDONLY)
     except OSError as exc:
@@ -157,11 +166,21 @@ def _hash_file(
         before = FileStat.of(os.fstat(fd))
         if before != scanned.stat:
             raise FileChangedError(f"{scanned.abs_path} changed while it was being shared")
-        spans = list(chunk_spans(size, chunk_size))
-        if len(spans) <= 1 or pool is None:
-            digests = _hash_sequential(fd, size, chunk_size, progress)
+        spans = list(chunk_spans(size, piece_length))
+        leaves = merkle.piece_leaves(piece_length)
+        if len(spans) <= 1:
+            leaves = merkle.next_power_of_two(merkle.block_count(size))
+            digests = [hash_span(fd, Span(0, 0, size), leaves)]
+            if progress:
+                progress(size)
+        elif pool is None:
+            digests = []
+            for span in spans:
+                digests.append(hash_span(fd, span, leaves))
+                if progress:
+                    progress(span.length)
         else:
-            digests = _hash_parallel(fd, spans, pool, threads, progress)
+            digests = _hash_parallel(fd, spans, leaves, pool, threads, progress)
         after = FileStat.of(os.stat(scanned.abs_path))
         if after != before:
             raise FileChangedError(f"{scanned.abs_path} changed while it was being shared")
@@ -170,36 +189,26 @@ def _hash_file(
         os.close(fd)
 
 
-def _hash_sequential(fd: int, size: int, chunk_size: int, progress: Progress | None) -> list[str]:
-    hasher = ChunkHasher(chunk_size)
-    offset = 0
-    while offset < size:
-        data = os.pread(fd, min(READ_BYTES, size - offset), offset)
-        if not data:
-            raise FileChangedError("file got shorter while it was being shared")
-        hasher.feed(data)
-        offset += len(data)
-        if progress:
-            progress(len(data))
-    return hasher.finish()
-
-
-def hash_span(fd: int, span: Span) -> str:
-    """SHA-256 hex of one span of an open file, read in bounded pieces."""
-    digest = hashlib.sha256()
+def hash_span(fd: int, span: Span, leaves: int) -> str:
+    """The merkle root (hex) of one span of an open file, its 16 KiB blocks padded to `leaves`
+    leaves; read in bounded pieces."""
+    hasher = merkle.PieceHasher(leaves)
     done = 0
     while done < span.length:
         data = os.pread(fd, min(READ_BYTES, span.length - done), span.offset + done)
         if not data:
             raise FileChangedError("file got shorter while it was being read")
-        digest.update(data)
+        if len(data) % merkle.BLOCK_BYTES and done + len(data) < span.length:
+            data = data[: len(data) - len(data) % merkle.BLOCK_BYTES]  # whole blocks only
+        hasher.feed(data)
         done += len(data)
-    return digest.hexdigest()
+    return hasher.root().hex()
 
 
 def _hash_parallel(
     fd: int,
     spans: list[Span],
+    leaves: int,
     pool: ThreadPoolExecutor,
     threads: int,
     progress: Progress | None,
@@ -211,7 +220,7 @@ def _hash_parallel(
     while next_span < len(spans) or pending:
         while next_span < len(spans) and len(pending) < window:
             span = spans[next_span]
-            pending.append((span, pool.submit(hash_span, fd, span)))
+            pending.append((span, pool.submit(hash_span, fd, span, leaves)))
             next_span += 1
         span, future = pending.pop(0)
         digests.append(future.result())
@@ -280,6 +289,11 @@ def scan_path(path: str) -> tuple[str, ContentKind, list[ScannedFile], list[str]
             files.append(ScannedFile(rel, full, FileStat.of(lst)))
     if not files:
         raise UsageError(f"{path}: the folder holds no file that can be shared")
+    if len(files) == 1 and files[0].rel_path == name:
+        raise UsageError(
+            f"{path}: a folder holding only a file of its own name is that file"
+            " (BitTorrent cannot tell them apart): share the file"
+        )
     collision = name_collision(f.rel_path for f in files)
     if collision is not None:
         raise UsageError(
@@ -299,3 +313,45 @@ def _check_readable(real: str, shown: str) -> None:
             handle.read(0)
     except OSError as exc:
         raise UsageError(f"{shown}: cannot read ({exc.strerror})") from None
+
+
+def v1_piece_hashes(manifest: Manifest, paths: Sequence[str]) -> bytes:
+    """The SHA-1 of each piece of the content's v1 (BEP 47) layout, concatenated, read from
+    its files at `paths` (pads are zeros): what a hybrid .torrent adds. One pass, bounded
+    memory; FileChangedError if a file is shorter than its manifest says."""
+    step = manifest.piece_length
+    digests = bytearray()
+    piece = hashlib.sha1()
+    filled = 0
+
+    def feed(data: bytes) -> None:
+        nonlocal piece, filled
+        view = memoryview(data)
+        while view:
+            take = min(len(view), step - filled)
+            piece.update(view[:take])
+            filled += take
+            view = view[take:]
+            if filled == step:
+                digests.extend(piece.digest())
+                piece, filled = hashlib.sha1(), 0
+
+    for span in v1_layout(manifest):
+        if span.file_index is None:
+            feed(bytes(span.length))
+            continue
+        path = paths[span.file_index]
+        try:
+            with open(path, "rb") as handle:
+                done = 0
+                while done < span.length:
+                    data = handle.read(min(READ_BYTES, span.length - done))
+                    if not data:
+                        raise FileChangedError(f"{path} is shorter than when it was shared")
+                    feed(data)
+                    done += len(data)
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+    if filled:
+        digests.extend(piece.digest())
+    return bytes(digests)

@@ -17,8 +17,15 @@ from pathlib import Path
 from typing import overload
 
 from swarmshare.core.location import ChunkLocation
-from swarmshare.core.manifest import ContentKind, Manifest, ManifestError, decode_manifest
+from swarmshare.core.manifest import (
+    ContentKind,
+    Manifest,
+    ManifestError,
+    decode_manifest,
+    path_key,
+)
 from swarmshare.core.refs import resolve_ref
+from swarmshare.core.torrent import magnet_json
 from swarmshare.errors import NotFoundError, StoreError, SwarmshareError, UsageError
 from swarmshare.store.db import Database
 from swarmshare.store.hashing import FileStat, Progress, ScannedFile, hash_content, scan_path
@@ -53,7 +60,7 @@ class ContentRecord:
             "chunks": self.chunks,
             "path": self.root,
             "added": self.added,
-        }
+        } | magnet_json(self.id, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +330,7 @@ def _file_rows(
     manifest: Manifest, files: list[ScannedFile]
 ) -> Iterator[tuple[str, int, str, int, int, int]]:
     """The `files` rows of a content: its files found on disk, in manifest (path) order."""
-    ordered = sorted(files, key=lambda f: f.rel_path)
+    ordered = sorted(files, key=lambda f: path_key(f.rel_path))
     if len(ordered) != manifest.file_count:
         raise StoreError("the files found do not match the manifest")
     cid = manifest.content_id

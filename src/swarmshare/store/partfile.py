@@ -14,7 +14,6 @@ import base64
 import contextlib
 import errno
 import functools
-import hashlib
 import json
 import mmap
 import os
@@ -231,7 +230,7 @@ class PartFile:
         good = set()
         for index in sorted(chunks):
             ref = self.manifest.chunk(index)
-            if hashlib.sha256(self.read(ref)).hexdigest() == ref.sha256:
+            if ref.matches(self.read(ref)):
                 good.add(index)
         return good
 
@@ -239,7 +238,7 @@ class PartFile:
 
     def write_if_valid(self, ref: ChunkRef, data: bytes | bytearray | mmap.mmap) -> bool:
         """Hash `data` and write it at its place only if it matches the manifest."""
-        if hashlib.sha256(data).hexdigest() != ref.sha256:
+        if not ref.matches(data):
             return False
         self.write(ref, data)
         return True
@@ -255,7 +254,7 @@ class PartFile:
         for ref in refs:
             piece = view[start : start + ref.length]
             start += ref.length
-            good = len(piece) == ref.length and hashlib.sha256(piece).hexdigest() == ref.sha256
+            good = ref.matches(piece)
             if good and ref.offset == 0 and ref.length == self.manifest.size_of(ref.file_index):
                 self._write_whole(ref.file_index, piece)
             elif good:
