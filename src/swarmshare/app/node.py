@@ -46,6 +46,7 @@ from swarmshare.store.hashing import ScannedFile
 from swarmshare.store.library import Library, ShareResult, share_paths
 
 if TYPE_CHECKING:
+    from swarmshare.app.localsend import LocalSendService
     from swarmshare.net.server import PeerServer
 
 log = logging.getLogger("swarmshare")
@@ -99,6 +100,8 @@ class Node:
         self.server: PeerServer | None = None
         self.swarm: Swarm | None = None
         self.seed_serving: SeedServing | None = None
+        self.localsend: LocalSendService | None = None
+        self._sharing: set[asyncio.Task[object]] = set()
         self._stack = contextlib.AsyncExitStack()
         self._listening = False
         key = derive_key(settings.secret) if settings.secret else None
@@ -163,6 +166,20 @@ class Node:
                         s.interval,
                     )
                 )
+        if self.serve and s.localsend:
+            from swarmshare.app.localsend import LocalSendService
+
+            self._stack.push_async_callback(self._finish_sharing)
+
+            self.localsend = await self._stack.enter_async_context(
+                LocalSendService(
+                    s,
+                    self.server.port if self.server else None,
+                    self.downloads_dir,
+                    self._received,
+                    self.changes.bump,
+                )
+            )
         self.transfers.restore(resume=self.serve)
         return self
 
@@ -297,6 +314,7 @@ class Node:
             "downloads": self.downloads(),
             "ipv6": [i.name for i in swarm.discovery.ipv6] if swarm else [],
             "mdns": _mdns_state(swarm),
+            "localsend": None if self.localsend is None else self.localsend.status(),
         }
         if server is not None:
             guard = server.guard
@@ -445,6 +463,28 @@ class Node:
             self.settings.legacy_port,
             None if bind in ("", "0.0.0.0") else bind,
         )
+
+    def _received(self, path: Path) -> None:
+        """A file came in over LocalSend: share it with the swarm."""
+        task = asyncio.get_running_loop().create_task(self.share([str(path)]))
+        self._sharing.add(task)
+        task.add_done_callback(self._sharing.discard)
+
+    async def _finish_sharing(self) -> None:
+        if self._sharing:
+            await asyncio.gather(*self._sharing, return_exceptions=True)
+
+    def inbox(self) -> list[Json]:
+        """LocalSend offers waiting for an answer."""
+        if self.localsend is None:
+            raise UsageError("this peer does not receive LocalSend: run it with --localsend")
+        return self.localsend.inbox.list()
+
+    def inbox_decide(self, ref: str, accept: bool) -> Json:
+        """Accept or refuse a LocalSend offer."""
+        if self.localsend is None:
+            raise UsageError("this peer does not receive LocalSend: run it with --localsend")
+        return self.localsend.inbox.decide(ref, accept)
 
     def _add_to_library(self, manifest: Manifest, root: str, files: list[ScannedFile]) -> None:
         self.library.add(manifest, root, files)
