@@ -10,7 +10,8 @@ HTTPS server (its own self-signed certificate, made with `openssl`) and its real
         serves until SIGTERM; prints `ready FINGERPRINT` once listening
     python localsend_peer.py send --to HOST:PORT [--fingerprint FP] [--pin X]
                                   [--pause-after BYTES] FILE...
-        prints the result as JSON; with --pause-after, stops sending a file after that many
+        prints the result as JSON (with `upload_seconds`: from the first byte of a body to the
+        end); with --pause-after, stops sending a file after that many
         bytes, prints `paused`, and waits for a line on stdin: `cancel` cancels, else goes on
 
 `ensure_localsendd(folder)` installs the package into `folder` with pip (once) and returns the
@@ -105,12 +106,15 @@ def send(args: argparse.Namespace) -> int:
     _loopback_only(host)
     daemon, _ = _daemon(host, 53317, Path(tempfile.mkdtemp()), None, False)
     pause_after = args.pause_after
+    first_byte: float | None = None
 
     class Gate(session.ProgressReader):  # type: ignore[misc,name-defined]
         """Stops once after `pause_after` bytes until told to go on or to cancel."""
 
         def read(self, n: int = -1) -> bytes:
-            nonlocal pause_after
+            nonlocal pause_after, first_byte
+            if first_byte is None:
+                first_byte = time.monotonic()
             if pause_after is not None and self._done >= pause_after:
                 pause_after = None
                 print("paused", flush=True)
@@ -149,7 +153,9 @@ def send(args: argparse.Namespace) -> int:
     started = time.monotonic()
     outbound.run(daemon, out, target, files_meta, order, total, args.pin or "")
     result = dict(daemon.result or {})
-    result["seconds"] = time.monotonic() - started
+    ended = time.monotonic()
+    result["seconds"] = ended - started
+    result["upload_seconds"] = ended - (first_byte or ended)  # from the first body byte
     print(json.dumps(result), flush=True)
     return 0
 
