@@ -114,10 +114,16 @@ def driver(localsendd_path: Path, tmp_path: Path) -> Iterator[Driver]:
 
 
 def start_receiver(
-    swarm: Swarm, index: int, inbox: Path, *extra: str, name: str | None = None
+    swarm: Swarm,
+    index: int,
+    inbox: Path,
+    *extra: str,
+    name: str | None = None,
+    port: int | None = None,
 ) -> tuple[PeerProcess, int]:
-    """A swarmshare peer on 127.0.0.`index` receiving LocalSend into `inbox`: it and its port."""
-    port = spare_port()
+    """A swarmshare peer on 127.0.0.`index` receiving LocalSend into `inbox`: it and its port
+    (`port`: the one all the test's receivers share, each on its own address)."""
+    port = port or spare_port()
     peer = swarm.start(
         index,
         "--localsend",
@@ -394,3 +400,37 @@ def test_config_shows_the_localsend_keys(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "must be ask, pin or all" in proc.stderr
     proc = cli(tmp_path / "home", "run", "--localsend", "--accept", "pin", "--bind", "127.0.0.2")
     assert proc.returncode != 0 and "--accept pin needs a PIN" in proc.stderr
+
+
+def test_send_to_several_swarmshare_peers_makes_them_swarm(swarm: Swarm, tmp_path: Path) -> None:
+    # The sender's daemon uploads at 1 MiB/s: three receivers each fetching 16 MiB from it alone
+    # would take it 48 MiB; fetching from one another as well, it uploads about one copy.
+    sender = swarm.start(4, "--upload-limit", "1M")
+    port = spare_port()
+    receivers = [
+        start_receiver(swarm, i, tmp_path / f"inbox{i}", "--accept", "all", port=port)[0]
+        for i in (2, 3, 5)
+    ]
+    f = tmp_path / "dataset.bin"
+    size = 16 * MIB
+    write_test_file(f, size, seed=20)
+    proc = cli(
+        sender.home,
+        "send",
+        str(f),
+        *[arg for i in (2, 3, 5) for arg in ("--to", f"127.0.0.{i}:{port}")],
+        "--bind",
+        "127.0.0.4",
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("(through the swarm)") == 3, proc.stdout
+    for i in (2, 3, 5):
+        assert (tmp_path / f"inbox{i}" / "dataset.bin").read_bytes() == f.read_bytes()
+    served = control(sender.home, "GET", "status")["served_bytes"]
+    assert 0 < served < 2 * size, served
+    from_others = 0
+    for peer in receivers:
+        (download,) = control(peer.home, "GET", "downloads")
+        from_others += sum(n for a, n in download["by_peer"].items() if a != "127.0.0.4")
+    assert from_others > 0

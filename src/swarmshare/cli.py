@@ -1236,7 +1236,10 @@ def send(
     def report(event: SendEvent) -> None:
         if as_json:
             return
-        if event.kind == "target":
+        if event.kind == "target" and event.swarm:
+            line = f"{event.target} fetches {event.files} file(s), {fmt_size(event.size)}"
+            err.print(f"{line} through the swarm (from here and the other receivers)", markup=False)
+        elif event.kind == "target":
             err.print(
                 f"sending {event.files} file(s), {fmt_size(event.size)} to {event.target}",
                 markup=False,
@@ -1251,19 +1254,39 @@ def send(
         elif event.kind == "done" and event.target in bars:
             bars.pop(event.target)[0].stop()
 
+    session = open_session(settings)
+    if not session.daemon:
+        session.close()
+
+    def share(files: list[Path]) -> list[dict[str, Any]]:
+        return session.share([str(f) for f in files], None)
+
     try:
         results = asyncio.run(
-            send_files(settings, list(paths), list(destinations), pin, wait, report)
+            send_files(
+                settings,
+                list(paths),
+                list(destinations),
+                pin,
+                wait,
+                report,
+                share if session.daemon else None,
+            )
         )
     finally:
         for progress, _task in bars.values():
             progress.stop()
+        if session.daemon:
+            session.close()
     if as_json:
         _print_json(results)
     failed = False
     for r in results:
         if as_json:
             failed = failed or r["status"] not in (200, 204)
+        elif r["status"] == 200 and r.get("swarm"):
+            got = f"{r['to']} has {r['files']} file(s), {fmt_size(r['sent'])} (through the swarm)"
+            out.print(got, markup=False)
         elif r["status"] == 200:
             sent = f"sent {r['files']} file(s), {fmt_size(r['sent'])} to {r['to']}"
             out.print(sent, markup=False)

@@ -15,13 +15,21 @@ import contextlib
 import logging
 import mimetypes
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from swarmshare.config import parse_peer
-from swarmshare.core.localsend import SWARMSHARE_MODEL, DeviceInfo, FileOffer, check_name
+from swarmshare.core.localsend import (
+    SWARMSHARE_MODEL,
+    DeviceInfo,
+    FileOffer,
+    SwarmOffer,
+    check_name,
+)
 from swarmshare.errors import NotFoundError, SwarmshareError, UsageError
 from swarmshare.net.localsend import (
     LocalSendDiscovery,
@@ -37,6 +45,7 @@ from swarmshare.store.identity import load_identity
 log = logging.getLogger("swarmshare")
 
 ACCEPT_RULES = ("ask", "pin", "all")
+SWARM_FETCH_WAIT_SECONDS = 60.0  # for the sender's content to show up, and then for holders
 Json = dict[str, Any]
 
 
@@ -91,6 +100,7 @@ class LocalSendService:
         folder: Callable[[], Path],
         received: Callable[[Path], None],
         changed: Callable[[], None],
+        swarm_fetch: Callable[[str, float], Awaitable[Json]] | None = None,
     ) -> None:
         s = settings
         if s.accept not in ACCEPT_RULES:
@@ -102,6 +112,7 @@ class LocalSendService:
         self._swarm_port = swarm_port
         self._folder = folder
         self._received = received
+        self._swarm_fetch = swarm_fetch
         self._stack = contextlib.AsyncExitStack()
         self.receiver: LocalSendReceiver | None = None
         self._announcer: asyncio.Task[None] | None = None
@@ -134,6 +145,7 @@ class LocalSendService:
                     self._decide,
                     self._received,
                     pin=s.pin,
+                    fetch=None if self._swarm_fetch is None else self._fetch,
                 )
             )
         except BaseException:
@@ -163,6 +175,10 @@ class LocalSendService:
         assert self.receiver is not None
         return self.receiver.status() | {"accept": self.settings.accept}
 
+    async def _fetch(self, offer: SwarmOffer, address: str) -> None:
+        assert self._swarm_fetch is not None
+        await self._swarm_fetch(offer.content_id, SWARM_FETCH_WAIT_SECONDS)
+
     async def _decide(self, offer: Offer) -> bool:
         if self.settings.accept == "ask":
             return await self.inbox.ask(offer)
@@ -186,6 +202,11 @@ class SendEvent:
     files: int = 0
     size: int = 0
     sent: int = 0
+    swarm: bool = False
+
+
+Share = Callable[[list[Path]], list[Json]]
+"""Share files with this home's running daemon (blocking): one share result per path."""
 
 
 async def send_files(
@@ -195,9 +216,12 @@ async def send_files(
     pin: str | None,
     wait: float,
     report: Callable[[SendEvent], None],
+    share: Share | None = None,
 ) -> list[Json]:
     """Offer `paths` to each destination (alias, or HOST[:PORT]) and upload what each wants.
-    One result per destination: `sent`, or `status` and `error`."""
+    With `share` (a daemon serves this home) and two or more swarmshare receivers, the files
+    are shared and those receivers fetch them through the swarm, from this peer and from one
+    another, at once. One result per destination: `sent`, or `status` and `error`."""
     s = settings
     files = [_file_offer(p) for p in paths]
     identity = await asyncio.to_thread(load_identity, s.home, s.name)
@@ -211,9 +235,59 @@ async def send_files(
     targets = await _targets(s, info, destinations, wait, identity.client_context())
     results: list[Json] = []
     async with LocalSendSender(info, identity.client_context(), s.bind) as sender:
+        known: list[Target] = []
         for target in targets:
+            try:
+                known.append(await sender.register(target))
+            except SwarmshareError as exc:
+                results.append({"to": target.name, "status": 0, "error": str(exc)})
+        swarm = [t for t in known if t.info is not None and t.info.is_swarmshare]
+        offers = await _swarm_offers(info, files, paths, share) if len(swarm) >= 2 else None
+        plain = known
+        if offers is not None:
+            fetched = await asyncio.gather(
+                *(_swarm_one(sender, t, offers, pin, report) for t in swarm)
+            )
+            results += [r for r in fetched if r.get("status") != 404]
+            again = {r["to"] for r in fetched if r.get("status") == 404}
+            plain = [t for t in known if t not in swarm or t.name in again]
+        for target in plain:
             results.append(await _send_one(sender, target, files, paths, pin, report))
     return results
+
+
+async def _swarm_offers(
+    info: DeviceInfo, files: list[FileOffer], paths: list[Path], share: Share | None
+) -> list[SwarmOffer] | None:
+    """The files shared with the swarm, as offers (None: they cannot be)."""
+    if share is None:
+        return None
+    shared = await asyncio.to_thread(share, paths)
+    if any("error" in r or r.get("kind") != "file" for r in shared):
+        return None
+    return [
+        SwarmOffer(info, str(r["id"]), f.name, f.size) for r, f in zip(shared, files, strict=True)
+    ]
+
+
+async def _swarm_one(
+    sender: LocalSendSender,
+    target: Target,
+    offers: list[SwarmOffer],
+    pin: str | None,
+    report: Callable[[SendEvent], None],
+) -> Json:
+    size = sum(o.size for o in offers)
+    report(SendEvent("target", target.name, len(offers), size, swarm=True))
+    try:
+        for offer in offers:
+            await sender.swarm_fetch(target, offer, pin)
+    except LocalSendRefused as exc:
+        return {"to": target.name, "status": exc.status, "error": _refusal(exc.status, target, pin)}
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return {"to": target.name, "status": 0, "error": f"{target.name}: {exc}"}
+    report(SendEvent("done", target.name))
+    return {"to": target.name, "status": 200, "sent": size, "files": len(offers), "swarm": True}
 
 
 async def _send_one(
@@ -225,13 +299,12 @@ async def _send_one(
     report: Callable[[SendEvent], None],
 ) -> Json:
     try:
-        target = await sender.register(target)
         report(SendEvent("target", target.name, len(files), sum(f.size for f in files)))
         grant = await sender.offer(target, files, pin)
     except LocalSendRefused as exc:
         return {"to": target.name, "status": exc.status, "error": _refusal(exc.status, target, pin)}
-    except SwarmshareError as exc:
-        return {"to": target.name, "status": 0, "error": str(exc)}
+    except (SwarmshareError, aiohttp.ClientError, OSError) as exc:
+        return {"to": target.name, "status": 0, "error": f"{target.name}: {exc}"}
     sent = 0
 
     def progress(n: int) -> None:
@@ -245,7 +318,7 @@ async def _send_one(
                 await sender.upload(target, grant, file, path, progress)
     except LocalSendRefused as exc:
         return {"to": target.name, "status": exc.status, "error": _refusal(exc.status, target, pin)}
-    except (TimeoutError, OSError) as exc:
+    except (TimeoutError, OSError, aiohttp.ClientError) as exc:
         await sender.cancel(target, grant)
         return {"to": target.name, "status": 0, "error": f"the transfer was cut: {exc}"}
     except BaseException:

@@ -178,6 +178,7 @@ class Node:
                     self.downloads_dir,
                     self._received,
                     self.changes.bump,
+                    self._swarm_fetch,
                 )
             )
         self.transfers.restore(resume=self.serve)
@@ -469,6 +470,26 @@ class Node:
         task = asyncio.get_running_loop().create_task(self.share([str(path)]))
         self._sharing.add(task)
         task.add_done_callback(self._sharing.discard)
+
+    async def _swarm_fetch(self, content_id: str, wait: float) -> Json:
+        """Download a content a LocalSend sender (a swarmshare peer) offered through the swarm,
+        into the download folder; its final stats, or SwarmshareError."""
+        swarm = await self._start_swarm(listen=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while content_id not in {i.id for i in swarm.network()}:
+            if loop.time() >= deadline:
+                raise NotFoundError(f"no peer of this swarm offers {content_id[:12]}")
+            await swarm.wait_updated(min(0.2, max(0.01, deadline - loop.time())))
+        stats = await self.start_download(content_id, None, None, False, wait)
+        after = -1
+        while True:
+            stats = await self.watch(content_id, after, 10.0)
+            after = int(stats["version"])
+            if stats["state"] == "done":
+                return stats
+            if stats["state"] in ("failed", "cancelled", "paused"):
+                raise SwarmshareError(f"the download {stats['state']}: {stats['error']}")
 
     async def _finish_sharing(self) -> None:
         if self._sharing:

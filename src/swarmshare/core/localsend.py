@@ -15,6 +15,7 @@ are (relative, no `..`, no absolute or drive paths, no control characters).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from swarmshare.core.manifest import name_collision, parse_json, validate_path
 from swarmshare.errors import RemoteProtocolError
 from swarmshare.limits import (
+    MAX_CONTENT_BYTES,
     MAX_DATAGRAM_BYTES,
     MAX_FILE_BYTES,
     MAX_LOCALSEND_FILES,
@@ -37,6 +39,7 @@ SWARMSHARE_MODEL = "swarmshare"
 """The deviceModel a swarmshare peer announces: how another swarmshare peer knows one."""
 MAX_ID_CHARS = 128  # a file ID, session ID, token or fingerprint
 MAX_FILE_TYPE_CHARS = 128
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class LocalSendError(RemoteProtocolError):
@@ -129,6 +132,54 @@ class UploadGrant:
 
     session_id: str
     tokens: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class SwarmOffer:
+    """Between swarmshare peers only: "fetch this content through the swarm, from me and from
+    whoever else has it" (instead of an upload), so that several receivers fetch from one
+    another and the sender uploads about one copy."""
+
+    sender: DeviceInfo
+    content_id: str
+    name: str
+    size: int
+
+    def as_offer(self) -> UploadOffer:
+        """The offer as the accept rule and the inbox see it: one file."""
+        return UploadOffer(self.sender, (FileOffer(self.content_id[:16], self.name, self.size),))
+
+
+def encode_swarm_offer(offer: SwarmOffer) -> bytes:
+    """The body of a swarmshare-fetch request."""
+    return _dump(
+        {
+            "info": offer.sender.as_json(),
+            "contentId": offer.content_id,
+            "name": offer.name,
+            "size": offer.size,
+        }
+    )
+
+
+def decode_swarm_offer(data: bytes) -> SwarmOffer:
+    """A swarmshare-fetch body; BadFileName for an unsafe name."""
+    if len(data) > MAX_LOCALSEND_JSON_BYTES:
+        raise LocalSendError(f"offer of {len(data)} bytes is over the limit")
+    obj = _load(data)
+    if not isinstance(obj, dict):
+        raise LocalSendError("an offer must be a JSON object")
+    sender = decode_device(obj.get("info"))
+    content_id = obj.get("contentId")
+    if not isinstance(content_id, str) or not _HEX64.fullmatch(content_id):
+        raise LocalSendError("contentId must be 64 lowercase hex digits")
+    name = obj.get("name")
+    if not isinstance(name, str):
+        raise LocalSendError("an offer needs a name")
+    size = obj.get("size")
+    if type(size) is not int or not 0 <= size <= MAX_CONTENT_BYTES:
+        raise LocalSendError(f"bad size {size!r}")
+    return SwarmOffer(sender, content_id, check_name(name), size)
 
 
 def encode_announcement(info: DeviceInfo, announce: bool) -> bytes:

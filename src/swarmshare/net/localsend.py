@@ -39,15 +39,18 @@ from swarmshare.core.localsend import (
     DeviceInfo,
     FileOffer,
     LocalSendError,
+    SwarmOffer,
     UploadGrant,
     UploadOffer,
     decode_announcement,
     decode_device_bytes,
     decode_grant,
     decode_offer,
+    decode_swarm_offer,
     encode_announcement,
     encode_grant,
     encode_offer,
+    encode_swarm_offer,
 )
 from swarmshare.errors import DaemonError, SwarmshareError
 from swarmshare.limits import (
@@ -66,6 +69,9 @@ PART_SUFFIX = ".part"
 READ_BYTES = 1 << 20  # what an upload's body is read and written in
 Decide = Callable[["Offer"], Awaitable[bool]]
 Received = Callable[[Path], None]
+Fetch = Callable[[SwarmOffer, str], Awaitable[None]]
+"""Fetch a content through the swarm (the offer, the sender's address); SwarmshareError when
+it cannot be had."""
 
 
 class LocalSendRefused(SwarmshareError):
@@ -289,8 +295,10 @@ class LocalSendReceiver:
         decide: Decide,
         received: Received,
         pin: str | None = None,
+        fetch: Fetch | None = None,
     ) -> None:
         self.discovery = discovery
+        self._fetch = fetch
         self.bind = bind
         self.port = port
         self.pin = pin
@@ -310,6 +318,8 @@ class LocalSendReceiver:
         r.add_post(f"{API}/prepare-upload", self._prepare)
         r.add_post(f"{API}/upload", self._upload)
         r.add_post(f"{API}/cancel", self._cancel)
+        if fetch is not None:
+            r.add_post(f"{API}/swarmshare-fetch", self._swarm_fetch)
         self._app = app
 
     async def __aenter__(self) -> LocalSendReceiver:
@@ -408,6 +418,36 @@ class LocalSendReceiver:
         )
         body = encode_grant(UploadGrant(session.id, session.tokens))
         return web.Response(body=body, content_type="application/json")
+
+    async def _swarm_fetch(self, request: web.Request) -> web.StreamResponse:
+        """Our extension: fetch a content through the swarm; answered once it is here."""
+        assert self._fetch is not None
+        if self.pin is not None and request.query.get("pin") != self.pin:
+            return _fail(401, "wrong or missing PIN")
+        try:
+            offer = decode_swarm_offer(await _body(request))
+        except LocalSendError as exc:
+            return _fail(400, str(exc))
+        if len(self.sessions) + len(self.offers) >= MAX_LOCALSEND_SESSIONS:
+            return _fail(409, "too many transfers at once; try again later")
+        pending = Offer(secrets.token_hex(4), offer.as_offer(), request.remote or "", time.time())
+        self.offers[pending.id] = pending
+        try:
+            accepted = await asyncio.wait_for(self._decide(pending), LOCALSEND_DECISION_SECONDS)
+        except TimeoutError:
+            accepted = False
+        finally:
+            self.offers.pop(pending.id, None)
+        if not accepted:
+            self.refused += 1
+            return _fail(403, "refused")
+        log.info("LocalSend: fetching %s through the swarm for %r", offer.name, offer.sender.alias)
+        try:
+            await self._fetch(offer, request.remote or "")
+        except SwarmshareError as exc:
+            return _fail(500, str(exc))
+        self.received_files += 1
+        return web.Response(status=200)
 
     async def _upload(self, request: web.Request) -> web.StreamResponse:
         q = request.query
@@ -642,6 +682,20 @@ class LocalSendSender:
             headers={"Content-Length": str(file.size), "Content-Type": file.file_type},
         ) as reply:
             if reply.status not in (200, 204):
+                text = (await reply.content.read(4096)).decode("utf-8", "replace")
+                raise LocalSendRefused(reply.status, text)
+
+    async def swarm_fetch(self, target: Target, offer: SwarmOffer, pin: str | None) -> None:
+        """Ask a swarmshare peer to fetch a content through the swarm; returns once it has it.
+        LocalSendRefused when it will not (404: it does not know the request)."""
+        assert self._http is not None
+        async with self._http.post(
+            self._url(target, "swarmshare-fetch"),
+            params={"pin": pin} if pin else {},
+            data=encode_swarm_offer(offer),
+            headers={"Content-Type": "application/json"},
+        ) as reply:
+            if reply.status != 200:
                 text = (await reply.content.read(4096)).decode("utf-8", "replace")
                 raise LocalSendRefused(reply.status, text)
 
