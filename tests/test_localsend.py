@@ -434,3 +434,13 @@ def test_send_to_several_swarmshare_peers_makes_them_swarm(swarm: Swarm, tmp_pat
         (download,) = control(peer.home, "GET", "downloads")
         from_others += sum(n for a, n in download["by_peer"].items() if a != "127.0.0.4")
     assert from_others > 0
+
+
+def test_inbox_without_a_localsend_daemon_is_one_clear_line(swarm: Swarm, tmp_path: Path) -> None:
+    from helpers import assert_one_line_error
+
+    assert_one_line_error(cli(tmp_path / "home", "inbox"), "swarmshare run --localsend")
+    plain = swarm.start(2)
+    assert_one_line_error(plain.cli("inbox"), "run it with --localsend")
+    offer = start_receiver(swarm, 3, tmp_path / "inbox", "--accept", "ask")[0]
+    assert_one_line_error(offer.cli("inbox", "accept", "nope"), "no offer 'nope'")

@@ -14,15 +14,18 @@ from swarmshare.core.localsend import (
     DeviceInfo,
     FileOffer,
     LocalSendError,
+    SwarmOffer,
     UploadGrant,
     UploadOffer,
     decode_announcement,
     decode_device_bytes,
     decode_grant,
     decode_offer,
+    decode_swarm_offer,
     encode_announcement,
     encode_grant,
     encode_offer,
+    encode_swarm_offer,
 )
 
 ME = DeviceInfo(alias="lab-7", fingerprint="ab" * 32, port=53317, device_model=SWARMSHARE_MODEL)
@@ -158,3 +161,26 @@ def test_any_accepted_name_is_a_safe_relative_path(name: str) -> None:
     assert not accepted.startswith("/")
     assert all(p not in ("", ".", "..") for p in parts)
     assert not any(ord(c) < 0x20 or c in "\x7f\\" for c in accepted)  # as manifest paths
+
+
+def test_a_swarm_offer_round_trips_and_checks_its_name() -> None:
+    offer = SwarmOffer(ME, "c" * 64, "dir/data.bin", 10)
+    assert decode_swarm_offer(encode_swarm_offer(offer)) == SwarmOffer(
+        DeviceInfo(alias="lab-7", fingerprint="ab" * 32, device_model=SWARMSHARE_MODEL),
+        "c" * 64,
+        "dir/data.bin",
+        10,
+    )
+    with pytest.raises(BadFileName):
+        decode_swarm_offer(encode_swarm_offer(SwarmOffer(ME, "c" * 64, "../x", 1)))
+    with pytest.raises(LocalSendError):
+        decode_swarm_offer(encode_swarm_offer(SwarmOffer(ME, "C" * 64, "x", 1)))
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=400))
+def test_any_bytes_make_a_swarm_offer_or_a_protocol_error(data: bytes) -> None:
+    try:
+        decode_swarm_offer(data)
+    except LocalSendError:
+        pass
