@@ -444,3 +444,37 @@ def test_inbox_without_a_localsend_daemon_is_one_clear_line(swarm: Swarm, tmp_pa
     assert_one_line_error(plain.cli("inbox"), "run it with --localsend")
     offer = start_receiver(swarm, 3, tmp_path / "inbox", "--accept", "ask")[0]
     assert_one_line_error(offer.cli("inbox", "accept", "nope"), "no offer 'nope'")
+
+
+async def offer_and_upload(port: int, name: str, data: bytes) -> tuple[int, int | None]:
+    """A crafted LocalSend sender on 127.0.0.9: the prepare-upload status, then the upload's."""
+    base = f"https://127.0.0.2:{port}/api/localsend/v2"
+    body = {
+        "info": {"alias": "crafted", "fingerprint": "z"},
+        "files": {"f1": {"id": "f1", "fileName": name, "size": len(data)}},
+    }
+    connector = aiohttp.TCPConnector(ssl=False, local_addr=("127.0.0.9", 0))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async with http.post(f"{base}/prepare-upload", json=body) as r:
+            if r.status != 200:
+                return r.status, None
+            grant = await r.json()
+        params = {"sessionId": grant["sessionId"], "fileId": "f1", "token": grant["files"]["f1"]}
+        async with http.post(f"{base}/upload", params=params, data=data) as r:
+            return 200, r.status
+
+
+def test_a_link_out_of_the_download_folder_is_not_followed(swarm: Swarm, tmp_path: Path) -> None:
+    inbox, elsewhere = tmp_path / "inbox", tmp_path / "elsewhere"
+    inbox.mkdir()
+    elsewhere.mkdir()
+    (inbox / "docs").symlink_to(elsewhere)
+    _peer, port = start_receiver(swarm, 2, inbox, "--accept", "all")
+    assert asyncio.run(offer_and_upload(port, "docs/evil.sh", b"boom")) == (200, 403)
+    assert no_trace(elsewhere) == []
+    # A name as long as a file system allows (255 bytes) still lands: the part file's name is
+    # short whatever the final one.
+    long_name = "n" * 251 + ".txt"
+    assert asyncio.run(offer_and_upload(port, long_name, b"long")) == (200, 200)
+    assert (inbox / long_name).read_bytes() == b"long"
+    assert no_trace(inbox) == ["docs", long_name]

@@ -471,13 +471,22 @@ class LocalSendReceiver:
         if request.content_length is not None and request.content_length != offer.size:
             await _drain(request)
             return _fail(400, f"the body is not the {offer.size} bytes announced")
+        final = session.folder / offer.name
+        if not _inside(final.parent, session.folder):  # a folder on the way links elsewhere
+            await _drain(request)
+            return _fail(403, "that name leads out of the download folder")
         session.busy.add(file_id)
         session.touched = time.monotonic()
-        final = session.folder / offer.name
-        part = final.with_name(f".{final.name}.{session.id[:12]}{PART_SUFFIX}")
+        # A short hidden name beside the final one, whatever the final name's length.
+        part = final.with_name(f".localsend-{secrets.token_hex(8)}{PART_SUFFIX}")
         session.parts.add(part)
         try:
-            written = await self._write(request, session, offer, part)
+            try:
+                written = await self._write(request, session, offer, part)
+            except OSError as exc:
+                log.warning("LocalSend: cannot write %s: %s", final, exc.strerror)
+                self._end(session, cancelled=True)
+                return _fail(500, f"cannot write the file: {exc.strerror}")
             if written is None:
                 if not session.cancelled:  # the sender went away mid-file: so does its session
                     self._end(session, cancelled=True)
@@ -555,6 +564,14 @@ class LocalSendReceiver:
         for session in list(self.sessions.values()):
             if not session.busy and now - session.touched > LOCALSEND_SESSION_IDLE_SECONDS:
                 self._end(session, cancelled=True)
+
+
+def _inside(folder: Path, root: Path) -> bool:
+    """Whether `folder` (once its links are followed) is `root` or under it."""
+    try:
+        return folder.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):
+        return False
 
 
 def _land(part: Path, final: Path) -> Path:
