@@ -239,6 +239,7 @@ def test_offer_waits_in_the_inbox_refused_then_accepted(
     wait_until(lambda: control(peer.home, "GET", "inbox"), timeout=30)
     listed = peer.cli("inbox")
     assert "holiday.mp4" in listed.stdout, listed.stderr
+    assert "accept ask, 1 offer(s) waiting" in peer.cli("status").stdout
     offer = control(peer.home, "GET", "inbox")[0]
     refused = peer.cli("inbox", "refuse", offer["id"])
     assert refused.returncode == 0, refused.stderr

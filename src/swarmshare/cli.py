@@ -1020,6 +1020,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f" {legacy['served']} piece(s) served, {legacy['refused']} request(s) refused",
             markup=False,
         )
+    if state.get("localsend"):
+        ls = state["localsend"]
+        out.print(
+            f"LocalSend: HTTPS {ls['port']}, accept {ls['accept']}, {ls['offers']} offer(s)"
+            f" waiting (swarmshare inbox), {ls['received_files']} file(s) received,"
+            f" {len(ls['devices'])} device(s) seen",
+            markup=False,
+        )
 
 
 @main.command()
