@@ -66,7 +66,9 @@ log = logging.getLogger("swarmshare")
 
 API = "/api/localsend/v2"
 PART_SUFFIX = ".part"
-READ_BYTES = 1 << 20  # what an upload's body is read and written in
+READ_BYTES = 1 << 20  # what a sent file is read in
+SINK_BATCH_BYTES = 4 << 20  # what a received file is written and hashed in, off the event loop
+SINK_SYNC_BYTES = 64 << 20  # pushed to the disk after this many bytes (not only at the end)
 Decide = Callable[["Offer"], Awaitable[bool]]
 Received = Callable[[Path], None]
 Fetch = Callable[[SwarmOffer, str], Awaitable[None]]
@@ -516,32 +518,29 @@ class LocalSendReceiver:
         """The body into `part` (synced), or None when it was cut, too long or cancelled."""
         part.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        sink = _Sink(fd, hashlib.sha256() if offer.sha256 else None)
         written = 0
-        digest = hashlib.sha256() if offer.sha256 else None
         try:
             while written < offer.size:
                 try:
                     data = await request.content.readany()
-                except (aiohttp.ClientError, OSError, asyncio.CancelledError):
+                except (aiohttp.ClientError, OSError):
                     return None
                 if not data or session.cancelled or written + len(data) > offer.size:
                     return None
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if digest is not None:
-                    digest.update(data)
+                await sink.add(data)
                 written += len(data)
                 session.touched = time.monotonic()
             if not request.content.at_eof():
                 extra = await request.content.read(1)
                 if extra:
                     return None
-            if digest is not None and offer.sha256 and digest.hexdigest() != offer.sha256.lower():
+            digest = await sink.finish()
+            if digest is not None and offer.sha256 and digest != offer.sha256.lower():
                 return None
-            await asyncio.to_thread(os.fsync, fd)
             return written
         finally:
+            await sink.settle()
             os.close(fd)
 
     async def _cancel(self, request: web.Request) -> web.Response:
@@ -564,6 +563,64 @@ class LocalSendReceiver:
         for session in list(self.sessions.values()):
             if not session.busy and now - session.touched > LOCALSEND_SESSION_IDLE_SECONDS:
                 self._end(session, cancelled=True)
+
+
+class _Sink:
+    """Writes (and hashes) an upload's bytes in a worker thread, a batch at a time, while the
+    event loop reads and decrypts the next batch; pushes them to the disk every so often, so
+    that the fsync at the end has little left to do."""
+
+    def __init__(self, fd: int, digest: Any) -> None:
+        self._fd = fd
+        self._digest = digest
+        self._batch: list[bytes] = []
+        self._size = 0
+        self._unsynced = 0
+        self._pending: asyncio.Future[None] | None = None
+
+    async def add(self, data: bytes) -> None:
+        """Take `data`; hands a full batch to the worker (after the previous one is done)."""
+        self._batch.append(data)
+        self._size += len(data)
+        if self._size >= SINK_BATCH_BYTES:
+            await self._submit()
+
+    async def finish(self) -> str | None:
+        """Write what is left and fsync; the SHA-256 of everything (None: not asked)."""
+        await self._submit()
+        await self.settle(raise_errors=True)
+        await asyncio.to_thread(os.fsync, self._fd)
+        return None if self._digest is None else str(self._digest.hexdigest())
+
+    async def settle(self, raise_errors: bool = False) -> None:
+        """Wait for the batch in the worker (the descriptor may be closed after)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                await pending
+            except OSError:
+                if raise_errors:
+                    raise
+
+    async def _submit(self) -> None:
+        await self.settle(raise_errors=True)
+        batch, self._batch, self._size = self._batch, [], 0
+        self._unsynced += sum(len(b) for b in batch)
+        sync = self._unsynced >= SINK_SYNC_BYTES
+        if sync:
+            self._unsynced = 0
+        if batch:
+            self._pending = asyncio.ensure_future(asyncio.to_thread(self._work, batch, sync))
+
+    def _work(self, batch: list[bytes], sync: bool) -> None:
+        for data in batch:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            if self._digest is not None:
+                self._digest.update(data)
+        if sync:
+            os.fdatasync(self._fd)
 
 
 def _inside(folder: Path, root: Path) -> bool:
