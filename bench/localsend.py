@@ -6,8 +6,9 @@ turns, to a localsendd receiver on 127.0.0.5 and to a `swarmshare run --localsen
 peer on 127.0.0.2; each received copy is checked (size and SHA-256, as both receivers verify the
 sender's hash) and removed before the next turn (swarmshare's copy once it has been shared).
 Printed: each turn's upload time and rate (from the sender's first body byte to the end of the
-session), the best and the median of each, and their ratio swarmshare / localsendd (goal: at
-least 0.9). On a busy machine single turns vary a lot: take several rounds.
+session) and the CPU time the receiver used for it, the best and the median of each, and their
+ratio swarmshare / localsendd (goal: at least 0.9). On a busy machine single turns vary a lot:
+take several rounds (the CPU times vary less).
 
 Usage: python bench/localsend.py [SIZE_MIB] [ROUNDS]   (defaults 1024 5; loopback only)
 """
@@ -68,6 +69,12 @@ def send(env: dict[str, str], to: str, file: Path) -> dict[str, object]:
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def library(peer: LoopbackPeer) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = peer.control().get("library")
     return rows
@@ -110,6 +117,9 @@ def main() -> None:
         str(into_ours),
     ).start()
     times: dict[str, list[float]] = {"localsendd": [], "swarmshare": []}
+    cpu: dict[str, list[float]] = {"localsendd": [], "swarmshare": []}
+    assert peer.proc is not None
+    peer_pid = peer.proc.pid
     try:
         print(f"{size_mib} MiB from localsendd, {rounds} round(s), HTTPS on loopback")
         for n in range(rounds):
@@ -117,7 +127,10 @@ def main() -> None:
                 ("localsendd", f"127.0.0.5:{lsd_port}", into_lsd),
                 ("swarmshare", f"127.0.0.2:{ours_port}", into_ours),
             ):
+                pid = lsd.pid if target == "localsendd" else peer_pid
+                cpu_before = cpu_seconds(pid)
                 result = send(env, to, source)
+                cpu[target].append(cpu_seconds(pid) - cpu_before)
                 seconds = float(str(result["upload_seconds"]))
                 got = folder / source.name
                 if got.stat().st_size != size:
@@ -125,7 +138,7 @@ def main() -> None:
                 times[target].append(seconds)
                 print(
                     f"  round {n + 1} to {target:10}: {seconds:6.2f} s  "
-                    f"{size / MIB / seconds:7.1f} MiB/s"
+                    f"{size / MIB / seconds:7.1f} MiB/s  receiver CPU {cpu[target][-1]:5.2f} s"
                 )
                 if target == "swarmshare":  # wait for it to be shared, then start afresh
                     deadline = time.monotonic() + 600
@@ -140,6 +153,11 @@ def main() -> None:
                 f"{size / MIB / t['swarmshare']:.1f} MiB/s; ratio swarmshare/localsendd "
                 f"{t['localsendd'] / t['swarmshare']:.2f} (goal >= 0.9)"
             )
+        c = {k: statistics.median(v) for k, v in cpu.items()}
+        print(
+            f"receiver CPU per copy (median, less noisy than rates on a busy machine): "
+            f"localsendd {c['localsendd']:.2f} s, swarmshare {c['swarmshare']:.2f} s"
+        )
     finally:
         peer.stop()
         lsd.terminate()
