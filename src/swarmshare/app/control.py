@@ -171,6 +171,7 @@ class ControlServer:
             "downloads": node.downloads(),
             "log": list(reversed(node.log_rows(50))),
             "settings": {"downloads_dir": str(node.downloads_dir())},
+            "inbox": [] if node.localsend is None else node.localsend.inbox.list(),
         }
 
     async def _settings(self, request: web.Request) -> web.Response:
