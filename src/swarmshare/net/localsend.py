@@ -55,8 +55,10 @@ from swarmshare.core.localsend import (
 from swarmshare.errors import DaemonError, SwarmshareError
 from swarmshare.limits import (
     CONNECT_TIMEOUT_SECONDS,
+    LOCALSEND_ANSWER_GAP_SECONDS,
     LOCALSEND_DECISION_SECONDS,
     LOCALSEND_SESSION_IDLE_SECONDS,
+    MAX_LOCALSEND_ANSWERS_IN_FLIGHT,
     MAX_LOCALSEND_DEVICES,
     MAX_LOCALSEND_JSON_BYTES,
     MAX_LOCALSEND_SESSIONS,
@@ -155,6 +157,7 @@ class LocalSendDiscovery:
         self._transports: list[asyncio.DatagramTransport] = []
         self._sender: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._answered: dict[str, float] = {}
         self._heard = asyncio.Event()
 
     async def __aenter__(self) -> LocalSendDiscovery:
@@ -235,10 +238,25 @@ class LocalSendDiscovery:
         if info.fingerprint == self.info.fingerprint:
             return
         self.record(info, address[0])
-        if info.announce and self.listen:
+        if info.announce and self.listen and self._may_answer(address[0]):
             task = asyncio.get_running_loop().create_task(self._answer(info, address[0]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _may_answer(self, address: str) -> bool:
+        """Answer an address at most once in a while, and only a few at once: a datagram's
+        source can be forged, and each answer is a connection to it."""
+        now = time.monotonic()
+        if len(self._tasks) >= MAX_LOCALSEND_ANSWERS_IN_FLIGHT:
+            return False
+        if now - self._answered.get(address, -LOCALSEND_ANSWER_GAP_SECONDS) < (
+            LOCALSEND_ANSWER_GAP_SECONDS
+        ):
+            return False
+        if len(self._answered) >= MAX_LOCALSEND_DEVICES:
+            self._answered.clear()
+        self._answered[address] = now
+        return True
 
     async def _answer(self, info: DeviceInfo, address: str) -> None:
         """Register with an announcer over HTTP(S); a datagram when that fails."""
