@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -479,3 +480,45 @@ def test_a_link_out_of_the_download_folder_is_not_followed(swarm: Swarm, tmp_pat
     assert asyncio.run(offer_and_upload(port, long_name, b"long")) == (200, 200)
     assert (inbox / long_name).read_bytes() == b"long"
     assert no_trace(inbox) == ["docs", long_name]
+
+
+def test_a_device_whose_certificate_does_not_match_its_announcement_gets_nothing(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    # Someone announces "laptop" with a fingerprint of its own choosing, pointing at a real
+    # receiver's address and port: send finds it by name, and the certificate there does not
+    # hash to what was announced.
+    inbox = tmp_path / "inbox"
+    _peer, port = start_receiver(swarm, 3, inbox, "--accept", "all")
+    forged = {
+        "alias": "laptop",
+        "fingerprint": "00" * 32,
+        "port": port,
+        "protocol": "https",
+        "announce": False,
+    }
+    f = tmp_path / "private.txt"
+    f.write_text("for the laptop only\n")
+    home = tmp_path / "home"
+    args = ["send", str(f), "--to", "laptop", "--bind", "127.0.0.9", "--wait", "30"]
+    args += ["--localsend-port", str(port), "--localsend-group", GROUP]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarmshare", "--home", str(home), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.3", 0))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        while True:  # until the sender has heard it and given up
+            s.sendto(json.dumps(forged).encode(), (GROUP, port))
+            try:
+                out, errs = proc.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    assert proc.returncode == 1, out
+    assert "does not match the fingerprint it announces" in errs, errs
+    assert "Traceback" not in errs
+    assert no_trace(inbox) == []

@@ -234,7 +234,7 @@ async def send_files(
     )
     targets = await _targets(s, info, destinations, wait, identity.client_context())
     results: list[Json] = []
-    async with LocalSendSender(info, identity.client_context(), s.bind) as sender:
+    async with LocalSendSender(info, identity.client_context, s.bind) as sender:
         known: list[Target] = []
         for target in targets:
             try:
@@ -376,7 +376,9 @@ async def _targets(
         if not devices:
             raise NotFoundError(f"no LocalSend device called {alias!r} answered within {wait:g} s")
         device = devices[0]
-        named.append(Target(device.address, device.info.port, device.info.protocol, device.info))
+        i = device.info
+        expected = i.fingerprint if i.protocol == "https" and i.fingerprint else None
+        named.append(Target(device.address, i.port, i.protocol, i, fingerprint=expected))
     return named
 
 

@@ -691,6 +691,10 @@ class Target:
     port: int
     protocol: str = "https"
     info: DeviceInfo | None = None
+    fingerprint: str | None = None
+    """The fingerprint the device announced: its certificate must hash to it."""
+    certificate: bytes | None = None
+    """The certificate (DER) it showed when it registered: every later request is pinned to it."""
 
     @property
     def name(self) -> str:
@@ -703,15 +707,30 @@ class Target:
 class LocalSendSender:
     """Offers files to devices and uploads them (`async with`)."""
 
-    def __init__(self, info: DeviceInfo, client_context: ssl.SSLContext | None, bind: str) -> None:
+    def __init__(
+        self, info: DeviceInfo, client_context: Callable[[], ssl.SSLContext], bind: str
+    ) -> None:
         self.info = info
-        self._context = client_context
+        self._new_context = client_context
         self._bind = bind
         self._http: aiohttp.ClientSession | None = None
+        self._pinned: dict[bytes, ssl.SSLContext] = {}
 
     async def __aenter__(self) -> LocalSendSender:
-        self._http = _client(self._context, self._bind, total=None)
+        self._http = _client(self._new_context(), self._bind, total=None)
         return self
+
+    def _ssl(self, target: Target) -> ssl.SSLContext | bool:
+        """A context that trusts exactly the certificate the target registered with."""
+        if target.certificate is None:
+            return True  # the session's own context
+        context = self._pinned.get(target.certificate)
+        if context is None:
+            context = self._new_context()
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cadata=target.certificate)
+            self._pinned[target.certificate] = context
+        return context
 
     async def __aexit__(self, *exc: object) -> None:
         if self._http is not None:
@@ -721,14 +740,31 @@ class LocalSendSender:
         return f"{target.protocol}://{_host(target.host)}:{target.port}{API}/{path}"
 
     async def register(self, target: Target) -> Target:
-        """Ask the device who it is (falls back from https to http); the target with its info."""
+        """Ask the device who it is; the target with its info and its certificate, to which
+        every later request is pinned. Falls back from https to http only for a device whose
+        fingerprint is not known; DaemonError when the certificate does not hash to the
+        fingerprint the device announced."""
         assert self._http is not None
         last: Exception | None = None
-        for protocol in (target.protocol, "http" if target.protocol == "https" else "https"):
+        protocols = [target.protocol]
+        if target.fingerprint is None:
+            protocols.append("http" if target.protocol == "https" else "https")
+        for protocol in protocols:
             attempt = replace(target, protocol=protocol)
             try:
+                if protocol == "https":
+                    der = await self._certificate(attempt)
+                    if target.fingerprint is not None and (
+                        hashlib.sha256(der).hexdigest() != target.fingerprint.lower()
+                    ):
+                        raise DaemonError(
+                            f"{target.name}: its certificate does not match the fingerprint it"
+                            " announces (another machine may be answering for it)"
+                        )
+                    attempt = replace(attempt, certificate=der)
                 async with self._http.post(
                     self._url(attempt, "register"),
+                    ssl=self._ssl(attempt),
                     data=encode_announcement(self.info, False),
                     timeout=aiohttp.ClientTimeout(total=CONNECT_TIMEOUT_SECONDS * 2),
                 ) as reply:
@@ -740,6 +776,26 @@ class LocalSendSender:
                 last = exc
         raise DaemonError(f"no LocalSend device answers at {target.host}:{target.port}: {last}")
 
+    async def _certificate(self, target: Target) -> bytes:
+        """The certificate the device shows in a TLS handshake (DER)."""
+        local = None if self._bind in ("", "0.0.0.0") else (self._bind, 0)
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                target.host, target.port, ssl=self._new_context(), local_addr=local
+            ),
+            CONNECT_TIMEOUT_SECONDS,
+        )
+        try:
+            ssl_object = writer.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+        if not der:
+            raise ssl.SSLError("the device shows no certificate")
+        return bytes(der)
+
     async def offer(self, target: Target, files: list[FileOffer], pin: str | None) -> UploadGrant:
         """prepare-upload; LocalSendRefused for an answer other than 200 (204 included)."""
         assert self._http is not None
@@ -747,6 +803,7 @@ class LocalSendSender:
         body = encode_offer(UploadOffer(self.info, tuple(files)))
         async with self._http.post(
             self._url(target, "prepare-upload"),
+            ssl=self._ssl(target),
             params=params,
             data=body,
             headers={"Content-Type": "application/json"},
@@ -769,6 +826,7 @@ class LocalSendSender:
         params = {"sessionId": grant.session_id, "fileId": file.id, "token": grant.tokens[file.id]}
         async with self._http.post(
             self._url(target, "upload"),
+            ssl=self._ssl(target),
             params=params,
             data=_read_file(path, progress),
             headers={"Content-Length": str(file.size), "Content-Type": file.file_type},
@@ -783,6 +841,7 @@ class LocalSendSender:
         assert self._http is not None
         async with self._http.post(
             self._url(target, "swarmshare-fetch"),
+            ssl=self._ssl(target),
             params={"pin": pin} if pin else {},
             data=encode_swarm_offer(offer),
             headers={"Content-Type": "application/json"},
@@ -797,6 +856,7 @@ class LocalSendSender:
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
             async with self._http.post(
                 self._url(target, "cancel"),
+                ssl=self._ssl(target),
                 params={"sessionId": grant.session_id},
                 timeout=aiohttp.ClientTimeout(total=CONNECT_TIMEOUT_SECONDS),
             ):
