@@ -49,7 +49,7 @@ def _bash_completes(tmp_path: Path, words: str) -> list[str]:
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="no bash here")
 def test_bash_completes_commands_subcommands_and_options(tmp_path: Path) -> None:
-    assert _bash_completes(tmp_path, "swarmshare se") == ["service"]
+    assert _bash_completes(tmp_path, "swarmshare se") == ["send", "service"]
     assert _bash_completes(tmp_path, "swarmshare service ''") == ["install", "status", "uninstall"]
     assert _bash_completes(tmp_path, "swarmshare run --disc") == ["--discovery-port"]
 

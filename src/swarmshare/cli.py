@@ -41,6 +41,8 @@ from swarmshare.settings import (
     DEFAULT_DISCOVERY_PORT,
     DEFAULT_INTERVAL_SECONDS,
     DEFAULT_LEGACY_PORT,
+    DEFAULT_LOCALSEND_GROUP,
+    DEFAULT_LOCALSEND_PORT,
     DEFAULT_PEER_PORT,
     Settings,
     default_home,
@@ -509,6 +511,30 @@ def _with_discovery(settings: Settings, kw: dict[str, Any]) -> Settings:
     )
 
 
+def localsend_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Where LocalSend listens and announces (run, send)."""
+    func = click.option(
+        "--localsend-group",
+        default=DEFAULT_LOCALSEND_GROUP,
+        show_default=True,
+        metavar="ADDR",
+        help="Where LocalSend announcements go: its multicast group, or a broadcast address.",
+    )(func)
+    return click.option(
+        "--localsend-port",
+        type=click.IntRange(1, 65535),
+        default=DEFAULT_LOCALSEND_PORT,
+        show_default=True,
+        help="LocalSend's TCP (HTTPS) and UDP (discovery) port.",
+    )(func)
+
+
+def _with_localsend(settings: Settings, kw: dict[str, Any]) -> Settings:
+    return replace(
+        settings, localsend_port=kw.pop("localsend_port"), localsend_group=kw.pop("localsend_group")
+    )
+
+
 def _byte_rate(ctx: click.Context, param: click.Parameter, value: str) -> int:
     """A rate in bytes per second: a number with an optional K, M or G (powers of 1024)."""
     try:
@@ -519,7 +545,7 @@ def _byte_rate(ctx: click.Context, param: click.Parameter, value: str) -> int:
 
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Every option of `run` (each also a key of the config file): run and config."""
-    options = [
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         finding_options(BIND_TO_SERVE),
         announcing_options,
         chunk_timeout_option,
@@ -571,6 +597,24 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Where downloads started from the web page go (default: the platform's"
             " downloads folder).",
         ),
+        localsend_options,
+        click.option(
+            "--localsend",
+            is_flag=True,
+            help="Also receive like a LocalSend device: phones and laptops running LocalSend"
+            " see this peer and send to it (into the download folder; then shared).",
+        ),
+        click.option(
+            "--accept",
+            type=click.Choice(["ask", "pin", "all"]),
+            default="ask",
+            show_default=True,
+            help="Which LocalSend offers are taken: ask (see: swarmshare inbox), pin (those"
+            " with --pin), all.",
+        ),
+        click.option(
+            "--pin", default=None, help="The PIN LocalSend senders must give (default: none)."
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -589,8 +633,13 @@ def _run_settings(ctx: click.Context, kw: dict[str, Any]) -> Settings:
         upload_bytes_per_second=kw.pop("upload_limit"),
         mdns=kw.pop("mdns"),
         downloads_dir=None if download_dir is None else Path(download_dir).expanduser(),
+        localsend=kw.pop("localsend"),
+        accept=kw.pop("accept"),
+        pin=kw.pop("pin"),
     )
-    settings = _with_discovery(settings, kw)
+    settings = _with_localsend(_with_discovery(settings, kw), kw)
+    if settings.localsend and settings.accept == "pin" and not settings.pin:
+        raise UsageError("--accept pin needs a PIN: give --pin (or pin in the config file)")
     if settings.legacy and settings.secret:
         raise UsageError(
             "--legacy and a swarm secret do not mix: the original scripts cannot prove a secret"
@@ -655,6 +704,8 @@ def config_command(ctx: click.Context, /, as_json: bool, **kw: Any) -> None:
 
 def _shown_value(name: str, value: object) -> object:
     """A setting's value as config and JSON show it (paths and tuples as text and lists)."""
+    if name == "pin" and value is not None:
+        return "(set, not shown)"
     if isinstance(value, tuple):
         return list(value)
     if isinstance(value, Path):
@@ -1038,6 +1089,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f" {legacy['served']} piece(s) served, {legacy['refused']} request(s) refused",
             markup=False,
         )
+    if state.get("localsend"):
+        ls = state["localsend"]
+        out.print(
+            f"LocalSend: HTTPS {ls['port']}, accept {ls['accept']}, {ls['offers']} offer(s)"
+            f" waiting (swarmshare inbox), {ls['received_files']} file(s) received,"
+            f" {len(ls['devices'])} device(s) seen",
+            markup=False,
+        )
 
 
 @main.command()
@@ -1164,6 +1223,157 @@ def cancel(ctx: click.Context, ref: str) -> None:
     """Cancel a download (by ID prefix) and delete its part file."""
     d = _download_action(ctx, "cancel", ref)
     out.print(f"cancelled  {str(d['id'])[:12]}  {d['name']}", markup=False)
+
+
+@main.group(cls=SwarmshareGroup, invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def inbox(ctx: click.Context, as_json: bool) -> None:
+    """LocalSend offers waiting for an answer (a peer run with --localsend --accept ask).
+
+    Answer one with: swarmshare inbox accept ID, or: swarmshare inbox refuse ID."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _session(ctx) as session:
+        offers = session.inbox()
+    if _printed_json_or_nothing(offers, as_json, "no offers waiting"):
+        return
+    grid = table(("ID", "FROM", "ADDRESS", "FILES", "SIZE"))
+    for o in offers:
+        names = ", ".join(str(f["name"]) for f in o["files"][:3])
+        more = f" and {len(o['files']) - 3} more" if len(o["files"]) > 3 else ""
+        add_row(grid, o["id"], o["from"], o["address"], names + more, fmt_size(o["size"]))
+    out.print(grid)
+
+
+@inbox.command(name="accept")
+@click.argument("offer_id")
+@click.pass_context
+def inbox_accept(ctx: click.Context, offer_id: str) -> None:
+    """Take the files of an offer (they go to the download folder, then are shared)."""
+    with _session(ctx) as session:
+        o = session.inbox_decide(offer_id, True)
+    out.print(f"accepted {o['id']}: {len(o['files'])} file(s) from {o['from']}", markup=False)
+
+
+@inbox.command(name="refuse")
+@click.argument("offer_id")
+@click.pass_context
+def inbox_refuse(ctx: click.Context, offer_id: str) -> None:
+    """Refuse an offer (the sender is told at once)."""
+    with _session(ctx) as session:
+        o = session.inbox_decide(offer_id, False)
+    out.print(f"refused {o['id']}: {len(o['files'])} file(s) from {o['from']}", markup=False)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--to",
+    "destinations",
+    multiple=True,
+    required=True,
+    metavar="DEVICE|HOST[:PORT]",
+    help="A LocalSend device: its name as it announces itself, or its address (repeatable).",
+)
+@click.option("--pin", default=None, help="The PIN the device asks for.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 600),
+    default=3.0,
+    show_default=True,
+    help="Seconds to look for devices named by their name.",
+)
+@click.option("--bind", default="0.0.0.0", show_default=True, help="Local address to send from.")
+@click.option("--name", default=None, help="Name shown to the device (default: host name).")
+@localsend_options
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_context
+def send(
+    ctx: click.Context,
+    /,
+    paths: tuple[Path, ...],
+    destinations: tuple[str, ...],
+    pin: str | None,
+    wait: float,
+    bind: str,
+    name: str | None,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Send files to LocalSend devices (phones, laptops, swarmshare peers run with --localsend),
+    over HTTPS with this peer's certificate."""
+    from swarmshare.app.localsend import SendEvent, send_files
+
+    settings = replace(_with_localsend(_settings(ctx), kw), bind=bind)
+    if name:
+        settings = replace(settings, name=name)
+    bars: dict[str, Any] = {}
+
+    def report(event: SendEvent) -> None:
+        if as_json:
+            return
+        if event.kind == "target" and event.swarm:
+            line = f"{event.target} fetches {event.files} file(s), {fmt_size(event.size)}"
+            err.print(f"{line} through the swarm (from here and the other receivers)", markup=False)
+        elif event.kind == "target":
+            err.print(
+                f"sending {event.files} file(s), {fmt_size(event.size)} to {event.target}",
+                markup=False,
+            )
+            if err.is_terminal:
+                progress = _progress_bar(event.target, transient=True)
+                bars[event.target] = (progress, progress.add_task("", total=event.size))
+                progress.start()
+        elif event.kind == "progress" and event.target in bars:
+            progress, task = bars[event.target]
+            progress.advance(task, event.sent)
+        elif event.kind == "done" and event.target in bars:
+            bars.pop(event.target)[0].stop()
+
+    session = open_session(settings)
+    if not session.daemon:
+        session.close()
+
+    def share(files: list[Path]) -> list[dict[str, Any]]:
+        return session.share([str(f) for f in files], None)
+
+    try:
+        results = asyncio.run(
+            send_files(
+                settings,
+                list(paths),
+                list(destinations),
+                pin,
+                wait,
+                report,
+                share if session.daemon else None,
+            )
+        )
+    finally:
+        for progress, _task in bars.values():
+            progress.stop()
+        if session.daemon:
+            session.close()
+    if as_json:
+        _print_json(results)
+    failed = False
+    for r in results:
+        if as_json:
+            failed = failed or r["status"] not in (200, 204)
+        elif r["status"] == 200 and r.get("swarm"):
+            got = f"{r['to']} has {r['files']} file(s), {fmt_size(r['sent'])} (through the swarm)"
+            out.print(got, markup=False)
+        elif r["status"] == 200:
+            sent = f"sent {r['files']} file(s), {fmt_size(r['sent'])} to {r['to']}"
+            out.print(sent, markup=False)
+        elif r["status"] == 204:
+            out.print(f"{r['error']} (it has them, or wants nothing)", markup=False)
+        else:
+            failed = True
+            err.print(error_line(r["error"]))
+    if failed:
+        sys.exit(1)
 
 
 @main.group(cls=SwarmshareGroup)

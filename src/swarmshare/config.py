@@ -189,6 +189,13 @@ def _path(value: Any, base: Path) -> Path:
     return base / Path(_text(value, base)).expanduser()
 
 
+def _accept(value: Any, base: Path) -> str:
+    text = _text(value, base)
+    if text not in ("ask", "pin", "all"):
+        raise ValueError(f"must be ask, pin or all, not {value!r}")
+    return text
+
+
 KEYS: dict[str, Key] = {
     "name": Key("name shown to other peers", _name),
     "port": Key("TCP port of the peer server", _int_in(0, 65535)),
@@ -206,6 +213,11 @@ KEYS: dict[str, Key] = {
     "legacy-port": Key("TCP port of the seed-compatible chunk server", _int_in(0, 65535)),
     "ipv6": Key("also find peers and serve over IPv6 (with the wildcard bind)", _flag),
     "mdns": Key("also advertise and find peers by mDNS/DNS-SD", _flag),
+    "localsend": Key("also receive like a LocalSend device", _flag),
+    "localsend-port": Key("LocalSend's TCP (HTTPS) and UDP port", _int_in(1, 65535)),
+    "localsend-group": Key("where LocalSend announcements go", _text),
+    "accept": Key("which LocalSend offers are taken: ask, pin or all", _accept),
+    "pin": Key("the PIN LocalSend senders must give", _text),
 }
 """Every key of the config file (the `run` options' long names)."""
 

@@ -103,3 +103,13 @@ MAX_REFUSAL_KEYS = 4096  # refusals being counted at once (memory); beyond, rows
 
 # Shared files
 REFRESH_RETRY_SECONDS = 2.0  # a shared file still being written is hashed again after this
+
+# LocalSend (a bridge at the edge: phones and laptops running LocalSend)
+MAX_LOCALSEND_JSON_BYTES = 1 * MIB  # a register or prepare-upload body
+MAX_LOCALSEND_FILES = 10_000  # files one prepare-upload may offer
+MAX_LOCALSEND_SESSIONS = 16  # offers pending or uploading at once (several senders)
+MAX_LOCALSEND_DEVICES = 256  # LocalSend devices remembered from their announcements
+LOCALSEND_DECISION_SECONDS = 60.0  # an offer waiting for `inbox accept` is refused after this
+LOCALSEND_SESSION_IDLE_SECONDS = 120.0  # an accepted session with no upload for this long ends
+LOCALSEND_ANSWER_GAP_SECONDS = 5.0  # an announcer's address is answered at most this often
+MAX_LOCALSEND_ANSWERS_IN_FLIGHT = 16  # answers (register requests) under way at once

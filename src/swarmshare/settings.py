@@ -14,6 +14,8 @@ DEFAULT_PEER_PORT = 5001
 DEFAULT_CONTROL_PORT = 5080
 DEFAULT_LEGACY_PORT = 5000
 DEFAULT_INTERVAL_SECONDS = 30.0
+DEFAULT_LOCALSEND_PORT = 53317
+DEFAULT_LOCALSEND_GROUP = "224.0.0.167"
 
 
 def default_home() -> Path:
@@ -72,3 +74,13 @@ class Settings:
     mdns: bool = True
     """A serving peer also advertises itself and finds others by mDNS/DNS-SD (`_swarmshare._tcp`);
     never with a loopback bind address (there it is off, as in every test)."""
+    localsend: bool = False
+    """Also receive like a LocalSend device (discovery, HTTPS uploads into the download folder)."""
+    localsend_port: int = DEFAULT_LOCALSEND_PORT
+    """LocalSend's TCP port (HTTPS) and UDP port (discovery)."""
+    localsend_group: str = DEFAULT_LOCALSEND_GROUP
+    """Where LocalSend announcements go: the protocol's multicast group, or a broadcast address."""
+    accept: str = "ask"
+    """Which LocalSend offers are taken: ask (the inbox), pin (those with the PIN), all."""
+    pin: str | None = None
+    """The PIN LocalSend senders must give (None: none asked)."""

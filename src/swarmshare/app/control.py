@@ -64,6 +64,8 @@ class ControlServer:
         r.add_get("/api/downloads/{id}", self._download)
         r.add_get("/api/downloads/{id}/watch", self._watch)
         r.add_post("/api/downloads/{id}/{action}", self._download_action)
+        r.add_get("/api/inbox", self._inbox)
+        r.add_post("/api/inbox/{id}/{action}", self._inbox_action)
         self.app = app
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
 
@@ -170,6 +172,7 @@ class ControlServer:
             "downloads": node.downloads(),
             "log": list(reversed(node.log_rows(50))),
             "settings": {"downloads_dir": str(node.downloads_dir())},
+            "inbox": [] if node.localsend is None else node.localsend.inbox.list(),
         }
 
     async def _settings(self, request: web.Request) -> web.Response:
@@ -269,6 +272,15 @@ class ControlServer:
         if action == "cancel":
             return web.json_response(await self.node.cancel(ref))
         return error_response(404, "not_found", "actions: pause, resume, cancel")
+
+    async def _inbox(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.node.inbox())
+
+    async def _inbox_action(self, request: web.Request) -> web.Response:
+        ref, action = request.match_info["id"], request.match_info["action"]
+        if action not in ("accept", "refuse"):
+            return error_response(404, "not_found", "actions: accept, refuse")
+        return web.json_response(self.node.inbox_decide(ref, action == "accept"))
 
 
 def _port_is_free(port: int) -> bool:

@@ -49,6 +49,7 @@ from swarmshare.store.hashing import ScannedFile, v1_piece_hashes
 from swarmshare.store.library import ContentRecord, Library, ShareResult, share_paths
 
 if TYPE_CHECKING:
+    from swarmshare.app.localsend import LocalSendService
     from swarmshare.net.server import PeerServer
 
 log = logging.getLogger("swarmshare")
@@ -102,6 +103,8 @@ class Node:
         self.server: PeerServer | None = None
         self.swarm: Swarm | None = None
         self.seed_serving: SeedServing | None = None
+        self.localsend: LocalSendService | None = None
+        self._sharing: set[asyncio.Task[object]] = set()
         self._stack = contextlib.AsyncExitStack()
         self._listening = False
         key = derive_key(settings.secret) if settings.secret else None
@@ -166,6 +169,21 @@ class Node:
                         s.interval,
                     )
                 )
+        if self.serve and s.localsend:
+            from swarmshare.app.localsend import LocalSendService
+
+            self._stack.push_async_callback(self._finish_sharing)
+
+            self.localsend = await self._stack.enter_async_context(
+                LocalSendService(
+                    s,
+                    self.server.port if self.server else None,
+                    self.downloads_dir,
+                    self._received,
+                    self.changes.bump,
+                    self._swarm_fetch,
+                )
+            )
         self.transfers.restore(resume=self.serve)
         return self
 
@@ -360,6 +378,7 @@ class Node:
             "downloads": self.downloads(),
             "ipv6": [i.name for i in swarm.discovery.ipv6] if swarm else [],
             "mdns": _mdns_state(swarm),
+            "localsend": None if self.localsend is None else self.localsend.status(),
         }
         if server is not None:
             guard = server.guard
@@ -508,6 +527,48 @@ class Node:
             self.settings.legacy_port,
             None if bind in ("", "0.0.0.0") else bind,
         )
+
+    def _received(self, path: Path) -> None:
+        """A file came in over LocalSend: share it with the swarm."""
+        task = asyncio.get_running_loop().create_task(self.share([str(path)]))
+        self._sharing.add(task)
+        task.add_done_callback(self._sharing.discard)
+
+    async def _swarm_fetch(self, content_id: str, wait: float) -> Json:
+        """Download a content a LocalSend sender (a swarmshare peer) offered through the swarm,
+        into the download folder; its final stats, or SwarmshareError."""
+        swarm = await self._start_swarm(listen=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while content_id not in {i.id for i in swarm.network()}:
+            if loop.time() >= deadline:
+                raise NotFoundError(f"no peer of this swarm offers {content_id[:12]}")
+            await swarm.wait_updated(min(0.2, max(0.01, deadline - loop.time())))
+        stats = await self.start_download(content_id, None, None, False, wait)
+        after = -1
+        while True:
+            stats = await self.watch(content_id, after, 10.0)
+            after = int(stats["version"])
+            if stats["state"] == "done":
+                return stats
+            if stats["state"] in ("failed", "cancelled", "paused"):
+                raise SwarmshareError(f"the download {stats['state']}: {stats['error']}")
+
+    async def _finish_sharing(self) -> None:
+        if self._sharing:
+            await asyncio.gather(*self._sharing, return_exceptions=True)
+
+    def inbox(self) -> list[Json]:
+        """LocalSend offers waiting for an answer."""
+        if self.localsend is None:
+            raise UsageError("this peer does not receive LocalSend: run it with --localsend")
+        return self.localsend.inbox.list()
+
+    def inbox_decide(self, ref: str, accept: bool) -> Json:
+        """Accept or refuse a LocalSend offer."""
+        if self.localsend is None:
+            raise UsageError("this peer does not receive LocalSend: run it with --localsend")
+        return self.localsend.inbox.decide(ref, accept)
 
     def _add_to_library(self, manifest: Manifest, root: str, files: list[ScannedFile]) -> None:
         self.library.add(manifest, root, files)

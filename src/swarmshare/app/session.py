@@ -77,6 +77,12 @@ class Session(Protocol):
     def cancel(self, ref: str) -> Json:
         """Cancel and delete the part file."""
 
+    def inbox(self) -> list[Json]:
+        """LocalSend offers waiting for an answer (DaemonError without a daemon)."""
+
+    def inbox_decide(self, ref: str, accept: bool) -> Json:
+        """Accept or refuse a LocalSend offer."""
+
     def close(self) -> None:
         """End the session (a local one pauses what it was downloading)."""
 
@@ -172,6 +178,17 @@ class RemoteSession:
     def cancel(self, ref: str) -> Json:
         """Cancelled by the daemon."""
         result: Json = self.client.post(f"downloads/{ref}/cancel", {})
+        return result
+
+    def inbox(self) -> list[Json]:
+        """The daemon's LocalSend offers."""
+        result: list[Json] = self.client.get("inbox")
+        return result
+
+    def inbox_decide(self, ref: str, accept: bool) -> Json:
+        """Answered by the daemon, whose waiting sender hears at once."""
+        action = "accept" if accept else "refuse"
+        result: Json = self.client.post(f"inbox/{ref}/{action}", {})
         return result
 
     def close(self) -> None:
@@ -304,6 +321,17 @@ class LocalSession:
         raise DaemonError(
             f"no swarmshare daemon runs for {self.settings.home} (start: swarmshare run)"
         )
+
+    def inbox(self) -> list[Json]:
+        """Only a daemon receives LocalSend offers."""
+        raise DaemonError(
+            f"no swarmshare daemon runs for {self.settings.home}"
+            " (start: swarmshare run --localsend)"
+        )
+
+    def inbox_decide(self, ref: str, accept: bool) -> Json:
+        """Only a daemon receives LocalSend offers."""
+        return self.inbox()[0]
 
     def downloads(self) -> list[Json]:
         """The downloads remembered in this home."""

@@ -174,11 +174,25 @@ function renderLog(snap) {
     `${new Date(r.ts * 1000).toLocaleTimeString()} ${r.direction === "up" ? "sent" : "got"} ${r.name || r.content_id.slice(0, 12)} #${r.chunk} ${r.direction === "up" ? "to" : "from"} ${r.peer}: ${r.result} (${size(r.bytes)})`)));
 }
 
+function renderInbox(snap) {
+  const offers = snap.inbox || [];
+  $("inbox-section").hidden = offers.length === 0;
+  $("inbox").replaceChildren(...offers.map((o) => {
+    const li = el("li");
+    const names = o.files.slice(0, 3).map((f) => f.name).join(", ") + (o.files.length > 3 ? ` and ${o.files.length - 3} more` : "");
+    li.append(el("p", `${o.from} (${o.address}) offers ${o.files.length} file(s), ${size(o.size)}: ${names}`));
+    li.append(action("Accept", o.from, o.id, () => api("POST", `inbox/${o.id}/accept`)),
+      action("Refuse", o.from, o.id, () => api("POST", `inbox/${o.id}/refuse`), true));
+    return li;
+  }));
+}
+
 function render(snap) {
   last = snap;
   const s = snap.status;
   $("me").textContent = shown(`${s.name} · ${s.address}:${s.port} · ${s.peers} peer(s) · sharing ${s.items}`);
   if (!folderEdited && document.activeElement !== $("folder")) $("folder").value = snap.settings.downloads_dir;
+  renderInbox(snap);
   renderNetwork(snap);
   renderDownloads(snap);
   renderShares(snap);

@@ -1,0 +1,169 @@
+"""A LocalSend sender's rate into swarmshare against its rate into another instance of itself.
+
+The sender is localsendd (PyPI, run by tests/localsend_peer.py with its multicast discovery and
+subnet scan stubbed out: loopback only). It sends one file (1 GiB by default) over HTTPS, in
+turns, to a localsendd receiver on 127.0.0.5 and to a `swarmshare run --localsend --accept all`
+peer on 127.0.0.2; each received copy is checked (size and SHA-256, as both receivers verify the
+sender's hash) and removed before the next turn (swarmshare's copy once it has been shared).
+Printed: each turn's upload time and rate (from the sender's first body byte to the end of the
+session) and the CPU time the receiver used for it, the best and the median of each, and their
+ratio swarmshare / localsendd (goal: at least 0.9). On a busy machine single turns vary a lot:
+take several rounds (the CPU times vary less).
+
+Usage: python bench/localsend.py [SIZE_MIB] [ROUNDS]   (defaults 1024 5; loopback only)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import platformdirs
+
+from swarmshare.app.loopback import LoopbackPeer, spare_port
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path.insert(0, str(TESTS))
+
+from localsend_peer import ensure_localsendd  # noqa: E402
+
+DRIVER = TESTS / "localsend_peer.py"
+MIB = 1 << 20
+
+
+def make_file(path: Path, size: int) -> None:
+    block = os.urandom(4 * MIB)
+    with open(path, "wb") as handle:
+        left = size
+        while left > 0:
+            handle.write(block[: min(left, len(block))])
+            left -= len(block)
+            block = block[1:] + block[:1]
+
+
+def driver_env(localsendd: Path) -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [str(localsendd), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def send(env: dict[str, str], to: str, file: Path) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, str(DRIVER), "send", "--to", to, str(file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3600,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"sender failed: {proc.stderr.strip()[-500:]}")
+    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result.get("kind") != "sent":
+        raise SystemExit(f"sender did not finish: {result}")
+    return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def library(peer: LoopbackPeer) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = peer.control().get("library")
+    return rows
+
+
+def main() -> None:
+    size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    size = size_mib * MIB
+    cache = Path(platformdirs.user_cache_dir("swarmshare-tests")) / "localsendd-0.1.1"
+    env = driver_env(ensure_localsendd(cache))
+    root = Path(tempfile.mkdtemp(prefix="bench-localsend-"))
+    source = root / "big.bin"
+    make_file(source, size)
+    into_lsd, into_ours = root / "lsd", root / "ours"
+    into_lsd.mkdir()
+    lsd_port, ours_port = spare_port(), spare_port()
+    serve = ["serve", "--bind", "127.0.0.5", "--port", str(lsd_port), "--dir", str(into_lsd)]
+    lsd = subprocess.Popen(
+        [sys.executable, str(DRIVER), *serve],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert lsd.stdout is not None
+    if not lsd.stdout.readline().startswith("ready"):
+        raise SystemExit("localsendd did not start")
+    peer = LoopbackPeer(
+        root / "home",
+        "127.0.0.2",
+        spare_port(),
+        "--localsend",
+        "--localsend-port",
+        str(ours_port),
+        "--localsend-group",
+        "127.255.255.255",
+        "--accept",
+        "all",
+        "--download-dir",
+        str(into_ours),
+    ).start()
+    times: dict[str, list[float]] = {"localsendd": [], "swarmshare": []}
+    cpu: dict[str, list[float]] = {"localsendd": [], "swarmshare": []}
+    assert peer.proc is not None
+    peer_pid = peer.proc.pid
+    try:
+        print(f"{size_mib} MiB from localsendd, {rounds} round(s), HTTPS on loopback")
+        for n in range(rounds):
+            for target, to, folder in (
+                ("localsendd", f"127.0.0.5:{lsd_port}", into_lsd),
+                ("swarmshare", f"127.0.0.2:{ours_port}", into_ours),
+            ):
+                pid = lsd.pid if target == "localsendd" else peer_pid
+                cpu_before = cpu_seconds(pid)
+                result = send(env, to, source)
+                cpu[target].append(cpu_seconds(pid) - cpu_before)
+                seconds = float(str(result["upload_seconds"]))
+                got = folder / source.name
+                if got.stat().st_size != size:
+                    raise SystemExit(f"{target} holds {got.stat().st_size} bytes, not {size}")
+                times[target].append(seconds)
+                print(
+                    f"  round {n + 1} to {target:10}: {seconds:6.2f} s  "
+                    f"{size / MIB / seconds:7.1f} MiB/s  receiver CPU {cpu[target][-1]:5.2f} s"
+                )
+                if target == "swarmshare":  # wait for it to be shared, then start afresh
+                    deadline = time.monotonic() + 600
+                    while not library(peer) and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                    peer.control().post("unshare", {"ref": source.name})
+                got.unlink()
+        for label, pick in (("best", min), ("median", statistics.median)):
+            t = {k: pick(v) for k, v in times.items()}
+            print(
+                f"{label}: localsendd {size / MIB / t['localsendd']:.1f} MiB/s, swarmshare "
+                f"{size / MIB / t['swarmshare']:.1f} MiB/s; ratio swarmshare/localsendd "
+                f"{t['localsendd'] / t['swarmshare']:.2f} (goal >= 0.9)"
+            )
+        c = {k: statistics.median(v) for k, v in cpu.items()}
+        print(
+            f"receiver CPU per copy (median, less noisy than rates on a busy machine): "
+            f"localsendd {c['localsendd']:.2f} s, swarmshare {c['swarmshare']:.2f} s"
+        )
+    finally:
+        peer.stop()
+        lsd.terminate()
+        lsd.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
