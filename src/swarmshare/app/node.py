@@ -39,10 +39,12 @@ from swarmshare.core.peers import PeerEvent, PeerJoined, PeerLeft
 from swarmshare.core.refs import resolve_ref
 from swarmshare.errors import NotFoundError, SwarmshareError, UsageError
 from swarmshare.net.client import PeerClient
+from swarmshare.net.interfaces import ipv4_interfaces, is_wildcard
 from swarmshare.settings import Settings
 from swarmshare.store.db import Database
 from swarmshare.store.downloads import DownloadTable
 from swarmshare.store.hashing import ScannedFile
+from swarmshare.store.identity import Identity, load_identity
 from swarmshare.store.library import Library, ShareResult, share_paths
 
 if TYPE_CHECKING:
@@ -103,6 +105,14 @@ class Node:
         self._listening = False
         key = derive_key(settings.secret) if settings.secret else None
         self._key = key
+        self._identity: Identity | None = None
+
+    @property
+    def identity(self) -> Identity:
+        """This peer's certificate (made in the home on first use)."""
+        if self._identity is None:
+            self._identity = load_identity(self.settings.home, self.settings.name)
+        return self._identity
 
     async def __aenter__(self) -> Node:
         s = self.settings
@@ -118,8 +128,16 @@ class Node:
         self.shelf = Shelf(self.library, s.home, self.peer_id, self.translog, self._held_changed)
         self.seeds = SeedView(s.legacy_port, self._is_native, self.translog)
         loop = asyncio.get_running_loop()
+        # A private swarm speaks TLS to each peer, pinned to the certificate its signed
+        # announcements name; an open swarm plain HTTP.
         self.client = await self._stack.enter_async_context(
-            PeerClient(local_address=s.bind, idle_timeout=s.read_idle_timeout, key=self._key)
+            PeerClient(
+                local_address=s.bind,
+                idle_timeout=s.read_idle_timeout,
+                key=self._key,
+                tls=self.identity.client_context() if self._key else None,
+                pins=self._pin,
+            )
         )
         deps = EngineDeps(
             clock=loop,
@@ -138,6 +156,7 @@ class Node:
         if self.serve:
             # Imported here: the HTTP server (aiohttp) is a tenth of a second of start-up that a
             # command without a daemon, which serves nothing, need not pay.
+            from swarmshare.net.lanpage import LanPage
             from swarmshare.net.server import PeerServer
 
             self.server = await self._stack.enter_async_context(
@@ -148,6 +167,8 @@ class Node:
                     key=self._key,
                     upload_bytes_per_second=s.upload_bytes_per_second,
                     ipv6=uses_ipv6(s),
+                    tls=self.identity.server_context() if self._key else None,
+                    lan_page=None if self._key else LanPage(self.shelf, s.name),
                 )
             )
             await self._start_swarm(listen=True)
@@ -183,6 +204,8 @@ class Node:
             serving_port=serving_port,
             listen=listen,
             on_foreign=self.seeds.datagram,
+            fingerprint=self.identity.fingerprint if self._key and serving_port else "",
+            lan_page=self.server is not None and self.server.lan_page is not None,
         )
         self.swarm = await self._stack.enter_async_context(swarm)
         self._listening = listen
@@ -203,6 +226,26 @@ class Node:
             log.info("peer joined: %r at %s:%d", p.name, p.address, p.port)
         elif isinstance(event, PeerLeft):
             log.info("peer left: %r at %s (%s)", event.peer.name, event.peer.address, event.reason)
+
+    def _pin(self, host: str, port: int) -> str | None:
+        """The certificate fingerprint the peer at host:port announced, signed."""
+        if self.swarm is None:
+            return None
+        for peer in self.swarm.table.peers.values():
+            if peer.address == host and peer.port == port:
+                return peer.fingerprint or None
+        return None
+
+    def lan_page_url(self) -> str | None:
+        """Where browsers on the LAN find this peer's page (None: no page)."""
+        server = self.server
+        if server is None or server.lan_page is None:
+            return None
+        host = self.settings.bind
+        if is_wildcard(host):
+            found = ipv4_interfaces()
+            host = str(found[0][1].ip) if found else "127.0.0.1"
+        return f"http://{host}:{server.port}/"
 
     def _is_native(self, address: str) -> bool:
         if address == self.settings.bind:
@@ -297,6 +340,11 @@ class Node:
             "downloads": self.downloads(),
             "ipv6": [i.name for i in swarm.discovery.ipv6] if swarm else [],
             "mdns": _mdns_state(swarm),
+            "fingerprint": self.identity.fingerprint,
+            "compare_code": self.identity.compare_code,
+            "tls": self._key is not None,
+            "refused_certificates": self.client.refused_certificates,
+            "lan_page": self.lan_page_url(),
         }
         if server is not None:
             guard = server.guard

@@ -6,6 +6,11 @@
     GET /v1/content/{id}/chunks/{list}       several chunks in one reply, one after the other
                                              (list: indices and ranges, "3,5-9,12")
     GET /v1/content/{id}/file[/{path}]       a plain file, with Range, for curl and friends
+    GET /                                    the LAN page for browsers (net/lanpage.py), and
+    GET /v1/content/{id}/zip                 a folder as one streamed zip: open swarm only
+
+In a private swarm the server speaks only TLS (with this peer's certificate, which members pin
+to the fingerprint in its signed announcements) and the LAN page and zip are off.
 
 With an upload limit, chunk and file bodies go out in pieces paced by one byte bucket shared by
 every connection.
@@ -27,6 +32,7 @@ import errno
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -52,6 +58,13 @@ from swarmshare.limits import (
     REQUESTS_PER_SECOND_PER_PEER,
 )
 from swarmshare.net.guard import ConnectionGuard, GuardLimits
+from swarmshare.net.lanpage import (
+    LanPage,
+    content_zip,
+    render_page,
+    stream_zip,
+    zip_disposition,
+)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _INDEX = re.compile(r"[0-9]{1,9}")
@@ -95,9 +108,15 @@ class PeerServer:
         guard_limits: GuardLimits | None = None,
         upload_bytes_per_second: int = 0,
         ipv6: bool = False,
+        tls: ssl.SSLContext | None = None,
+        lan_page: LanPage | None = None,
     ) -> None:
-        """`ipv6`: also listen on every IPv6 address, on the same port (for a wildcard host)."""
+        """`ipv6`: also listen on every IPv6 address, on the same port (for a wildcard host).
+        `tls`: speak only TLS, with this context. `lan_page`: what the LAN page shows (None: no
+        page); never with a `key`, as a private swarm has no page."""
         self.provider = provider
+        self.tls = tls
+        self.lan_page = lan_page if key is None else None
         self.ipv6 = ipv6
         self.ipv6_error: str | None = None
         self._guard_limits = guard_limits
@@ -117,6 +136,8 @@ class PeerServer:
         app.router.add_get("/v1/content/{cid}/chunks/{indices}", self._chunks)
         app.router.add_get("/v1/content/{cid}/file", self._file)
         app.router.add_get("/v1/content/{cid}/file/{path:.+}", self._file)
+        app.router.add_get("/", self._page)
+        app.router.add_get("/v1/content/{cid}/zip", self._zip)
         app.middlewares.append(self._guarded)
         app.middlewares.append(_errors_as_json)
         app.middlewares.append(self._auth)
@@ -141,10 +162,14 @@ class PeerServer:
             self.host,
             self.requested_port,
             "is another swarmshare running? pick another --port",
+            ssl_context=self.tls,
         )
         if self.ipv6:
             try:
-                await web.TCPSite(self._runner, "::", self.port, reuse_address=True).start()
+                site = web.TCPSite(
+                    self._runner, "::", self.port, reuse_address=True, ssl_context=self.tls
+                )
+                await site.start()
             except OSError as exc:  # no IPv6 here, or the port taken there: IPv4 still serves
                 self.ipv6_error = exc.strerror or str(exc)
         return self
@@ -166,6 +191,8 @@ class PeerServer:
             self.guard.started(request.transport)
         if not self._rate.allow(request.remote or "?", time.monotonic()):
             return error_response(429, "busy", "too many requests from this address; slow down")
+        if self._verifier is not None and request.path == "/":
+            return _page_off()
         if self._verifier is not None:
             transport = request.transport
             local = transport.get_extra_info("sockname") if transport is not None else None
@@ -184,6 +211,42 @@ class PeerServer:
                 self.auth_refused += 1
                 return error_response(401, exc.code, str(exc))
         return await handler(request)
+
+    async def _page(self, _request: web.Request) -> web.StreamResponse:
+        if self.lan_page is None:
+            return _page_off()
+        page = render_page(self.lan_page.provider, self.lan_page.peer_name)
+        return web.Response(text=page, content_type="text/html", headers=_PAGE_HEADERS)
+
+    async def _zip(self, request: web.Request) -> web.StreamResponse:
+        if self.lan_page is None:
+            return _page_off()
+        provider = self.lan_page.provider
+        cid = _content_id(request)
+        manifest = provider.manifest(cid)
+        layout = content_zip(manifest)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/zip",
+                "Content-Disposition": zip_disposition(manifest.name),
+            }
+        )
+        response.content_length = layout.total_size
+        await response.prepare(request)
+
+        async def write(data: bytes) -> None:
+            await _send_bytes(request, response, data, self._upload)
+
+        def path_of(index: int) -> str:
+            return provider.file_location(cid, manifest.path_of(index))
+
+        try:
+            await stream_zip(layout, path_of, write)
+            await response.write_eof()
+        except (OSError, ServeError):  # gone, changed on disk, or the browser went away
+            if request.transport is not None:
+                request.transport.close()  # a zip cut short, never a wrong one
+        return response
 
     async def _catalog(self, request: web.Request) -> web.StreamResponse:
         catalog = self.provider.catalog()
@@ -469,11 +532,17 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
         return error_response(exc.status, code, exc.reason)
 
 
-async def start_site(runner: web.AppRunner, host: str, port: int, hint: str) -> int:
-    """Listen on host:port (after runner.setup()); the port really bound. DaemonError, one
-    clear line naming the cause: an address this machine does not have, or a port in use
-    (then with `hint`)."""
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+async def start_site(
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    hint: str,
+    ssl_context: ssl.SSLContext | None = None,
+) -> int:
+    """Listen on host:port (after runner.setup()), with TLS given a context; the port really
+    bound. DaemonError, one clear line naming the cause: an address this machine does not
+    have, or a port in use (then with `hint`)."""
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as exc:
@@ -503,6 +572,21 @@ def _bind_errno(host: str, port: int) -> int | None:
         except OSError as exc:
             return exc.errno
     return None
+
+
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _page_off() -> web.Response:
+    return web.Response(
+        status=404,
+        text="No page here: this peer is in a private swarm, which shows none to browsers.\n",
+        content_type="text/plain",
+    )
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
