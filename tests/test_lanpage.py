@@ -378,3 +378,35 @@ def test_status_shows_the_page_the_compare_code_and_a_qr_code(swarm: Swarm) -> N
     peer.start()
     assert peer.json("status")["fingerprint"] == state["fingerprint"]
     assert json.loads(peer.cli("status", "--json").stdout)["compare_code"] == state["compare_code"]
+
+
+@needs_chromium
+def test_local_page_shows_the_lan_page_its_qr_code_and_the_compare_code(swarm: Swarm) -> None:
+    peer = swarm.start(2)
+    state = peer.json("status")
+    login = peer.cli("open", "--print-url").stdout.strip()
+
+    async def drive() -> tuple[str, int, str]:
+        assert async_playwright is not None
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = await browser.new_page(viewport={"width": 390, "height": 844})
+            await page.goto(login)
+            link = page.locator("#lan-page a")
+            await link.wait_for(timeout=15000)
+            href = await link.get_attribute("href") or ""
+            qr = page.locator("#lan-qr")
+            await qr.wait_for(state="visible")
+            await page.wait_for_function(
+                "document.getElementById('lan-qr').complete"
+                " && document.getElementById('lan-qr').naturalWidth > 0"
+            )
+            width = int(await qr.evaluate("img => img.naturalWidth"))
+            code = await page.locator("#compare-code").text_content() or ""
+            await browser.close()
+            return href, width, code
+
+    href, width, code = asyncio.run(drive())
+    assert href == state["lan_page"]
+    assert width >= 100, "the QR code image loaded"
+    assert code == state["compare_code"]

@@ -254,3 +254,22 @@ def test_a_peer_without_the_secret_reads_nothing(swarm: Swarm, tmp_path: Path) -
                 pass
         # Not even an HTTP error: the server speaks TLS only, so plain bytes get no HTTP reply.
         assert b"HTTP/1." not in data and MARKER not in data and src.name.encode() not in data
+
+
+def test_a_folder_of_many_small_files_comes_through_tls_in_batches(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for index in range(300):
+        (folder / f"note{index:03}.txt").write_bytes(MARKER + str(index).encode() * (index + 1))
+    a = swarm.start(2, "--secret", SECRET)
+    b = swarm.start(3, "--secret", SECRET)
+    assert a.cli("share", str(folder)).returncode == 0
+    out = tmp_path / "out"
+    proc = b.cli("get", "notes", "-o", str(out) + "/", "--wait", "15")
+    assert proc.returncode == 0, proc.stderr
+    for index in range(300):
+        name = f"note{index:03}.txt"
+        assert (out / "notes" / name).read_bytes() == (folder / name).read_bytes()
+    assert b.json("status")["refused_certificates"] == 0
