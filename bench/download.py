@@ -193,15 +193,19 @@ def main() -> None:
                 # The same seeders and file, restarted as a private swarm: TLS everywhere.
                 lab.close()
                 runs.clear()
-                for index, address in enumerate(SEEDERS):
-                    home = root / f"seed{index}"
-                    lab.start(
-                        int(address.rsplit(".", 1)[1]), "--secret", SECRET, home=home, wait=False
-                    )
-                lab.wait_ready()
-                procs = lab.peers[-len(SEEDERS) :]
-                for attempt in range(ROUNDS):
-                    run_swarmshare(attempt, "--secret", SECRET)
+                with LoopbackSwarm(root, port) as private_lab:
+                    for index, address in enumerate(SEEDERS):
+                        private_lab.start(
+                            int(address.rsplit(".", 1)[1]),
+                            "--secret",
+                            SECRET,
+                            home=root / f"seed{index}",
+                            wait=False,
+                        )
+                    private_lab.wait_ready()
+                    procs = private_lab.peers
+                    for attempt in range(ROUNDS):
+                        run_swarmshare(attempt, "--secret", SECRET)
                 private_runs = [(r[0], r[1], r[3]) for r in runs]
 
     mbs = size / wall / 1e6

@@ -38,6 +38,7 @@ from swarmshare.core.manifest import Manifest
 from swarmshare.core.peers import PeerEvent, PeerJoined, PeerLeft
 from swarmshare.core.refs import resolve_ref
 from swarmshare.errors import NotFoundError, SwarmshareError, UsageError
+from swarmshare.net.chunkconn import pinning_context
 from swarmshare.net.client import PeerClient
 from swarmshare.net.interfaces import ipv4_interfaces, is_wildcard
 from swarmshare.settings import Settings
@@ -135,7 +136,7 @@ class Node:
                 local_address=s.bind,
                 idle_timeout=s.read_idle_timeout,
                 key=self._key,
-                tls=self.identity.client_context() if self._key else None,
+                tls=pinning_context() if self._key else None,
                 pins=self._pin,
             )
         )

@@ -477,6 +477,17 @@ class ChunkClient:
         return conn
 
 
+def pinning_context() -> ssl.SSLContext:
+    """A TLS client context that checks neither chain nor name (peers' certificates are
+    self-signed): the ChunkClient pins each server's certificate itself. It presents no
+    certificate, so a command that only fetches needs no identity of its own."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def _certificate_fingerprint(transport: asyncio.BaseTransport) -> str | None:
     """SHA-256 (hex) of the certificate the TLS server of `transport` presented."""
     ssl_object = transport.get_extra_info("ssl_object")
