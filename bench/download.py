@@ -88,7 +88,7 @@ def main() -> None:
     args = [a for a in sys.argv[1:] if a != "--secret"]
     private = "--secret" in sys.argv[1:]
     size_mib = int(args[0]) if args else 1024
-    private_runs: list[tuple[float, float, float]] = []
+    private_runs: list[tuple[float, float, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="swarmshare-bench-") as tmp:
         root = Path(tmp)
         src = root / "big.bin"
@@ -206,7 +206,7 @@ def main() -> None:
                     procs = private_lab.peers
                     for attempt in range(ROUNDS):
                         run_swarmshare(attempt, "--secret", SECRET)
-                private_runs = [(r[0], r[1], r[3]) for r in runs]
+                private_runs = [(r[0], r[1], r[3], r[4]) for r in runs]
 
     mbs = size / wall / 1e6
     sha = sha256_rate()
@@ -243,10 +243,10 @@ def main() -> None:
     )
     print(f"one core SHA-256: {sha / 1e6:.0f} MB/s")
     if private_runs:
-        p_wall, p_cpu, p_transfer = min(private_runs)
+        p_wall, p_cpu, p_transfer, p_seeders = min(private_runs)
         print(
             f"private swarm (TLS) get: {p_wall:.2f} s  {size / p_wall / 1e6:.0f} MB/s  CPU"
-            f" {p_cpu:.2f} s; transfer alone {p_transfer:.2f} s"
+            f" {p_cpu:.2f} s, seeders' CPU {p_seeders:.2f} s; transfer alone {p_transfer:.2f} s"
             f"  {size / p_transfer / 1e6:.0f} MB/s  (best of {ROUNDS})"
         )
         print(
