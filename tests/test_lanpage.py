@@ -19,11 +19,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import segno
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmshare.app.qr import qr_text
 from swarmshare.core.catalog import Catalog, CatalogItem, make_catalog
 from swarmshare.core.manifest import Manifest
 from swarmshare.errors import ServeError
@@ -190,6 +188,9 @@ def test_names_are_escaped_and_links_encoded(tmp_path: Path) -> None:
 
 
 def test_terminal_qr_code_is_the_code_of_the_address() -> None:
+    segno = pytest.importorskip("segno")
+    from swarmshare.app.qr import qr_text
+
     url = "http://192.168.1.23:5001/"
     lines = qr_text(url).splitlines()
     # Read the half blocks back into modules: ink is a light module.
@@ -363,6 +364,9 @@ def test_page_is_off_in_a_private_swarm(swarm: Swarm) -> None:
 
 
 def test_status_shows_the_page_the_compare_code_and_a_qr_code(swarm: Swarm) -> None:
+    pytest.importorskip("segno")
+    from swarmshare.app.qr import qr_text
+
     peer = swarm.start(2)
     state = peer.json("status")
     text = peer.cli("status")
@@ -382,6 +386,7 @@ def test_status_shows_the_page_the_compare_code_and_a_qr_code(swarm: Swarm) -> N
 
 @needs_chromium
 def test_local_page_shows_the_lan_page_its_qr_code_and_the_compare_code(swarm: Swarm) -> None:
+    pytest.importorskip("segno")
     peer = swarm.start(2)
     state = peer.json("status")
     login = peer.cli("open", "--print-url").stdout.strip()
