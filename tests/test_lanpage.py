@@ -321,6 +321,18 @@ def test_page_lists_only_and_changes_nothing(swarm: Swarm, tmp_path: Path) -> No
     assert peer.json("library") == before
     status, kind, _ = _get(url + "v1/content/" + "0" * 64 + "/zip")
     assert status == 404
+    folder_id = next(c["id"] for c in before if c["name"] == folder.name)
+    zip_url = f"{url}v1/content/{folder_id}/zip"
+    with urllib.request.urlopen(urllib.request.Request(zip_url, method="HEAD"), timeout=10) as r:
+        head_length = int(r.headers["Content-Length"])
+        assert r.read() == b""
+    with urllib.request.urlopen(zip_url, timeout=10) as reply:
+        assert reply.headers["Content-Type"] == "application/zip"
+        assert "attachment" in reply.headers["Content-Disposition"]
+        body = reply.read()
+    assert len(body) == head_length
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert archive.testzip() is None
 
 
 def test_page_is_off_in_a_private_swarm(swarm: Swarm) -> None:

@@ -967,6 +967,12 @@ def status(ctx: click.Context, as_json: bool, qr: bool) -> None:
             else ""
         )
         + ("peer traffic: TLS (private swarm)\n" if state.get("tls") else "")
+        + (
+            f"refused {state['refused_certificates']} connection(s) to a peer whose TLS"
+            " certificate was not the one it announced (a relay?)\n"
+            if state.get("refused_certificates")
+            else ""
+        )
         + f"certificate compare code: {state['compare_code']}",
         markup=False,
     )

@@ -234,6 +234,8 @@ class PeerServer:
         )
         response.content_length = layout.total_size
         await response.prepare(request)
+        if request.method == "HEAD":
+            return response
 
         async def write(data: bytes) -> None:
             await _send_bytes(request, response, data, self._upload)
