@@ -427,3 +427,28 @@ def test_local_page_shows_the_lan_page_its_qr_code_and_the_compare_code(swarm: S
     assert href == state["lan_page"]
     assert width >= 100, "the QR code image loaded"
     assert code == state["compare_code"]
+
+
+def test_a_big_folder_zip_streams_in_bounded_memory(swarm: Swarm, tmp_path: Path) -> None:
+    folder = tmp_path / "disk image"
+    folder.mkdir()
+    big = 384 * 1024 * 1024
+    with open(folder / "image.raw", "wb") as handle:  # sparse: quick to make and to hash
+        handle.truncate(big)
+    (folder / "notes.txt").write_text("the image is empty\n")
+    peer = swarm.start(2)
+    assert peer.cli("share", str(folder)).returncode == 0
+    folder_id = peer.json("library")[0]["id"]
+    before = swarm.peak_rss_mib()["peer2"]
+    received = 0
+    tail = b""
+    url = f"{peer.json('status')['lan_page']}v1/content/{folder_id}/zip"
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        length = int(reply.headers["Content-Length"])
+        while piece := reply.read(1 << 20):
+            received += len(piece)
+            tail = (tail + piece)[-(1 << 16) :]
+    grew = swarm.peak_rss_mib()["peer2"] - before
+    assert received == length > big
+    assert tail.endswith(b"\x00\x00") and b"PK\x05\x06" in tail  # ends with the zip's end record
+    assert grew < 64, f"zipping a {big >> 20} MiB file took {grew:.0f} MiB more memory"
