@@ -273,3 +273,32 @@ def test_a_folder_of_many_small_files_comes_through_tls_in_batches(
         name = f"note{index:03}.txt"
         assert (out / "notes" / name).read_bytes() == (folder / name).read_bytes()
     assert b.json("status")["refused_certificates"] == 0
+
+
+def test_connections_that_never_shake_hands_hold_little_and_lock_nobody_out(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    a, src, _cid, port = _private_seeder(swarm, tmp_path)
+    b = swarm.start(3, "--secret", SECRET)
+    before = swarm.peak_rss_mib()["peer2"]
+    held: list[socket.socket] = []
+    try:
+        # 40 addresses x 15 connections that connect and never say a word (asyncio's own TLS
+        # server gave each a 256 KiB buffer for a minute: 150 MiB here).
+        for host in range(100, 140):
+            for _ in range(15):
+                sock = socket.socket()
+                sock.bind((f"127.0.0.{host}", 0))
+                sock.connect(("127.0.0.2", port))
+                held.append(sock)
+        out = tmp_path / "out"
+        proc = b.cli("get", src.name, "-o", str(out) + "/", "--wait", "15")
+        assert proc.returncode == 0, proc.stderr
+        assert (out / src.name).read_bytes() == src.read_bytes()
+        grew = swarm.peak_rss_mib()["peer2"] - before
+        cut = a.json("status")["tls_handshakes_cut"]
+    finally:
+        for sock in held:
+            sock.close()
+    assert grew < 64, f"{len(held)} silent connections took {grew:.0f} MiB"
+    assert cut >= len(held) - 128, "at most 128 handshakes wait at once"

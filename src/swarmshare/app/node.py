@@ -354,6 +354,12 @@ class Node:
                 0 if guard is None else guard.stats.refused_total + guard.stats.refused_per_peer
             )
             state["slow_connections_cut"] = 0 if guard is None else guard.stats.slow_cut
+            gate = server.handshakes
+            state["tls_handshakes_cut"] = (
+                0
+                if gate is None
+                else gate.stats.refused_per_peer + gate.stats.evicted + gate.stats.failed
+            )
         serving = self.seed_serving
         state["legacy"] = (
             None

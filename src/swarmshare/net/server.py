@@ -54,7 +54,10 @@ from swarmshare.limits import (
     MAX_BATCH_CHUNKS,
     MAX_HEADER_FIELD_BYTES,
     MAX_HEADER_LINE_BYTES,
+    MAX_TLS_HANDSHAKES_PER_PEER,
+    MAX_TLS_HANDSHAKES_TOTAL,
     REQUEST_BURST_PER_PEER,
+    REQUEST_TIMEOUT_SECONDS,
     REQUESTS_PER_SECOND_PER_PEER,
 )
 from swarmshare.net.guard import ConnectionGuard, GuardLimits
@@ -65,6 +68,7 @@ from swarmshare.net.lanpage import (
     stream_zip,
     zip_disposition,
 )
+from swarmshare.net.tlsgate import TLSGate
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _INDEX = re.compile(r"[0-9]{1,9}")
@@ -152,31 +156,46 @@ class PeerServer:
         )
         self._rate = RateLimiter(REQUESTS_PER_SECOND_PER_PEER, REQUEST_BURST_PER_PEER)
         self.guard: ConnectionGuard | None = None
+        self.handshakes: TLSGate | None = None
+        """TLS handshakes under way and what was cut (with `tls`)."""
         self.descriptors = DescriptorCache(OPEN_DESCRIPTORS)
 
     async def __aenter__(self) -> PeerServer:
         await self._runner.setup()
         assert self._runner.server is not None
         self.guard = ConnectionGuard(self._runner.server, self._guard_limits)
-        self.port = await start_site(
-            self._runner,
-            self.host,
-            self.requested_port,
-            "is another swarmshare running? pick another --port",
-            ssl_context=self.tls,
-        )
+        hint = "is another swarmshare running? pick another --port"
+        if self.tls is not None:
+            self.handshakes = TLSGate(
+                self._runner.server,
+                self.tls,
+                timeout=REQUEST_TIMEOUT_SECONDS,
+                per_peer=MAX_TLS_HANDSHAKES_PER_PEER,
+                total=MAX_TLS_HANDSHAKES_TOTAL,
+            )
+            try:
+                self.port = await self.handshakes.listen(self.host, self.requested_port)
+            except OSError as exc:
+                await self._runner.cleanup()
+                raise listen_error(exc, self.host, self.requested_port, hint) from None
+        else:
+            self.port = await start_site(self._runner, self.host, self.requested_port, hint)
         if self.ipv6:
             try:
-                site = web.TCPSite(
-                    self._runner, "::", self.port, reuse_address=True, ssl_context=self.tls
-                )
-                await site.start()
+                if self.handshakes is not None:
+                    await self.handshakes.listen("::", self.port)
+                else:
+                    await web.TCPSite(self._runner, "::", self.port, reuse_address=True).start()
             except OSError as exc:  # no IPv6 here, or the port taken there: IPv4 still serves
                 self.ipv6_error = exc.strerror or str(exc)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.handshakes is not None:
+            self.handshakes.stop_listening()
         await self._runner.cleanup()
+        if self.handshakes is not None:
+            await self.handshakes.closed()
         self.descriptors.close()
 
     @web.middleware
@@ -547,34 +566,33 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
         return error_response(exc.status, code, exc.reason)
 
 
-async def start_site(
-    runner: web.AppRunner,
-    host: str,
-    port: int,
-    hint: str,
-    ssl_context: ssl.SSLContext | None = None,
-) -> int:
-    """Listen on host:port (after runner.setup()), with TLS given a context; the port really
-    bound. DaemonError, one clear line naming the cause: an address this machine does not
-    have, or a port in use (then with `hint`)."""
-    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
+async def start_site(runner: web.AppRunner, host: str, port: int, hint: str) -> int:
+    """Listen on host:port (after runner.setup()); the port really bound. DaemonError, one
+    clear line naming the cause: an address this machine does not have, or a port in use
+    (then with `hint`)."""
+    site = web.TCPSite(runner, host, port, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        where = f"cannot listen on TCP {host}:{port}"
-        # Python 3.13's asyncio may report "could not bind on any address" without an errno:
-        # ask the socket layer itself which it is.
-        code = exc.errno or _bind_errno(host, port)
-        if code == errno.EADDRNOTAVAIL:
-            raise DaemonError(
-                f"{where}: {host} is not an address of this machine (--bind one of its"
-                " addresses, or 0.0.0.0 for all of them)"
-            ) from None
-        if code == errno.EADDRINUSE:
-            raise DaemonError(f"{where}: another program uses port {port} ({hint})") from None
-        raise DaemonError(f"{where}: {exc.strerror or exc} ({hint})") from None
+        raise listen_error(exc, host, port, hint) from None
     return int(runner.addresses[-1][1])
+
+
+def listen_error(exc: OSError, host: str, port: int, hint: str) -> DaemonError:
+    """The one clear line for a failure to listen on host:port."""
+    where = f"cannot listen on TCP {host}:{port}"
+    # Python 3.13's asyncio may report "could not bind on any address" without an errno:
+    # ask the socket layer itself which it is.
+    code = exc.errno or _bind_errno(host, port)
+    if code == errno.EADDRNOTAVAIL:
+        return DaemonError(
+            f"{where}: {host} is not an address of this machine (--bind one of its"
+            " addresses, or 0.0.0.0 for all of them)"
+        )
+    if code == errno.EADDRINUSE:
+        return DaemonError(f"{where}: another program uses port {port} ({hint})")
+    return DaemonError(f"{where}: {exc.strerror or exc} ({hint})")
 
 
 def _bind_errno(host: str, port: int) -> int | None:
