@@ -23,9 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarmshare.core.catalog import Catalog, CatalogItem, make_catalog
-from swarmshare.core.manifest import Manifest
+from swarmshare.core.manifest import Manifest, file_entry
 from swarmshare.errors import ServeError
-from swarmshare.net.lanpage import StoredZip, render_page, stream_zip
+from swarmshare.net.lanpage import MAX_PAGE_FILE_LINKS, StoredZip, render_page, stream_zip
 from swarmshare.store.hashing import hash_content, scan_path
 
 from conftest import Swarm
@@ -185,6 +185,18 @@ def test_names_are_escaped_and_links_encoded(tmp_path: Path) -> None:
     assert "/file/100%25%20%231%3F.txt" in page
     assert 'download="&quot;quoted&quot; &lt;b&gt;bold.txt"' in page
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+
+
+def test_a_huge_library_makes_a_page_of_bounded_size() -> None:
+    folders = [
+        Manifest.build(f"box{n:02}", "dir", [file_entry(f"f{i:04}", 0, []) for i in range(600)])
+        for n in range(20)
+    ]
+    page = render_page(_Shares(folders), "lab")
+    assert page.count('download="f') == MAX_PAGE_FILE_LINKS  # 20 x 600 files, 5,000 links
+    assert page.count("Download the folder as a zip") == 20  # every folder still has its zip
+    assert "… and 100 more files: they are in the zip" in page
+    assert "… and 600 more files: they are in the zip" in page
 
 
 def test_terminal_qr_code_is_the_code_of_the_address() -> None:

@@ -37,6 +37,7 @@ from swarmshare.errors import ServeError
 
 MAX_PAGE_ITEMS = 2000  # contents listed on the page (the rest: a line saying how many more)
 MAX_PAGE_FILES_PER_FOLDER = 500  # a folder's files listed (the rest: in its zip)
+MAX_PAGE_FILE_LINKS = 5000  # folders' files listed on the whole page
 ZIP_PIECE_BYTES = 1024 * 1024  # what is read from a file and sent at a time
 ZIP_DIRECTORY_PIECE_BYTES = 256 * 1024
 MAX_32 = 0xFFFFFFFF
@@ -74,12 +75,16 @@ def render_page(provider: LanProvider, peer_name: str, note: str = "") -> str:
     )
     title = html.escape(peer_name or "swarmshare")
     rows: list[str] = []
+    links_left = MAX_PAGE_FILE_LINKS
     for item in items[:MAX_PAGE_ITEMS]:
         try:
             manifest = provider.manifest(item.id)
         except ServeError:
             continue  # gone since the catalogue was built
-        rows.append(_content_row(item.id, manifest))
+        listed = min(manifest.file_count, MAX_PAGE_FILES_PER_FOLDER, links_left)
+        if manifest.kind == "dir":
+            links_left -= listed
+        rows.append(_content_row(item.id, manifest, listed))
     if len(items) > MAX_PAGE_ITEMS:
         rows.append(f"<li>… and {len(items) - MAX_PAGE_ITEMS:,} more not listed here</li>")
     body = "\n".join(rows) if rows else '<li class="empty">Nothing is shared here yet.</li>'
@@ -318,7 +323,7 @@ def _read_piece(handle: IO[bytes], left: int, crc: int) -> tuple[bytes, int]:
     return data, zlib.crc32(data, crc)
 
 
-def _content_row(content_id: str, manifest: Manifest) -> str:
+def _content_row(content_id: str, manifest: Manifest, listed: int) -> str:
     name = html.escape(manifest.name)
     size = _size(manifest.total_size)
     if manifest.kind != "dir":
@@ -329,7 +334,7 @@ def _content_row(content_id: str, manifest: Manifest) -> str:
         )
     count = manifest.file_count
     links = []
-    for index in range(min(count, MAX_PAGE_FILES_PER_FOLDER)):
+    for index in range(listed):
         path = manifest.path_of(index)
         href = f"/v1/content/{content_id}/file/{quote(path)}"
         base = html.escape(path.rsplit("/", 1)[-1])
@@ -337,9 +342,8 @@ def _content_row(content_id: str, manifest: Manifest) -> str:
             f'<li><a href="{href}" download="{base}">{html.escape(path)}</a>'
             f' <span class="size">{_size(manifest.size_of(index))}</span></li>'
         )
-    if count > MAX_PAGE_FILES_PER_FOLDER:
-        more = count - MAX_PAGE_FILES_PER_FOLDER
-        links.append(f"<li>… and {more:,} more files: they are in the zip</li>")
+    if count > listed:
+        links.append(f"<li>… and {count - listed:,} more files: they are in the zip</li>")
     files = "file" if count == 1 else "files"
     return (
         f'<li class="folder"><span class="name">{name}/</span>'
