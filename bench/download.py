@@ -10,7 +10,11 @@ this machine's cores, where the seeders and the downloader share them), and what
 file through the page cache costs here by itself (aria2c may pay it; swarmshare writes by
 direct I/O).
 
-Usage: python bench/download.py [SIZE_MIB]   (default 1024; loopback only)
+With --secret, the same run then restarts the seeders as a private swarm (every transfer TLS,
+each peer's certificate pinned) and times the same get there: the ratio private/open is printed
+against its goal (at least 0.5).
+
+Usage: python bench/download.py [SIZE_MIB] [--secret]   (default 1024; loopback only)
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from swarmshare.app.loopback import LoopbackPeer, LoopbackSwarm
 SEEDERS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 DOWNLOADER = "127.0.0.5"
 ROUNDS = 3
+SECRET = "bench private swarm secret"
 ARIA_SETTINGS = [["-x", "16", "-s", "16", "-k", "1M"], ["-x", "4", "-s", "12", "-k", "4M"]]
 
 
@@ -80,7 +85,10 @@ def children_usage() -> tuple[float, float]:
 
 
 def main() -> None:
-    size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
+    args = [a for a in sys.argv[1:] if a != "--secret"]
+    private = "--secret" in sys.argv[1:]
+    size_mib = int(args[0]) if args else 1024
+    private_runs: list[tuple[float, float, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="swarmshare-bench-") as tmp:
         root = Path(tmp)
         src = root / "big.bin"
@@ -106,7 +114,7 @@ def main() -> None:
             runs = []
             aria_runs: list[tuple[float, str]] = []
 
-            def run_swarmshare(attempt: int) -> None:
+            def run_swarmshare(attempt: int, *extra: str) -> None:
                 os.sync()
                 out = root / f"out{attempt}"
                 out.mkdir()
@@ -114,7 +122,7 @@ def main() -> None:
                 seeders0 = seeders_cpu(procs)
                 start = time.perf_counter()
                 summary = swarmshare(
-                    root / f"dl{attempt}",
+                    root / f"dl{attempt}{'p' if extra else ''}",
                     "get",
                     "big.bin",
                     "-o",
@@ -128,6 +136,7 @@ def main() -> None:
                     DOWNLOADER,
                     "--wait",
                     "3",
+                    *extra,
                 )
                 wall = time.perf_counter() - start
                 cpu1, rss = children_usage()
@@ -180,6 +189,24 @@ def main() -> None:
                     run_aria()
             wall, cpu, rss, transfer, seeders = min(runs)
             aria = min(aria_runs) if aria_runs else None
+            if private:
+                # The same seeders and file, restarted as a private swarm: TLS everywhere.
+                lab.close()
+                runs.clear()
+                with LoopbackSwarm(root, port) as private_lab:
+                    for index, address in enumerate(SEEDERS):
+                        private_lab.start(
+                            int(address.rsplit(".", 1)[1]),
+                            "--secret",
+                            SECRET,
+                            home=root / f"seed{index}",
+                            wait=False,
+                        )
+                    private_lab.wait_ready()
+                    procs = private_lab.peers
+                    for attempt in range(ROUNDS):
+                        run_swarmshare(attempt, "--secret", SECRET)
+                private_runs = [(r[0], r[1], r[3], r[4]) for r in runs]
 
     mbs = size / wall / 1e6
     sha = sha256_rate()
@@ -215,6 +242,17 @@ def main() -> None:
         " (any buffered writer, aria2c too, may pay up to this; swarmshare writes by direct I/O)"
     )
     print(f"one core SHA-256: {sha / 1e6:.0f} MB/s")
+    if private_runs:
+        p_wall, p_cpu, p_transfer, p_seeders = min(private_runs)
+        print(
+            f"private swarm (TLS) get: {p_wall:.2f} s  {size / p_wall / 1e6:.0f} MB/s  CPU"
+            f" {p_cpu:.2f} s, seeders' CPU {p_seeders:.2f} s; transfer alone {p_transfer:.2f} s"
+            f"  {size / p_transfer / 1e6:.0f} MB/s  (best of {ROUNDS})"
+        )
+        print(
+            f"ratio private/open speed: {wall / p_wall:.2f} whole get,"
+            f" {transfer / p_transfer:.2f} transfer alone  (goal >= 0.5)"
+        )
     print(
         f"ratio swarmshare/SHA-256 core: {mbs * 1e6 / sha:.2f} whole get,"
         f" {size / transfer / sha:.2f} transfer alone, {ceiling / sha:.2f} at the CPU ceiling"

@@ -1053,13 +1053,21 @@ def open_page(ctx: click.Context, print_url: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--qr",
+    is_flag=True,
+    help="Print a QR code of this peer's LAN page address (a phone's camera opens it).",
+)
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, as_json: bool, qr: bool) -> None:
     """Show the running daemon's state."""
     with _session(ctx) as session:
         state = session.status()
     if as_json:
         _print_json(state)
+        return
+    if qr:
+        _print_qr(state)
         return
     paths = ", ".join(state["broadcast"])
     if state.get("ipv6"):
@@ -1072,7 +1080,21 @@ def status(ctx: click.Context, as_json: bool) -> None:
         + (f"mDNS: on, {mdns['sightings']} peer record(s) resolved\n" if mdns.get("on") else "")
         + f"{state['peers']} peer(s) live, sharing {state['items']} item(s), "
         f"served {state['served_chunks']} chunk(s) ({fmt_size(state['served_bytes'])})\n"
-        f"web page: swarmshare open (http://127.0.0.1:{state['control_port']}/)"
+        f"web page: swarmshare open (http://127.0.0.1:{state['control_port']}/)\n"
+        + (
+            f"LAN page for browsers: {state['lan_page']}  (swarmshare status --qr)\n"
+            if state.get("lan_page")
+            else ""
+        )
+        + ("peer traffic: TLS (private swarm)\n" if state.get("tls") else "")
+        + (
+            f"refused {state['refused_certificates']} connection(s) to a peer whose TLS"
+            " certificate was not the one it announced (a relay?)\n"
+            if state.get("refused_certificates")
+            else ""
+        )
+        + f"certificate compare code: {state['compare_code']}",
+        markup=False,
     )
     for d in state["downloads"]:
         share = f"{d['done_bytes'] * 100 // max(1, d['total_bytes'])}%" if d["total_bytes"] else ""
@@ -1097,6 +1119,22 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f" {len(ls['devices'])} device(s) seen",
             markup=False,
         )
+
+
+def _print_qr(state: dict[str, Any]) -> None:
+    """The LAN page's address as a QR code, or one line saying why there is none."""
+    url = state.get("lan_page")
+    if not url:
+        why = (
+            "a private swarm has no LAN page"
+            if state.get("private")
+            else "no daemon serves one (start: swarmshare run)"
+        )
+        raise UsageError(f"no LAN page to show: {why}")
+    from swarmshare.app.qr import qr_text
+
+    out.print(qr_text(url), markup=False, highlight=False, soft_wrap=True)
+    out.print(f"{url}\ncertificate compare code: {state['compare_code']}", markup=False)
 
 
 @main.command()

@@ -86,6 +86,11 @@ RESUME_RECORD_INTERVAL_SECONDS = 0.5
 MAX_CONNECTIONS_TOTAL = 512
 MAX_CONNECTIONS_PER_PEER = 32  # one address's share: it takes 16 addresses to fill every slot
 REQUEST_TIMEOUT_SECONDS = 10.0  # from connecting, or from the last reply, to the next request
+# TLS handshakes under way at once (each holds a 256 KiB buffer of asyncio's until it ends), in
+# all and from one address (as many as it may hold connections); a handshake not done within
+# REQUEST_TIMEOUT_SECONDS is cut.
+MAX_TLS_HANDSHAKES_TOTAL = 128
+MAX_TLS_HANDSHAKES_PER_PEER = MAX_CONNECTIONS_PER_PEER
 KEEPALIVE_TIMEOUT_SECONDS = 15.0
 MAX_HEADER_LINE_BYTES = 8190
 MAX_HEADER_FIELD_BYTES = 8190

@@ -46,6 +46,7 @@ class ControlServer:
         app = web.Application(client_max_size=1 << 20, middlewares=[self._guard])
         r = app.router
         r.add_get("/api/status", self._status)
+        r.add_get("/api/lan-page-qr.svg", self._lan_page_qr)
         r.add_get("/api/peers", self._peers)
         r.add_get("/api/network", self._network)
         r.add_get("/api/library", self._library)
@@ -164,7 +165,19 @@ class ControlServer:
         status = node.status()
         return {
             "status": {
-                k: status[k] for k in ("name", "peer_id", "address", "port", "peers", "items")
+                k: status[k]
+                for k in (
+                    "name",
+                    "peer_id",
+                    "address",
+                    "port",
+                    "peers",
+                    "items",
+                    "lan_page",
+                    "compare_code",
+                    "fingerprint",
+                    "tls",
+                )
             },
             "network": node.network(),
             "peers": node.peers(),
@@ -184,6 +197,16 @@ class ControlServer:
 
     async def _status(self, _request: web.Request) -> web.Response:
         return web.json_response(self.node.status() | {"control_port": self.port})
+
+    async def _lan_page_qr(self, _request: web.Request) -> web.Response:
+        url = self.node.lan_page_url()
+        if url is None:
+            return error_response(404, "no_lan_page", "this peer has no LAN page")
+        from swarmshare.app.qr import qr_svg
+
+        return web.Response(
+            body=qr_svg(url), content_type="image/svg+xml", headers={"Cache-Control": "no-cache"}
+        )
 
     async def _peers(self, _request: web.Request) -> web.Response:
         return web.json_response(self.node.peers())

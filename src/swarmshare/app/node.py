@@ -40,12 +40,14 @@ from swarmshare.core.peers import PeerEvent, PeerJoined, PeerLeft
 from swarmshare.core.refs import resolve_ref
 from swarmshare.core.torrent import magnet, torrent_file
 from swarmshare.errors import NotFoundError, SwarmshareError, UsageError
+from swarmshare.net.chunkconn import pinning_context
 from swarmshare.net.client import PeerClient
 from swarmshare.net.interfaces import ipv4_interfaces, is_wildcard
 from swarmshare.settings import Settings
 from swarmshare.store.db import Database
 from swarmshare.store.downloads import DownloadTable
 from swarmshare.store.hashing import ScannedFile, v1_piece_hashes
+from swarmshare.store.identity import Identity, load_identity
 from swarmshare.store.library import ContentRecord, Library, ShareResult, share_paths
 
 if TYPE_CHECKING:
@@ -109,6 +111,14 @@ class Node:
         self._listening = False
         key = derive_key(settings.secret) if settings.secret else None
         self._key = key
+        self._identity: Identity | None = None
+
+    @property
+    def identity(self) -> Identity:
+        """This peer's certificate (made in the home on first use)."""
+        if self._identity is None:
+            self._identity = load_identity(self.settings.home, self.settings.name)
+        return self._identity
 
     async def __aenter__(self) -> Node:
         s = self.settings
@@ -124,8 +134,16 @@ class Node:
         self.shelf = Shelf(self.library, s.home, self.peer_id, self.translog, self._held_changed)
         self.seeds = SeedView(s.legacy_port, self._is_native, self.translog)
         loop = asyncio.get_running_loop()
+        # A private swarm speaks TLS to each peer, pinned to the certificate its signed
+        # announcements name; an open swarm plain HTTP.
         self.client = await self._stack.enter_async_context(
-            PeerClient(local_address=s.bind, idle_timeout=s.read_idle_timeout, key=self._key)
+            PeerClient(
+                local_address=s.bind,
+                idle_timeout=s.read_idle_timeout,
+                key=self._key,
+                tls=pinning_context() if self._key else None,
+                pins=self._pin,
+            )
         )
         deps = EngineDeps(
             clock=loop,
@@ -144,6 +162,7 @@ class Node:
         if self.serve:
             # Imported here: the HTTP server (aiohttp) is a tenth of a second of start-up that a
             # command without a daemon, which serves nothing, need not pay.
+            from swarmshare.net.lanpage import LanPage
             from swarmshare.net.server import PeerServer
 
             self.server = await self._stack.enter_async_context(
@@ -154,6 +173,8 @@ class Node:
                     key=self._key,
                     upload_bytes_per_second=s.upload_bytes_per_second,
                     ipv6=uses_ipv6(s),
+                    tls=self.identity.server_context() if self._key else None,
+                    lan_page=None if self._key else LanPage(self.shelf, s.name),
                 )
             )
             await self._start_swarm(listen=True)
@@ -204,6 +225,8 @@ class Node:
             serving_port=serving_port,
             listen=listen,
             on_foreign=self.seeds.datagram,
+            fingerprint=self.identity.fingerprint if self._key and serving_port else "",
+            lan_page=self.server is not None and self.server.lan_page is not None,
         )
         self.swarm = await self._stack.enter_async_context(swarm)
         self._listening = listen
@@ -224,6 +247,26 @@ class Node:
             log.info("peer joined: %r at %s:%d", p.name, p.address, p.port)
         elif isinstance(event, PeerLeft):
             log.info("peer left: %r at %s (%s)", event.peer.name, event.peer.address, event.reason)
+
+    def _pin(self, host: str, port: int) -> str | None:
+        """The certificate fingerprint the peer at host:port announced, signed."""
+        if self.swarm is None:
+            return None
+        for peer in self.swarm.table.peers.values():
+            if peer.address == host and peer.port == port:
+                return peer.fingerprint or None
+        return None
+
+    def lan_page_url(self) -> str | None:
+        """Where browsers on the LAN find this peer's page (None: no page)."""
+        server = self.server
+        if server is None or server.lan_page is None:
+            return None
+        host = self.settings.bind
+        if is_wildcard(host):
+            found = ipv4_interfaces()
+            host = str(found[0][1].ip) if found else "127.0.0.1"
+        return f"http://{host}:{server.port}/"
 
     def _is_native(self, address: str) -> bool:
         if address == self.settings.bind:
@@ -379,6 +422,11 @@ class Node:
             "ipv6": [i.name for i in swarm.discovery.ipv6] if swarm else [],
             "mdns": _mdns_state(swarm),
             "localsend": None if self.localsend is None else self.localsend.status(),
+            "fingerprint": self.identity.fingerprint,
+            "compare_code": self.identity.compare_code,
+            "tls": self._key is not None,
+            "refused_certificates": self.client.refused_certificates,
+            "lan_page": self.lan_page_url(),
         }
         if server is not None:
             guard = server.guard
@@ -387,6 +435,12 @@ class Node:
                 0 if guard is None else guard.stats.refused_total + guard.stats.refused_per_peer
             )
             state["slow_connections_cut"] = 0 if guard is None else guard.stats.slow_cut
+            gate = server.handshakes
+            state["tls_handshakes_cut"] = (
+                0
+                if gate is None
+                else gate.stats.refused_per_peer + gate.stats.evicted + gate.stats.failed
+            )
         serving = self.seed_serving
         state["legacy"] = (
             None

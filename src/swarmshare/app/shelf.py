@@ -152,6 +152,13 @@ class Shelf:
             raise ServeError(404, "unknown_content", "this peer does not hold that content")
         return partial
 
+    def manifest(self, content_id: str) -> Manifest:
+        """The manifest of a complete shared content (for the LAN page and its zips)."""
+        served = self._served.get(content_id)
+        if served is None:
+            raise ServeError(404, "unknown_content", "this peer does not share that content")
+        return self._read(served, files=False).manifest
+
     def chunk_location(self, content_id: str, index: int) -> tuple[str, ChunkLocation]:
         """Where one chunk of a held content is, after checking its file is unchanged."""
         served = self._served.get(content_id)

@@ -101,9 +101,15 @@ class Swarm:
         listen: bool = True,
         on_foreign: OnForeign | None = None,
         clock: Clock | None = None,
+        fingerprint: str = "",
+        lan_page: bool = False,
     ) -> None:
-        """`clock` (default: the running loop's `time`) is what `now` is everywhere here."""
+        """`clock` (default: the running loop's `time`) is what `now` is everywhere here.
+        `fingerprint`: of this peer's TLS certificate, announced (a private swarm);
+        `lan_page`: the peer server has a LAN page, advertised by mDNS as `_http._tcp`."""
         self.settings = settings
+        self.fingerprint = fingerprint
+        self.lan_page = lan_page
         self.peer_id = peer_id
         self.client = client
         self.table = PeerTable(peer_id)
@@ -256,6 +262,7 @@ class Swarm:
             self._catalog_version(),
             self.settings.interval,
             solicit,
+            fingerprint=self.fingerprint,
         )
 
     def _service_discovery(self) -> ServiceDiscovery:
@@ -281,6 +288,7 @@ class Swarm:
             on_sighting=self._sighted,
             interval=self.settings.interval,
             networks=[interface.network for _name, interface in ipv4_interfaces()],
+            lan_page=self.lan_page,
         )
 
     def _sighted(self, ann: Announcement, address: str, fresh: bool) -> None:

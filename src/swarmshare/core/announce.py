@@ -6,6 +6,10 @@ contents: receivers fetch the catalogue over HTTP when its version changes.
     {"swarmshare": 1, "id": "3f2a...", "port": 5001, "name": "lab-7", "cv": "9b1c...",
      "iv": 30, "sol": false, "bye": false}
 
+`fp` (only when the sender has one to give: a private-swarm peer) is the SHA-256 fingerprint of
+the sender's TLS certificate; in a private swarm it is signed with the rest, so a member connects
+to a peer only over TLS to the certificate its signed announcement names.
+
 `sol` (solicit) asks every receiver to answer at once, by unicast to the sender's address and
 port; `bye` says the sender is leaving. `port` 0 means "not serving" (a CLI looking around).
 Unknown keys are ignored, so later versions may add fields.
@@ -33,6 +37,7 @@ MIN_INTERVAL_SECONDS = 0.05
 MAX_INTERVAL_SECONDS = 3600.0
 _PEER_ID = re.compile(r"[0-9a-f]{16}")
 _VERSION = re.compile(r"[0-9a-f]{1,64}")
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 
 
 class AnnouncementError(RemoteProtocolError):
@@ -50,6 +55,8 @@ class Announcement:
     interval: float
     solicit: bool = False
     bye: bool = False
+    fingerprint: str = ""
+    """SHA-256 of the sender's TLS certificate (64 hex digits), or "" when it gives none."""
 
     def encode(self) -> bytes:
         """The datagram bytes."""
@@ -64,6 +71,8 @@ class Announcement:
             "bye": self.bye,
             "chunks": [],
         }
+        if self.fingerprint:
+            obj["fp"] = self.fingerprint
         data = json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
         if len(data) > MAX_DATAGRAM_BYTES:  # only a pathological name could do this
             raise ValueError("announcement too large")
@@ -72,7 +81,8 @@ class Announcement:
 
 def encode_private(ann: Announcement, key: bytes, now: float, source: str) -> bytes:
     """The announcement of a private-swarm peer: tagged `swarmshare_private`, timed, and signed
-    together with its peer ID and `source`, the address it is sent from."""
+    together with its peer ID, its certificate's fingerprint and `source`, the address it is
+    sent from."""
     obj = json.loads(ann.encode())
     del obj["swarmshare"]
     obj["swarmshare_private"] = PROTOCOL_VERSION
@@ -119,6 +129,7 @@ def decode_announcement(data: bytes) -> Announcement:
     peer_id, port, name = obj.get("id"), obj.get("port"), obj.get("name", "")
     version, interval = obj.get("cv"), obj.get("iv")
     solicit, bye = obj.get("sol", False), obj.get("bye", False)
+    fingerprint = obj.get("fp", "")
     if not isinstance(peer_id, str) or not _PEER_ID.fullmatch(peer_id):
         raise AnnouncementError("bad peer id")
     if type(port) is not int or not 0 <= port <= 65535:
@@ -133,5 +144,11 @@ def decode_announcement(data: bytes) -> Announcement:
         raise AnnouncementError("bad interval")
     if type(solicit) is not bool or type(bye) is not bool:
         raise AnnouncementError("bad flags")
+    if not isinstance(fingerprint, str) or (
+        fingerprint and not _FINGERPRINT.fullmatch(fingerprint)
+    ):
+        raise AnnouncementError("bad certificate fingerprint")
     clean_name = "".join(c if c.isprintable() else "?" for c in name)
-    return Announcement(peer_id, port, clean_name, version, float(interval), solicit, bye)
+    return Announcement(
+        peer_id, port, clean_name, version, float(interval), solicit, bye, fingerprint
+    )

@@ -13,7 +13,9 @@ secret, and accepts only what is signed the same way:
   against the connection's remote address and its own local address), a TS more than
   MAX_SKEW_SECONDS away from its clock, and a NONCE it has already seen (a replay).
 
-This authenticates; it does not encrypt: bytes on the wire stay readable to anyone on the LAN.
+This authenticates. The encryption is TLS: a private-swarm peer serves only TLS with its own
+certificate, whose fingerprint its signed announcements carry (`fp`, core/announce.py), and
+members connect only to that certificate (net/chunkconn.py).
 """
 
 from __future__ import annotations

@@ -66,6 +66,8 @@ class Peer:
     fetch_gap: float = 0.0
     fetch_not_before: float = 0.0
     queued_at: float = math.inf
+    fingerprint: str = ""
+    """Its TLS certificate's fingerprint, as its latest announcement that gave one said."""
 
     @property
     def expires_at(self) -> float:
@@ -145,6 +147,7 @@ class PeerTable:
             peer = Peer(
                 ann.peer_id, address, ann.port, ann.name, interval, now, now, ann.catalog_version
             )
+            peer.fingerprint = ann.fingerprint
             self.peers[peer.peer_id] = peer
             self._unproven[peer.peer_id] = None
             self._per_address[address] += 1
@@ -154,6 +157,8 @@ class PeerTable:
                 peer.catalog = None  # another server: what the old one held says nothing
             peer.port, peer.name, peer.interval, peer.last_seen = ann.port, ann.name, interval, now
             peer.announced_version = ann.catalog_version
+            if ann.fingerprint:  # a sighting that gives none (mDNS) keeps the signed one
+                peer.fingerprint = ann.fingerprint
             if not peer.proven:
                 self._unproven.move_to_end(peer.peer_id)
         if peer.catalog_stale:

@@ -12,6 +12,11 @@ this adapter only moves bytes into it and buffers out of it, and keeps the reply
 RemoteProtocolError) for a malformed, oversized, wrong-length or truncated reply, a
 ChunkFetchError for a timeout, an unreachable peer or an error status.
 
+TLS (private swarms): with a `tls` context every connection is TLS, and it is used only if the
+server's certificate hashes to the fingerprint `pins` gives for that address and port (the one
+its signed announcement carries); no fingerprint, or another certificate, and the connection is
+dropped before a request is sent (reason "unpinned" or "wrong_certificate").
+
 Memory follows bytes received: a chunk's buffer is taken from the pool only once its head gave
 the length the manifest says; a catalogue's or manifest's grows (doubling) as its bytes arrive,
 and all of those together stay within a ReplyBudget.
@@ -21,9 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import logging
 import mmap
+import ssl
 import time
+from collections.abc import Callable
 from typing import TypeAlias
 
 from swarmshare.core.auth import AUTH_HEADER, request_header
@@ -50,12 +59,17 @@ from swarmshare.limits import (
     REPLY_DEADLINE_BASE_SECONDS,
 )
 
+log = logging.getLogger("swarmshare")
+
 SCRATCH_BYTES = 4096  # a head, or bytes past a growing body's buffer, read at a time
 IDLE_CONNECTIONS_PER_PEER = 32
 
 
 Buffer: TypeAlias = bytearray | mmap.mmap
 """A received body: chunk buffers are page-aligned anonymous memory (see BufferPool)."""
+
+Pins: TypeAlias = Callable[[str, int], str | None]
+"""The certificate fingerprint a peer at (host, port) must present, if one is known."""
 
 
 class BufferPool:
@@ -336,9 +350,15 @@ class ChunkClient:
         budget: ReplyBudget | None = None,
         deadline_base_seconds: float = REPLY_DEADLINE_BASE_SECONDS,
         min_bytes_per_second: float = MIN_REPLY_BYTES_PER_SECOND,
+        tls: ssl.SSLContext | None = None,
+        pins: Pins | None = None,
     ) -> None:
         self._local = local_address
         self._key = key
+        self._tls = tls
+        self._pins = pins
+        self.refused_certificates = 0
+        """Connections dropped because the server's certificate was not the one pinned."""
         self._timing = ReplyTiming(idle_timeout, deadline_base_seconds, min_bytes_per_second)
         self.pool = pool
         self.budget = budget if budget is not None else ReplyBudget(MAX_REPLY_BYTES_TOTAL)
@@ -414,24 +434,65 @@ class ChunkClient:
             self._open.discard(conn)
         loop = asyncio.get_running_loop()
         local = (self._local, 0) if self._local else None
+        pinned: str | None = None
+        if self._tls is not None:
+            pinned = self._pins(host, port) if self._pins is not None else None
+            if not pinned:
+                raise ChunkFetchError(
+                    f"{host}:{port}: no signed announcement named its certificate yet",
+                    "unpinned",
+                )
         try:
-            _transport, conn = await asyncio.wait_for(
+            transport, conn = await asyncio.wait_for(
                 loop.create_connection(
                     lambda: _Connection(self._timing, self.pool, self.budget, self._scratch),
                     host,
                     port,
                     local_addr=local,
+                    ssl=self._tls,
                 ),
                 CONNECT_TIMEOUT_SECONDS,
             )
         except TimeoutError:
             raise ChunkFetchError(f"connecting to {host}:{port} timed out", "timeout") from None
-        except OSError as exc:
+        except (OSError, ssl.SSLError) as exc:
             raise ChunkFetchError(
                 f"cannot connect to {host}:{port}: {exc}", "unreachable"
             ) from None
+        if pinned is not None and _certificate_fingerprint(transport) != pinned:
+            conn.close()
+            self.refused_certificates += 1
+            log.warning(
+                "refused %s:%d: its TLS certificate is not the one its signed announcement"
+                " names (a relay, or another host at its address)",
+                host,
+                port,
+            )
+            raise ChunkFetchError(
+                f"{host}:{port} presented a certificate other than the one its signed"
+                " announcement names: refused",
+                "wrong_certificate",
+            )
         self._open.add(conn)
         return conn
+
+
+def pinning_context() -> ssl.SSLContext:
+    """A TLS client context that checks neither chain nor name (peers' certificates are
+    self-signed): the ChunkClient pins each server's certificate itself. It presents no
+    certificate, so a command that only fetches needs no identity of its own."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _certificate_fingerprint(transport: asyncio.BaseTransport) -> str | None:
+    """SHA-256 (hex) of the certificate the TLS server of `transport` presented."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return hashlib.sha256(der).hexdigest() if der else None
 
 
 def _naming(exc: ReplyError | ChunkFetchError, peer: str) -> ReplyError | ChunkFetchError:

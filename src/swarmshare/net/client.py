@@ -10,6 +10,7 @@ PeerUnavailable or RemoteProtocolError that names the peer and what it did.
 
 from __future__ import annotations
 
+import ssl
 from collections import OrderedDict
 
 from swarmshare.core.catalog import Catalog, decode_catalog
@@ -22,7 +23,7 @@ from swarmshare.limits import (
     MIN_REPLY_BYTES_PER_SECOND,
     REPLY_DEADLINE_BASE_SECONDS,
 )
-from swarmshare.net.chunkconn import Buffer, BufferPool, ChunkClient, ChunkFetchError
+from swarmshare.net.chunkconn import Buffer, BufferPool, ChunkClient, ChunkFetchError, Pins
 
 MANIFESTS_KEPT = 2
 
@@ -47,7 +48,11 @@ class PeerClient:
         key: bytes | None = None,
         deadline_base_seconds: float = REPLY_DEADLINE_BASE_SECONDS,
         min_bytes_per_second: float = MIN_REPLY_BYTES_PER_SECOND,
+        tls: ssl.SSLContext | None = None,
+        pins: Pins | None = None,
     ) -> None:
+        """`tls` and `pins`: connect over TLS, to servers whose certificate hashes to what
+        `pins` gives for their address and port (a private swarm)."""
         local = local_address if local_address not in (None, "", "0.0.0.0") else None
         self.buffers = BufferPool(MAX_INFLIGHT_BYTES_TOTAL)
         # The last manifests fetched: a get asks for the one it is about to download twice
@@ -60,9 +65,16 @@ class PeerClient:
             key=key,
             deadline_base_seconds=deadline_base_seconds,
             min_bytes_per_second=min_bytes_per_second,
+            tls=tls,
+            pins=pins,
         )
         self.replies = self._http.budget
         """Memory held at once for catalogue, manifest and error replies, for all peers."""
+
+    @property
+    def refused_certificates(self) -> int:
+        """Connections dropped because the server's certificate was not the one pinned."""
+        return self._http.refused_certificates
 
     async def __aenter__(self) -> PeerClient:
         return self

@@ -30,7 +30,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from swarmshare.core.announce import (
     Announcement,
@@ -171,9 +171,7 @@ class Discovery:
         """Send the current announcement to every target now."""
         ann = self._make(solicit)
         if bye:
-            ann = Announcement(
-                ann.peer_id, ann.port, ann.name, ann.catalog_version, ann.interval, False, True
-            )
+            ann = replace(ann, solicit=False, bye=True)
         for target in self.targets:
             self._sendto(self._encode(ann, target), (target, self.port))
         for interface in self.ipv6:
@@ -181,9 +179,7 @@ class Discovery:
             self._sendto(data, (DISCOVERY_GROUP_V6, self.port, 0, interface.index))
         if self.unicast:
             # Unicast peers always get a solicit, so that they answer back across subnets.
-            ask = Announcement(
-                ann.peer_id, ann.port, ann.name, ann.catalog_version, ann.interval, not bye, bye
-            )
+            ask = replace(ann, solicit=not bye, bye=bye)
             for address in self.unicast:
                 self._sendto(self._encode(ask, address[0]), address)
 

@@ -1,5 +1,8 @@
 """mDNS/DNS-SD: advertise this peer as `_swarmshare._tcp` and find the others, with zeroconf.
 
+Where the peer server has a LAN page (an open swarm), it is advertised too, as `_http._tcp`
+with `path=/`, so that a phone or laptop browsing the network's web servers finds it.
+
 A second path to the facts UDP discovery yields, for networks that filter broadcast but pass
 multicast. The record (core/service.py) says what an announcement says; each instance found is
 resolved and its announcement handed to `on_sighting` with the address it resolved to (IPv4
@@ -44,6 +47,8 @@ from swarmshare.net.interfaces import scoped
 
 log = logging.getLogger("swarmshare")
 
+HTTP_SERVICE_TYPE = "_http._tcp.local."
+
 OnSighting = Callable[[Announcement, str, bool], None]
 """(announcement, source address, fresh): fresh is False for a re-statement of an earlier one."""
 
@@ -60,10 +65,13 @@ class ServiceDiscovery:
         on_sighting: OnSighting,
         interval: float,
         networks: list[IPv4Network] | None = None,
+        lan_page: bool = False,
     ) -> None:
         """`interfaces`: IPv4 addresses and IPv6 interface indexes to use; `addresses`: this
         peer's addresses on them, for its A and AAAA records; `networks`: this host's IPv4
-        subnets (a peer's address on one of them is preferred to its others)."""
+        subnets (a peer's address on one of them is preferred to its others); `lan_page`: also
+        advertise the peer server's page as `_http._tcp`."""
+        self.lan_page = lan_page
         self.interfaces = interfaces
         self.networks = networks or []
         self.addresses = addresses
@@ -76,6 +84,7 @@ class ServiceDiscovery:
         self._zc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._info: AsyncServiceInfo | None = None
+        self._page_info: AsyncServiceInfo | None = None
         self._found: OrderedDict[str, tuple[Announcement, str]] = OrderedDict()
         self._resolving: set[str] = set()
         self._slots = asyncio.Semaphore(MAX_SERVICE_RESOLVES_IN_FLIGHT)
@@ -97,6 +106,9 @@ class ServiceDiscovery:
         ann = self._make()
         self._info = self._service_info(instance_name(ann.name, ann.peer_id))
         self._spawn(self._register())
+        if self.lan_page:
+            self._page_info = self._page_service_info(ann)
+            self._spawn(self._register_page())
         self._browser = AsyncServiceBrowser(
             self._zc.zeroconf, [SERVICE_TYPE], handlers=[self._changed]
         )
@@ -160,6 +172,26 @@ class ServiceDiscovery:
         except (OSError, BadTypeInNameException, RuntimeError) as exc:
             self.error = f"cannot advertise: {exc}"
             log.warning("mDNS: %s", self.error)
+
+    def _page_service_info(self, ann: Announcement) -> AsyncServiceInfo:
+        label = instance_name(ann.name, ann.peer_id).removesuffix("." + SERVICE_TYPE)
+        return AsyncServiceInfo(
+            HTTP_SERVICE_TYPE,
+            f"{label}.{HTTP_SERVICE_TYPE}",
+            port=ann.port,
+            properties={"path": "/"},
+            server=f"swarmshare-{ann.peer_id}.local.",
+            host_ttl=SERVICE_RECORD_TTL_SECONDS,
+            other_ttl=SERVICE_RECORD_TTL_SECONDS,
+            parsed_addresses=self.addresses,
+        )
+
+    async def _register_page(self) -> None:
+        assert self._zc is not None and self._page_info is not None
+        try:
+            await self._zc.async_register_service(self._page_info, allow_name_change=True)
+        except (OSError, BadTypeInNameException, RuntimeError) as exc:
+            log.warning("mDNS: cannot advertise the LAN page: %s", exc)
 
     async def _publish_update(self) -> None:
         assert self._zc is not None and self._info is not None

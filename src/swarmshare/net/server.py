@@ -12,6 +12,11 @@
                                              torrent's name and path); BEP 47 pad files
                                              (.pad/N) are N zeros; in a private swarm the
                                              content's token is the first path segment
+    GET /                                    the LAN page for browsers (net/lanpage.py), and
+    GET /v1/content/{id}/zip                 a folder as one streamed zip: open swarm only
+
+In a private swarm the server speaks only TLS (with this peer's certificate, which members pin
+to the fingerprint in its signed announcements) and the LAN page and zip are off.
 
 With an upload limit, chunk and file bodies go out in pieces paced by one byte bucket shared by
 every connection.
@@ -34,6 +39,7 @@ import hmac
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -55,10 +61,21 @@ from swarmshare.limits import (
     MAX_BATCH_CHUNKS,
     MAX_HEADER_FIELD_BYTES,
     MAX_HEADER_LINE_BYTES,
+    MAX_TLS_HANDSHAKES_PER_PEER,
+    MAX_TLS_HANDSHAKES_TOTAL,
     REQUEST_BURST_PER_PEER,
+    REQUEST_TIMEOUT_SECONDS,
     REQUESTS_PER_SECOND_PER_PEER,
 )
 from swarmshare.net.guard import ConnectionGuard, GuardLimits
+from swarmshare.net.lanpage import (
+    LanPage,
+    content_zip,
+    render_page,
+    stream_zip,
+    zip_disposition,
+)
+from swarmshare.net.tlsgate import TLSGate
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _WEB_SEED = re.compile(r"/v1/content/[0-9a-f]{64}/bt/")
@@ -68,6 +85,7 @@ OPEN_DESCRIPTORS = 256  # files the server keeps open between requests
 # What a limited upload sends between two looks at the byte bucket.
 _PIECE_BYTES = 64 * 1024
 _MANIFEST_PIECE_BYTES = 1024 * 1024
+_TLS_PIECE_BYTES = 1024 * 1024  # what one read of a chunk sent over TLS holds
 
 
 class ContentProvider(Protocol):
@@ -107,9 +125,15 @@ class PeerServer:
         guard_limits: GuardLimits | None = None,
         upload_bytes_per_second: int = 0,
         ipv6: bool = False,
+        tls: ssl.SSLContext | None = None,
+        lan_page: LanPage | None = None,
     ) -> None:
-        """`ipv6`: also listen on every IPv6 address, on the same port (for a wildcard host)."""
+        """`ipv6`: also listen on every IPv6 address, on the same port (for a wildcard host).
+        `tls`: speak only TLS, with this context. `lan_page`: what the LAN page shows (None: no
+        page); never with a `key`, as a private swarm has no page."""
         self.provider = provider
+        self.tls = tls
+        self.lan_page = lan_page if key is None else None
         self.ipv6 = ipv6
         self.ipv6_error: str | None = None
         self._guard_limits = guard_limits
@@ -131,6 +155,8 @@ class PeerServer:
         app.router.add_get("/v1/content/{cid}/file", self._file)
         app.router.add_get("/v1/content/{cid}/file/{path:.+}", self._file)
         app.router.add_get("/v1/content/{cid}/bt/{path:.+}", self._web_seed)
+        app.router.add_get("/", self._page)
+        app.router.add_get("/v1/content/{cid}/zip", self._zip)
         app.middlewares.append(self._guarded)
         app.middlewares.append(_errors_as_json)
         app.middlewares.append(self._auth)
@@ -144,27 +170,46 @@ class PeerServer:
         )
         self._rate = RateLimiter(REQUESTS_PER_SECOND_PER_PEER, REQUEST_BURST_PER_PEER)
         self.guard: ConnectionGuard | None = None
+        self.handshakes: TLSGate | None = None
+        """TLS handshakes under way and what was cut (with `tls`)."""
         self.descriptors = DescriptorCache(OPEN_DESCRIPTORS)
 
     async def __aenter__(self) -> PeerServer:
         await self._runner.setup()
         assert self._runner.server is not None
         self.guard = ConnectionGuard(self._runner.server, self._guard_limits)
-        self.port = await start_site(
-            self._runner,
-            self.host,
-            self.requested_port,
-            "is another swarmshare running? pick another --port",
-        )
+        hint = "is another swarmshare running? pick another --port"
+        if self.tls is not None:
+            self.handshakes = TLSGate(
+                self._runner.server,
+                self.tls,
+                timeout=REQUEST_TIMEOUT_SECONDS,
+                per_peer=MAX_TLS_HANDSHAKES_PER_PEER,
+                total=MAX_TLS_HANDSHAKES_TOTAL,
+            )
+            try:
+                self.port = await self.handshakes.listen(self.host, self.requested_port)
+            except OSError as exc:
+                await self._runner.cleanup()
+                raise listen_error(exc, self.host, self.requested_port, hint) from None
+        else:
+            self.port = await start_site(self._runner, self.host, self.requested_port, hint)
         if self.ipv6:
             try:
-                await web.TCPSite(self._runner, "::", self.port, reuse_address=True).start()
+                if self.handshakes is not None:
+                    await self.handshakes.listen("::", self.port)
+                else:
+                    await web.TCPSite(self._runner, "::", self.port, reuse_address=True).start()
             except OSError as exc:  # no IPv6 here, or the port taken there: IPv4 still serves
                 self.ipv6_error = exc.strerror or str(exc)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.handshakes is not None:
+            self.handshakes.stop_listening()
         await self._runner.cleanup()
+        if self.handshakes is not None:
+            await self.handshakes.closed()
         self.descriptors.close()
 
     @web.middleware
@@ -180,6 +225,8 @@ class PeerServer:
             self.guard.started(request.transport)
         if not self._rate.allow(request.remote or "?", time.monotonic()):
             return error_response(429, "busy", "too many requests from this address; slow down")
+        if self._verifier is not None and request.path == "/":
+            return _page_off()
         if self._verifier is not None and not _WEB_SEED.match(request.path):
             # (a web seed request carries its token in its path: `_web_seed` checks it)
             transport = request.transport
@@ -199,6 +246,44 @@ class PeerServer:
                 self.auth_refused += 1
                 return error_response(401, exc.code, str(exc))
         return await handler(request)
+
+    async def _page(self, _request: web.Request) -> web.StreamResponse:
+        if self.lan_page is None:
+            return _page_off()
+        page = render_page(self.lan_page.provider, self.lan_page.peer_name)
+        return web.Response(text=page, content_type="text/html", headers=_PAGE_HEADERS)
+
+    async def _zip(self, request: web.Request) -> web.StreamResponse:
+        if self.lan_page is None:
+            return _page_off()
+        provider = self.lan_page.provider
+        cid = _content_id(request)
+        manifest = provider.manifest(cid)
+        layout = content_zip(manifest)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/zip",
+                "Content-Disposition": zip_disposition(manifest.name),
+            }
+        )
+        response.content_length = layout.total_size
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+
+        async def write(data: bytes) -> None:
+            await _send_bytes(request, response, data, self._upload)
+
+        def path_of(index: int) -> str:
+            return provider.file_location(cid, manifest.path_of(index))
+
+        try:
+            await stream_zip(layout, path_of, write)
+            await response.write_eof()
+        except (OSError, ServeError):  # gone, changed on disk, or the browser went away
+            if request.transport is not None:
+                request.transport.close()  # a zip cut short, never a wrong one
+        return response
 
     async def _catalog(self, request: web.Request) -> web.StreamResponse:
         catalog = self.provider.catalog()
@@ -380,8 +465,13 @@ async def _send_file_range(
     in pieces that wait for the byte bucket with one."""
     loop = asyncio.get_running_loop()
     end = offset + count
+    transport = request.transport
+    # Over TLS the bytes must pass through the encryption anyway: asyncio's sendfile would
+    # fall back to one worker-thread read per 16 KiB; one read per piece is many times faster.
+    tls = transport is not None and transport.get_extra_info("sslcontext") is not None
+    biggest = _TLS_PIECE_BYTES if tls else count
     while offset < end:
-        piece = end - offset if upload is None else min(end - offset, _PIECE_BYTES)
+        piece = min(end - offset, biggest if upload is None else _PIECE_BYTES)
         if upload is not None:
             wait = upload.delay(piece, loop.time())
             if wait > 0:
@@ -389,6 +479,13 @@ async def _send_file_range(
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("connection lost")
+        if tls:
+            data = await asyncio.to_thread(os.pread, handle.fileno(), piece, offset)
+            if len(data) != piece:
+                raise ConnectionResetError("the file is shorter than it was")
+            await writer.write(data)
+            offset += piece
+            continue
         try:
             await loop.sendfile(transport, handle, offset, piece)
         except NotImplementedError:
@@ -527,19 +624,24 @@ async def start_site(runner: web.AppRunner, host: str, port: int, hint: str) -> 
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        where = f"cannot listen on TCP {host}:{port}"
-        # Python 3.13's asyncio may report "could not bind on any address" without an errno:
-        # ask the socket layer itself which it is.
-        code = exc.errno or _bind_errno(host, port)
-        if code == errno.EADDRNOTAVAIL:
-            raise DaemonError(
-                f"{where}: {host} is not an address of this machine (--bind one of its"
-                " addresses, or 0.0.0.0 for all of them)"
-            ) from None
-        if code == errno.EADDRINUSE:
-            raise DaemonError(f"{where}: another program uses port {port} ({hint})") from None
-        raise DaemonError(f"{where}: {exc.strerror or exc} ({hint})") from None
+        raise listen_error(exc, host, port, hint) from None
     return int(runner.addresses[-1][1])
+
+
+def listen_error(exc: OSError, host: str, port: int, hint: str) -> DaemonError:
+    """The one clear line for a failure to listen on host:port."""
+    where = f"cannot listen on TCP {host}:{port}"
+    # Python 3.13's asyncio may report "could not bind on any address" without an errno:
+    # ask the socket layer itself which it is.
+    code = exc.errno or _bind_errno(host, port)
+    if code == errno.EADDRNOTAVAIL:
+        return DaemonError(
+            f"{where}: {host} is not an address of this machine (--bind one of its"
+            " addresses, or 0.0.0.0 for all of them)"
+        )
+    if code == errno.EADDRINUSE:
+        return DaemonError(f"{where}: another program uses port {port} ({hint})")
+    return DaemonError(f"{where}: {exc.strerror or exc} ({hint})")
 
 
 def _bind_errno(host: str, port: int) -> int | None:
@@ -552,6 +654,21 @@ def _bind_errno(host: str, port: int) -> int | None:
         except OSError as exc:
             return exc.errno
     return None
+
+
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _page_off() -> web.Response:
+    return web.Response(
+        status=404,
+        text="No page here: this peer is in a private swarm, which shows none to browsers.\n",
+        content_type="text/plain",
+    )
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:

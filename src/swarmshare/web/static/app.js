@@ -187,6 +187,29 @@ function renderInbox(snap) {
   }));
 }
 
+let lanShown = null; // the LAN page address the QR code shows
+
+function renderLan(s) {
+  $("compare-code").textContent = shown(s.compare_code || "?");
+  $("compare-code").title = s.fingerprint ? `SHA-256 ${s.fingerprint}` : "";
+  $("lan-tls").textContent = s.tls
+    ? "Private swarm: all traffic between peers is encrypted (TLS); browsers get no page."
+    : "Open swarm: peers and browsers on this network talk plain HTTP (not encrypted).";
+  const page = $("lan-page");
+  if (s.lan_page === lanShown) return;
+  lanShown = s.lan_page;
+  if (!s.lan_page) {
+    page.textContent = "No LAN page.";
+    $("lan-qr").hidden = true;
+    return;
+  }
+  const link = el("a", s.lan_page);
+  link.href = s.lan_page;
+  page.replaceChildren(el("span", "Any device on this network can download what you share at "), link);
+  $("lan-qr").src = `/api/lan-page-qr.svg?u=${encodeURIComponent(s.lan_page)}`;
+  $("lan-qr").hidden = false;
+}
+
 function render(snap) {
   last = snap;
   const s = snap.status;
@@ -198,6 +221,7 @@ function render(snap) {
   renderShares(snap);
   renderPeers(snap);
   renderLog(snap);
+  renderLan(s);
 }
 
 function connect() {
