@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -164,7 +165,11 @@ def test_private_swarm_web_seeds_carry_the_token_in_the_path(swarm: Swarm, tmp_p
     (url,) = made["web_seeds"]
     token = web_seed_token(derive_key(secret), cid)
     assert url.endswith(f"/v1/content/{cid}/bt/{token}/") and "?" not in url
-    with urllib.request.urlopen(url + "album/a.bin", timeout=10) as reply:
+    # A private swarm speaks only TLS, with the peer's self-signed certificate.
+    assert url.startswith("https://")
+    tls = ssl.create_default_context()
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    with urllib.request.urlopen(url + "album/a.bin", timeout=10, context=tls) as reply:
         assert len(reply.read()) == FILES["a.bin"]
     base = url.split("/bt/")[0]
     for bad in (
@@ -173,7 +178,7 @@ def test_private_swarm_web_seeds_carry_the_token_in_the_path(swarm: Swarm, tmp_p
         f"{base}/file/a.bin",
     ):
         with pytest.raises(urllib.error.HTTPError) as caught:
-            urllib.request.urlopen(bad, timeout=10)
+            urllib.request.urlopen(bad, timeout=10, context=tls)
         caught.value.close()
         assert caught.value.code == 401, bad
 

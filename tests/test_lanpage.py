@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -426,10 +427,11 @@ def test_local_page_shows_the_lan_page_its_qr_code_and_the_compare_code(swarm: S
             href = await link.get_attribute("href") or ""
             qr = page.locator("#lan-qr")
             await qr.wait_for(state="visible")
-            await page.wait_for_function(
-                "document.getElementById('lan-qr').complete"
-                " && document.getElementById('lan-qr').naturalWidth > 0"
-            )
+            # (polled through evaluate: the page's CSP forbids wait_for_function's eval)
+            deadline = time.monotonic() + 30
+            while not await qr.evaluate("img => img.complete && img.naturalWidth > 0"):
+                assert time.monotonic() < deadline, "the QR code image never loaded"
+                await asyncio.sleep(0.05)
             width = int(await qr.evaluate("img => img.naturalWidth"))
             code = await page.locator("#compare-code").text_content() or ""
             await browser.close()

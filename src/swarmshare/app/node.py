@@ -349,8 +349,9 @@ class Node:
             paths = [path for path, _stat in self.library.file_paths(content_id)]
             v1 = await asyncio.to_thread(v1_piece_hashes, manifest, paths)
         token = f"{web_seed_token(self._key, content_id)}/" if self._key is not None else ""
+        scheme = "https" if self._key is not None else "http"  # a private swarm is TLS only
         urls = [
-            f"http://{_url_host(host)}:{port}/v1/content/{content_id}/bt/{token}"
+            f"{scheme}://{_url_host(host)}:{port}/v1/content/{content_id}/bt/{token}"
             for host, port in dict.fromkeys(holders)
         ]
         data = torrent_file(manifest, urls, v1)
