@@ -96,9 +96,10 @@ def test_daemon_home_files_are_private(swarm: Swarm) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE(peer.home.stat().st_mode) == 0o700
-    for path in peer.home.iterdir():
+    for path in peer.home.rglob("*"):
         if path.name != "run.log":  # the test's own log of the daemon's output
-            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+            want = 0o700 if path.is_dir() else 0o600
+            assert stat.S_IMODE(path.stat().st_mode) == want, path
 
 
 # ---- 15.6: the transfer log is bounded ---------------------------------------------------------

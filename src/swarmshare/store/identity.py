@@ -1,10 +1,11 @@
 """A peer's identity: one persistent self-signed certificate in its home.
 
 Created on first use (an ECDSA P-256 key, valid for 20 years, the peer's name as its common
-name), kept as `identity/cert.pem` and `identity/key.pem` (mode 0600), written under temporary
-names and renamed, so a crash never leaves half an identity. The fingerprint is the SHA-256 of
-the certificate's DER bytes, as LocalSend devices compute theirs; the compare code is its first
-64 bits, for people to read to each other.
+name), kept as `identity/cert.pem` and `identity/key.pem` (a folder of mode 0700, files 0600),
+written under temporary names and renamed, so a crash never leaves half an identity. Loading it
+needs only the standard library; `cryptography` is imported to create one. The fingerprint is
+the SHA-256 of the certificate's DER bytes, as LocalSend devices compute theirs; the compare
+code is its first 64 bits, for people to read to each other.
 """
 
 from __future__ import annotations
@@ -83,10 +84,10 @@ def load_identity(home: Path, name: str = "swarmshare") -> Identity:
 
 
 def _der(pem: bytes) -> bytes:
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
+    der = ssl.PEM_cert_to_DER_cert(pem.decode("ascii"))
+    if not der.startswith(b"\x30"):  # a DER certificate is a SEQUENCE
+        raise ValueError("not a certificate")
+    return der
 
 
 def _create(folder: Path, cert_path: Path, key_path: Path, name: str) -> None:
@@ -113,10 +114,10 @@ def _create(folder: Path, cert_path: Path, key_path: Path, name: str) -> None:
         .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
         .sign(key, hashes.SHA256())
     )
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     _write_new(key_path, key_pem, 0o600)
-    _write_new(cert_path, cert.public_bytes(Encoding.PEM), 0o644)
+    _write_new(cert_path, cert.public_bytes(Encoding.PEM), 0o600)
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
