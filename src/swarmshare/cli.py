@@ -37,6 +37,7 @@ from swarmshare.errors import (
 )
 from swarmshare.logs import LOG_FILE, setup_logging
 from swarmshare.settings import (
+    DEFAULT_BITTORRENT_PORT,
     DEFAULT_CONTROL_PORT,
     DEFAULT_DISCOVERY_PORT,
     DEFAULT_INTERVAL_SECONDS,
@@ -558,6 +559,31 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             " for networks that drop broadcast but pass multicast (never on loopback).",
         ),
         click.option(
+            "--bittorrent",
+            is_flag=True,
+            help="Also be a BitTorrent peer (needs swarmshare[bittorrent]): seed every shared"
+            " content, find BitTorrent peers on the LAN (local service discovery).",
+        ),
+        click.option(
+            "--bittorrent-port",
+            type=click.IntRange(0, 65535),
+            default=DEFAULT_BITTORRENT_PORT,
+            show_default=True,
+            help="TCP/UDP port of the BitTorrent peer (0 = any free port).",
+        ),
+        click.option(
+            "--dht",
+            is_flag=True,
+            help="With --bittorrent: also join the BitTorrent DHT (the internet-wide swarm).",
+        ),
+        click.option(
+            "--tracker",
+            "trackers",
+            multiple=True,
+            metavar="URL",
+            help="With --bittorrent: announce every content to this tracker (repeatable).",
+        ),
+        click.option(
             "--upload-limit",
             default="0",
             callback=_byte_rate,
@@ -589,12 +615,22 @@ def _run_settings(ctx: click.Context, kw: dict[str, Any]) -> Settings:
         upload_bytes_per_second=kw.pop("upload_limit"),
         mdns=kw.pop("mdns"),
         downloads_dir=None if download_dir is None else Path(download_dir).expanduser(),
+        bittorrent=kw.pop("bittorrent"),
+        bittorrent_port=kw.pop("bittorrent_port"),
+        dht=kw.pop("dht"),
+        trackers=tuple(kw.pop("trackers")),
     )
     settings = _with_discovery(settings, kw)
     if settings.legacy and settings.secret:
         raise UsageError(
             "--legacy and a swarm secret do not mix: the original scripts cannot prove a secret"
         )
+    if settings.bittorrent and settings.secret:
+        raise UsageError(
+            "--bittorrent and a swarm secret do not mix: BitTorrent peers cannot prove a secret"
+        )
+    if (settings.dht or settings.trackers) and not settings.bittorrent:
+        raise UsageError("--dht and --tracker need --bittorrent")
     return settings
 
 
@@ -828,6 +864,8 @@ def get(
     (at the start or later) the download pauses and the command says so.
     """
     settings = replace(_with_discovery(_settings(ctx), kw), legacy_port=legacy_port)
+    if ref.lower().endswith(".torrent") and "://" not in ref:
+        ref = str(Path(ref).expanduser().absolute())  # a daemon's working folder is not ours
     view = DownloadView(enabled=not (quiet or as_json))
     with _session(ctx, settings) as session, view:
         stats = _follow(session, view, ref, output, force, wait)

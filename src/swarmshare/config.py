@@ -206,6 +206,10 @@ KEYS: dict[str, Key] = {
     "legacy-port": Key("TCP port of the seed-compatible chunk server", _int_in(0, 65535)),
     "ipv6": Key("also find peers and serve over IPv6 (with the wildcard bind)", _flag),
     "mdns": Key("also advertise and find peers by mDNS/DNS-SD", _flag),
+    "bittorrent": Key("also be a BitTorrent peer (seed every share, LSD on the LAN)", _flag),
+    "bittorrent-port": Key("TCP/UDP port of the BitTorrent peer", _int_in(0, 65535)),
+    "dht": Key("with bittorrent: also join the BitTorrent DHT", _flag),
+    "trackers": Key("with bittorrent: BitTorrent tracker URLs to announce to", _texts),
 }
 """Every key of the config file (the `run` options' long names)."""
 

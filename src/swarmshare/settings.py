@@ -14,6 +14,7 @@ DEFAULT_PEER_PORT = 5001
 DEFAULT_CONTROL_PORT = 5080
 DEFAULT_LEGACY_PORT = 5000
 DEFAULT_INTERVAL_SECONDS = 30.0
+DEFAULT_BITTORRENT_PORT = 6881
 
 
 def default_home() -> Path:
@@ -72,3 +73,12 @@ class Settings:
     mdns: bool = True
     """A serving peer also advertises itself and finds others by mDNS/DNS-SD (`_swarmshare._tcp`);
     never with a loopback bind address (there it is off, as in every test)."""
+    bittorrent: bool = False
+    """Also be a BitTorrent peer (libtorrent): seed every shared content, find BitTorrent peers
+    on the LAN by local service discovery (never with a loopback bind address)."""
+    bittorrent_port: int = DEFAULT_BITTORRENT_PORT
+    """TCP/UDP port of the BitTorrent peer (0 = any free port)."""
+    dht: bool = False
+    """With `bittorrent`: also join the BitTorrent DHT (the wide-area swarm)."""
+    trackers: tuple[str, ...] = ()
+    """With `bittorrent`: BitTorrent trackers every torrent is announced to."""
