@@ -1076,6 +1076,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f" {legacy['served']} piece(s) served, {legacy['refused']} request(s) refused",
             markup=False,
         )
+    if state.get("bittorrent"):
+        bt = state["bittorrent"]
+        out.print(
+            f"BitTorrent: port {bt['port']}, seeding {bt['seeding']} content(s)"
+            + (", DHT on" if bt["dht"] else ""),
+            markup=False,
+        )
 
 
 @main.command()
