@@ -101,9 +101,10 @@ def main() -> None:
 
             # 1. swarmshare's own LAN path
             start = time.perf_counter()
-            summary = swarmshare(root / "getter", "get", cid, "-o", str(root / "out1") + "/",
-                                 "--json", "--broadcast", "127.255.255.255", "--discovery-port",
-                                 str(lab.discovery_port), "--bind", GETTER, "--wait", "10")  # fmt: skip
+            finding = ["--broadcast", "127.255.255.255", "--bind", GETTER]
+            finding += ["--discovery-port", str(lab.discovery_port), "--wait", "10"]
+            out1 = str(root / "out1") + "/"
+            summary = swarmshare(root / "getter", "get", cid, "-o", out1, "--json", *finding)
             lan = time.perf_counter() - start
             lan_transfer = float(json.loads(summary.stdout)["transfer_seconds"])
             shutil.rmtree(root / "out1")
@@ -118,8 +119,7 @@ def main() -> None:
 
         # 3. libtorrent from libtorrent: the same torrent, no web seeds
         exported = root / "big.torrent"
-        with_seeds = swarmshare(root / "holder2", "torrent", cid, "-o", str(exported), "--json")
-        del with_seeds
+        swarmshare(root / "holder2", "torrent", cid, "-o", str(exported))
         exported.write_bytes(torrent_file(read_torrent(exported.read_bytes()).manifest))
         seeders = [btpeer("seed", str(exported), str(src), "--listen", a) for a in BT_SEEDERS]
         try:
