@@ -215,3 +215,66 @@ def _listening_ports(peer: object) -> set[int]:
             if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+def test_a_daemon_gets_a_magnet_from_bittorrent_then_serves_it_on_the_lan(
+    swarm: Swarm, tmp_path: Path, stock: list[StockPeer]
+) -> None:
+    """Through the daemon (its one session): the same get, then the content is a share like
+    any other: seeded to BitTorrent and fetched by a swarmshare peer from the LAN."""
+    source = _folder(tmp_path / "src")
+    infohash = _make_torrent(source, tmp_path / "album.torrent")
+    seeder = StockPeer(
+        "seed", str(tmp_path / "album.torrent"), str(tmp_path / "src"), "--listen", "127.0.0.34"
+    )
+    stock.append(seeder)
+    b = swarm.start(3, "--bittorrent", "--bittorrent-port", str(spare_port()))
+    link = magnet(infohash, "album") + f"&x.pe=127.0.0.34:{seeder.port}"
+    got = b.cli("get", link, "-o", str(tmp_path / "got") + "/", "--wait", "60")
+    assert got.returncode == 0, got.stderr + b.log()
+    _same_tree(tmp_path / "got" / "album", source)
+    wait_until(lambda: b.json("status")["bittorrent"]["seeding"] == 1, timeout=30)
+    again = cli(tmp_path / "c", "get", infohash, "-o", str(tmp_path / "again") + "/",
+                *swarm.discovery("127.0.0.21"), "--json")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert set(json.loads(again.stdout)["by_peer"]) == {"127.0.0.3"}
+    _same_tree(tmp_path / "again" / "album", source)
+
+
+def test_get_a_torrent_from_an_http_url(swarm: Swarm, tmp_path: Path) -> None:
+    a = swarm.start(2)
+    folder = _folder(tmp_path)
+    (shared,) = a.json("share", str(folder))
+    served = tmp_path / "web"
+    served.mkdir()
+    a.json("torrent", shared["id"], "-o", str(served / "album.torrent"))
+    port = spare_port()
+    web = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.35"],
+        cwd=served,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.35:{port}/album.torrent"
+        wait_until(lambda: _reachable("127.0.0.35", port), timeout=30)
+        got = cli(tmp_path / "getter", "get", url, "-o", str(tmp_path / "got") + "/",
+                  *swarm.discovery("127.0.0.20"), "--json")  # fmt: skip
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout)["id"] == shared["id"]
+        _same_tree(tmp_path / "got" / "album", folder)
+        missing = cli(tmp_path / "getter", "get", url + ".missing", *swarm.discovery("127.0.0.20"))
+        assert_one_line_error(missing, "404")
+    finally:
+        web.kill()
+        web.wait()
+
+
+def _reachable(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
