@@ -278,3 +278,30 @@ def _reachable(host: str, port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_lan_holders_come_before_bittorrent_peers(
+    swarm: Swarm, tmp_path: Path, stock: list[StockPeer]
+) -> None:
+    """A magnet whose content a LAN peer holds and a libtorrent seeder seeds: the LAN peer
+    sends every chunk while it can."""
+    from swarmshare.core.torrent import read_torrent, torrent_file
+
+    a = swarm.start(2, "--upload-limit", "2M")  # slow: the BitTorrent seeder has time to join
+    folder = _folder(tmp_path)
+    (folder / "big.bin").write_bytes(os.urandom(6 << 20))
+    (shared,) = a.json("share", str(folder))
+    exported = tmp_path / "album.torrent"
+    a.json("torrent", shared["id"], "-o", str(exported))
+    exported.write_bytes(torrent_file(read_torrent(exported.read_bytes()).manifest))  # no web seeds
+    seeder = StockPeer("seed", str(exported), str(tmp_path), "--listen", "127.0.0.36")
+    stock.append(seeder)
+    link = magnet(shared["id"], "album") + f"&x.pe=127.0.0.36:{seeder.port}"
+    got = cli(tmp_path / "getter", "get", link, "-o", str(tmp_path / "got") + "/",
+              *swarm.discovery("127.0.0.20"), "--json")  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert set(json.loads(got.stdout)["by_peer"]) == {"127.0.0.2"}
+    _same_tree(tmp_path / "got" / "album", folder)
+    assert (tmp_path / "got" / "album" / "big.bin").read_bytes() == (
+        folder / "big.bin"
+    ).read_bytes()

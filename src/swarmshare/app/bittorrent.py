@@ -164,10 +164,12 @@ def _files_of(manifest: Manifest, paths: list[str]) -> dict[str, str]:
 
 @dataclass
 class BitTorrentSource:
-    """The BitTorrent swarm of one torrent, through libtorrent: pieces on request."""
+    """The BitTorrent swarm of one torrent, through libtorrent: pieces on request, for the
+    chunks no LAN holder has (LAN holders come first)."""
 
     session: BitTorrentSession
     infohash: str
+    lan: list[Source] = field(default_factory=list)
     key: str = "bittorrent"
     label: str = "BitTorrent"
     version: object = None
@@ -177,11 +179,13 @@ class BitTorrentSource:
     def __post_init__(self) -> None:
         peers, self._have = self.session.swarm_state(self.infohash)
         self._peers = peers > 0
-        self.version = (self._peers, len(self._have))
+        self.version = (self._peers, len(self._have), tuple(s.version for s in self.lan))
 
     def holds(self, index: int) -> bool:
-        """Whatever the swarm has while a BitTorrent peer is connected; else what libtorrent
-        holds already (two seeds do not stay connected)."""
+        """What no LAN holder has, of what the swarm has while a BitTorrent peer is connected,
+        or else of what libtorrent holds already (two seeds do not stay connected)."""
+        if any(source.holds(index) for source in self.lan):
+            return False
         return self._peers or index in self._have
 
     async def fetch(self, ref: ChunkRef) -> Buffer:
@@ -277,6 +281,8 @@ class TorrentOrigin:
                 return None
             if self._session is not None:
                 self._session.listeners.append(self._wake)
+            else:
+                self._problem("BitTorrent is off in this daemon (run --bittorrent): LAN only")
         return self._session
 
     def _wake(self) -> None:
@@ -287,7 +293,7 @@ class TorrentOrigin:
         """The LAN holders, and the BitTorrent swarm once joined."""
         found = self.lan.sources(manifest)
         if self._session is not None and self._infohash is not None:
-            found.append(BitTorrentSource(self._session, self._infohash))
+            found.append(BitTorrentSource(self._session, self._infohash, list(found)))
         return found
 
     def watch(self, wake: Callable[[], None]) -> Callable[[], None]:

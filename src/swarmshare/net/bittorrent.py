@@ -361,12 +361,16 @@ class BitTorrentSession:
         return 0 if handle is None else int(handle.status().num_peers)
 
     def swarm_state(self, infohash: str) -> tuple[int, frozenset[int]]:
-        """A fetched torrent's connected peers, and the pieces libtorrent holds already."""
+        """A fetched torrent's BitTorrent peers (connected or known, and web seeds: a torrent
+        that wants nothing connects to none, so known ones count), and the pieces libtorrent
+        holds already."""
         fetching = self._fetching.get(infohash)
         if fetching is None or not fetching.handle.is_valid():
             return 0, frozenset()
-        status = fetching.handle.status(self._lt.torrent_handle.query_pieces)
-        return int(status.num_peers), frozenset(i for i, h in enumerate(status.pieces) if h)
+        handle = fetching.handle
+        status = handle.status(self._lt.torrent_handle.query_pieces)
+        peers = int(status.num_peers) + int(status.list_peers) + len(handle.url_seeds())
+        return peers, frozenset(i for i, h in enumerate(status.pieces) if h)
 
     def fetch_magnet(self, magnet: Magnet, scratch: Path) -> str:
         """Join a magnet link's swarm (into `scratch`); `await torrent(infohash)` then gives its
