@@ -857,6 +857,10 @@ def get(
 ) -> None:
     """Download NAME, ID prefix or ID from every peer that holds it, verifying every chunk.
 
+    REF may also be a magnet link, a .torrent file or its http(s) URL: LAN holders of its
+    content come first; BitTorrent peers too (needs swarmshare[bittorrent]; through a daemon,
+    only one run with --bittorrent).
+
     DEST: a folder (an existing one, or any path ending in /, created if missing) gets the
     content under its own name; any other path is the exact file or folder to write. An
     existing DEST that differs is replaced only with --force (the old one is removed once the

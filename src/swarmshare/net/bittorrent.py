@@ -196,7 +196,6 @@ class BitTorrentSession:
         self._scratches: dict[str, Path] = {}
         self._listening = asyncio.Event()
         self._pump_armed = False
-        self._closed = False
         self.listen_error: str | None = None
         self.listeners: list[Callable[[], None]] = []
         """Called when something a face shows may have changed (a peer, a piece)."""
@@ -223,7 +222,6 @@ class BitTorrentSession:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._closed = True
         session, self._session = self._session, None
         if session is None:
             return
@@ -235,9 +233,12 @@ class BitTorrentSession:
                     future.cancel()
         scratches = [f.scratch for f in self._fetching.values()] + list(self._scratches.values())
         self._fetching.clear()
+        self._seeding.clear()
         # The session's destructor joins libtorrent's threads (and says goodbye to trackers):
-        # done in a worker thread so the loop keeps running meanwhile.
-        await asyncio.to_thread(_close_session, session)
+        # the last reference is dropped in a worker thread so the loop keeps running meanwhile.
+        box = [session]
+        del session
+        await asyncio.to_thread(_close_session, box)
         os.close(self._wake_r)
         os.close(self._wake_w)
         for scratch in scratches:
@@ -402,21 +403,19 @@ class BitTorrentSession:
         if fetching is None:
             raise BitTorrentError(f"torrent {infohash[:12]} is not being fetched")
         assert self._loop is not None
-        while True:
+        while fetching.torrent is None:
             handle = fetching.handle
             if handle.is_valid() and handle.has_metadata():
-                fetching.torrent = None
                 handle.save_resume_data(self._lt.save_resume_flags_t.save_info_dict)
             future: asyncio.Future[None] = self._loop.create_future()
             self._metadata.setdefault(infohash, []).append(future)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(future, 1.0)
-            if fetching.torrent is not None:
-                if fetching.handle.is_valid():
-                    count = fetching.handle.torrent_file().num_pieces()
-                    have = [fetching.handle.have_piece(i) for i in range(count)]
-                    fetching.handle.prioritize_pieces([1 if h else 0 for h in have])
-                return fetching.torrent
+        handle = fetching.handle
+        if handle.is_valid():  # from now on, only the pieces asked for
+            count = handle.torrent_file().num_pieces()
+            handle.prioritize_pieces([1 if handle.have_piece(i) else 0 for i in range(count)])
+        return fetching.torrent
 
     def stop_fetching(self, infohash: str) -> None:
         """Leave a torrent's swarm and forget its scratch pieces."""
@@ -532,7 +531,8 @@ class BitTorrentSession:
         return str(params.ti.info_hashes().v2)
 
 
-def _close_session(session: Any) -> None:
+def _close_session(box: list[Any]) -> None:
+    session = box.pop()
     session.pause()
     del session
 
