@@ -9,7 +9,8 @@
    file in place, the same v2 torrent without web seeds) and the same client (127.0.0.10).
 
 Every libtorrent session listens on its 127.0.0.x only, with DHT, LSD, UPnP and NAT-PMP off and
-no tracker. Wall times include process start; the ratios are speeds against swarmshare's.
+no tracker. The stock client and seeders speak TCP only: uTP over loopback is CPU-bound (about
+35 MB/s here, whoever seeds). Wall times include process start; the ratios are speeds.
 
 Usage: python bench/bittorrent.py [SIZE_MIB]   (default 1024; loopback only)
 """

@@ -5,7 +5,7 @@
     python tests/btpeer.py get --listen 127.0.0.N (TORRENT|MAGNET) SAVE_PATH [--peer H:P]... [--lsd]
 
 It listens on the one address given (port printed as `port N` on stdout), with UPnP, NAT-PMP and
-the DHT always off, LSD only with --lsd, and no tracker. `get` prints `done` and exits 0 once
+the DHT always off, LSD only with --lsd, and no tracker; TCP only (uTP over loopback is slow). `get` prints `done` and exits 0 once
 the torrent is complete and checked, or exits 1 after --timeout seconds. `seed` runs until
 killed. Only libtorrent and the standard library: it is what any libtorrent-based client does.
 """
@@ -36,6 +36,8 @@ def session(address: str, lsd: bool) -> Any:
             "enable_dht": False,
             "dht_bootstrap_nodes": "",
             "allow_multiple_connections_per_ip": True,
+            "enable_outgoing_utp": False,
+            "enable_incoming_utp": False,
             "local_service_announce_interval": 1,
             "alert_mask": lt.alert.category_t.error_notification
             | lt.alert.category_t.status_notification,
