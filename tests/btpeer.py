@@ -5,8 +5,9 @@
     python tests/btpeer.py get --listen 127.0.0.N (TORRENT|MAGNET) SAVE_PATH [--peer H:P]... [--lsd]
 
 It listens on the one address given (port printed as `port N` on stdout), with UPnP, NAT-PMP and
-the DHT always off, LSD only with --lsd, and no tracker; TCP only (uTP over loopback is slow). `get` prints `done` and exits 0 once
-the torrent is complete and checked, or exits 1 after --timeout seconds. `seed` runs until
+the DHT always off, LSD only with --lsd, and no tracker; TCP only (uTP over loopback is slow).
+`get` prints `done` and exits 0 once the torrent is complete and checked, or exits 1 after
+--timeout seconds. `seed` runs until
 killed. Only libtorrent and the standard library: it is what any libtorrent-based client does.
 """
 
