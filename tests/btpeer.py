@@ -25,11 +25,11 @@ warnings.simplefilter("ignore", DeprecationWarning)  # libtorrent's own deprecat
 import libtorrent as lt  # noqa: E402
 
 
-def session(address: str, lsd: bool) -> Any:
+def session(address: str, lsd: bool, port: int = 0) -> Any:
     """A session on `address` only, internet-facing features off (LSD only when asked)."""
     return lt.session(
         {
-            "listen_interfaces": f"{address}:0",
+            "listen_interfaces": f"{address}:{port}",
             "outgoing_interfaces": address,
             "enable_upnp": False,
             "enable_natpmp": False,
@@ -70,6 +70,7 @@ def main() -> int:
     parser.add_argument("what")
     parser.add_argument("path")
     parser.add_argument("--listen", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--peer", action="append", default=[])
     parser.add_argument("--lsd", action="store_true")
     parser.add_argument("--piece", type=int, default=0)
@@ -78,7 +79,7 @@ def main() -> int:
     if args.action == "make":
         make(Path(args.what), Path(args.path), args.piece)
         return 0
-    ses = session(args.listen, args.lsd)
+    ses = session(args.listen, args.lsd, args.port)
     if args.what.startswith("magnet:"):
         params = lt.parse_magnet_uri(args.what)
     else:

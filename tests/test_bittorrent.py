@@ -305,3 +305,26 @@ def test_lan_holders_come_before_bittorrent_peers(
     assert (tmp_path / "got" / "album" / "big.bin").read_bytes() == (
         folder / "big.bin"
     ).read_bytes()
+
+
+def test_a_torrent_download_pauses_and_resumes_like_any_other(
+    swarm: Swarm, tmp_path: Path, stock: list[StockPeer]
+) -> None:
+    """No BitTorrent peer yet: the get pauses after --wait (status says so); resumed once the
+    seeder is up, it completes."""
+    source = _folder(tmp_path / "src")
+    infohash = _make_torrent(source, tmp_path / "album.torrent")
+    b = swarm.start(3, "--bittorrent", "--bittorrent-port", str(spare_port()))
+    port = spare_port()
+    link = magnet(infohash, "album") + f"&x.pe=127.0.0.37:{port}"
+    first = b.cli("get", link, "-o", str(tmp_path / "got") + "/", "--wait", "2")
+    assert_one_line_error(first, "album")
+    (listed,) = b.json("downloads")
+    assert listed["id"] == infohash and listed["state"] == "paused"
+    seeder = StockPeer("seed", str(tmp_path / "album.torrent"), str(tmp_path / "src"),
+                       "--listen", "127.0.0.37", "--port", str(port))  # fmt: skip
+    stock.append(seeder)
+    resumed = b.cli("resume", infohash[:12])
+    assert resumed.returncode == 0, resumed.stderr
+    wait_until(lambda: b.json("downloads")[0]["state"] == "done", timeout=60)
+    _same_tree(tmp_path / "got" / "album", source)

@@ -214,6 +214,7 @@ class TorrentOrigin:
     open_session: Callable[[], Coroutine[Any, Any, BitTorrentSession | None]]
     unverified: bool = False
     _torrent: bytes | None = None
+    _torrent_infohash: str | None = None
     _joining: asyncio.Task[None] | None = None
     _session: BitTorrentSession | None = None
     _infohash: str | None = None
@@ -243,6 +244,8 @@ class TorrentOrigin:
         if session is None:
             return None
         if self._pending is None:
+            if session.busy(self.ref.content_id):
+                return None  # an earlier run's torrent is still leaving the session
             self._infohash = session.fetch_magnet(self.ref.magnet, self.scratch)
             self._pending = asyncio.ensure_future(session.torrent(self._infohash))
         if not self._pending.done():
@@ -261,13 +264,20 @@ class TorrentOrigin:
 
     async def _join(self, torrent: bytes) -> None:
         self._torrent = torrent
-        session = await self._open()
-        if session is None or self._infohash is not None:
+        await self._open()
+        self._try_join()
+
+    def _try_join(self) -> None:
+        """Join the torrent's swarm (once the session is open and the torrent known)."""
+        session, torrent = self._session, self._torrent
+        if session is None or torrent is None or self._infohash is not None:
             return
         try:
-            infohash = parse_torrent(torrent).infohash
-            if infohash in session.seeding():
-                return  # this peer seeds it already: nothing to fetch from BitTorrent
+            if self._torrent_infohash is None:
+                self._torrent_infohash = parse_torrent(torrent).infohash
+            infohash = self._torrent_infohash
+            if infohash in session.seeding() or session.busy(infohash):
+                return  # seeded here already, or an earlier run's still leaving: next time
             self._infohash = session.fetch(torrent, self.scratch, self.ref.peers)
         except (BitTorrentError, UsageError) as exc:
             self._problem(f"BitTorrent: {exc}")
@@ -292,6 +302,7 @@ class TorrentOrigin:
     def sources(self, manifest: Manifest) -> list[Source]:
         """The LAN holders, and the BitTorrent swarm once joined."""
         found = self.lan.sources(manifest)
+        self._try_join()
         if self._session is not None and self._infohash is not None:
             found.append(BitTorrentSource(self._session, self._infohash, list(found)))
         return found
