@@ -43,6 +43,7 @@ log = logging.getLogger("swarmshare")
 MAX_TORRENT_DOWNLOAD_BYTES = 64 << 20
 TORRENT_URL_TIMEOUT_SECONDS = 30.0
 LISTEN_WAIT_SECONDS = 10.0
+BITTORRENT_RECHECK_SECONDS = 1.0
 
 
 def session_config(settings: Settings, *, serving: bool) -> SessionConfig:
@@ -173,20 +174,24 @@ class BitTorrentSource:
     key: str = "bittorrent"
     label: str = "BitTorrent"
     version: object = None
-    _peers: bool = False
+    _everything: bool = False
     _have: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
-        peers, self._have = self.session.swarm_state(self.infohash)
-        self._peers = peers > 0
-        self.version = (self._peers, len(self._have), tuple(s.version for s in self.lan))
+        self._have, self._everything = self.session.swarm_state(self.infohash)
+        lan = tuple(s.version for s in self.lan)
+        self.version = (self._everything, len(self._have), hash(self._have), lan)
+
+    def offers(self) -> bool:
+        """Whether it has anything at all to offer now."""
+        return self._everything or bool(self._have)
 
     def holds(self, index: int) -> bool:
-        """What no LAN holder has, of what the swarm has while a BitTorrent peer is connected,
-        or else of what libtorrent holds already (two seeds do not stay connected)."""
+        """What no LAN holder has, of what libtorrent holds or a connected BitTorrent peer
+        has (or everything, with web seeds)."""
         if any(source.holds(index) for source in self.lan):
             return False
-        return self._peers or index in self._have
+        return self._everything or index in self._have
 
     async def fetch(self, ref: ChunkRef) -> Buffer:
         """One piece from libtorrent (the engine verifies it)."""
@@ -215,6 +220,7 @@ class TorrentOrigin:
     unverified: bool = False
     _torrent: bytes | None = None
     _torrent_infohash: str | None = None
+    _recheck: asyncio.TimerHandle | None = None
     _joining: asyncio.Task[None] | None = None
     _session: BitTorrentSession | None = None
     _infohash: str | None = None
@@ -304,8 +310,20 @@ class TorrentOrigin:
         found = self.lan.sources(manifest)
         self._try_join()
         if self._session is not None and self._infohash is not None:
-            found.append(BitTorrentSource(self._session, self._infohash, list(found)))
+            swarm = BitTorrentSource(self._session, self._infohash, list(found))
+            if swarm.offers():
+                found.append(swarm)
+            elif self._recheck is None:
+                # Not a holder while it offers nothing (so that a download without any holder
+                # pauses after its wait); looked at again in a moment.
+                self._recheck = asyncio.get_running_loop().call_later(
+                    BITTORRENT_RECHECK_SECONDS, self._rechecked
+                )
         return found
+
+    def _rechecked(self) -> None:
+        self._recheck = None
+        self._wake()
 
     def watch(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Wake on LAN changes and on BitTorrent peers and pieces."""
@@ -329,6 +347,9 @@ class TorrentOrigin:
 
     def close(self) -> None:
         """Leave the BitTorrent swarm (the download ended)."""
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
         for task in (self._pending, self._joining):
             if task is not None:
                 task.cancel()

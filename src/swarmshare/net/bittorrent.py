@@ -101,6 +101,7 @@ class SessionConfig:
                 | lt.alert.category_t.status_notification
                 | lt.alert.category_t.storage_notification
                 | lt.alert.category_t.piece_progress_notification
+                | lt.alert.category_t.connect_notification
             ),
             "user_agent": "swarmshare",
         }
@@ -361,17 +362,18 @@ class BitTorrentSession:
         handle = fetching.handle if fetching is not None else self._seeding.get(infohash)
         return 0 if handle is None else int(handle.status().num_peers)
 
-    def swarm_state(self, infohash: str) -> tuple[int, frozenset[int]]:
-        """A fetched torrent's BitTorrent peers (connected or known, and web seeds: a torrent
-        that wants nothing connects to none, so known ones count), and the pieces libtorrent
-        holds already."""
+    def swarm_state(self, infohash: str) -> tuple[frozenset[int], bool]:
+        """What a fetched torrent can get now: the pieces libtorrent holds or a connected peer
+        has; and whether it has web seeds (they hold everything)."""
         fetching = self._fetching.get(infohash)
         if fetching is None or not fetching.handle.is_valid():
-            return 0, frozenset()
+            return frozenset(), False
         handle = fetching.handle
         status = handle.status(self._lt.torrent_handle.query_pieces)
-        peers = int(status.num_peers) + int(status.list_peers) + len(handle.url_seeds())
-        return peers, frozenset(i for i, h in enumerate(status.pieces) if h)
+        held = {i for i, h in enumerate(status.pieces) if h}
+        # Empty when libtorrent has every piece (then it keeps no piece picker).
+        held.update(i for i, peers in enumerate(handle.piece_availability()) if peers)
+        return frozenset(held), bool(handle.url_seeds())
 
     def fetch_magnet(self, magnet: Magnet, scratch: Path) -> str:
         """Join a magnet link's swarm (into `scratch`); `await torrent(infohash)` then gives its
