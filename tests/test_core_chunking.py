@@ -1,13 +1,16 @@
-"""The chunk-size rule and the streaming chunk hasher, fed values."""
+"""The piece-length rule and BEP 52 merkle hashing, fed values."""
 
 from __future__ import annotations
 
 import hashlib
+import random
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmshare.core.chunking import ChunkHasher, chunk_count, chunk_size_for, chunk_spans
+from swarmshare.core import merkle
+from swarmshare.core.chunking import chunk_count, chunk_size_for, chunk_spans
+from swarmshare.core.merkle import BLOCK_BYTES
 from swarmshare.limits import GIB, KIB, MAX_CHUNK_BYTES, MIB, MIN_CHUNK_BYTES
 
 
@@ -37,22 +40,37 @@ def test_spans_cover_the_file_exactly(size: int, chunk: int) -> None:
     assert [s.offset for s in spans] == [i * chunk for i in range(len(spans))]
 
 
-@given(st.binary(max_size=5000), st.integers(min_value=1, max_value=700), st.data())
-def test_hasher_any_split_equals_whole(data: bytes, chunk: int, draw: st.DataObject) -> None:
-    cuts = sorted(draw.draw(st.lists(st.integers(0, len(data)), max_size=10)))
-    hasher = ChunkHasher(chunk)
+def _naive_root(data: bytes, leaves: int) -> bytes:
+    """BEP 52 spelled out: every leaf, zero hashes past the end, hashed up pair by pair."""
+    blocks = range(0, len(data), BLOCK_BYTES)
+    layer = [hashlib.sha256(data[i : i + BLOCK_BYTES]).digest() for i in blocks]
+    layer += [bytes(32)] * (leaves - len(layer))
+    while len(layer) > 1:
+        layer = [hashlib.sha256(layer[i] + layer[i + 1]).digest() for i in range(0, len(layer), 2)]
+    return layer[0]
+
+
+@given(st.integers(0, 9 * BLOCK_BYTES), st.sampled_from([1, 2, 4, 8, 16]), st.data())
+@settings(max_examples=60)
+def test_merkle_root_is_bep52s(size: int, leaves: int, draw: st.DataObject) -> None:
+    data = bytes(random.Random(size).getrandbits(8) for _ in range(min(size, 200))) * (
+        size // 200 + 1
+    )
+    data = data[:size]
+    leaves = max(leaves, merkle.next_power_of_two(merkle.block_count(size)))
+    assert merkle.data_root(data, leaves) == _naive_root(data, leaves)
+    hasher = merkle.PieceHasher(leaves)
+    cuts = sorted(draw.draw(st.lists(st.integers(0, merkle.block_count(size)), max_size=4)))
     start = 0
-    for cut in [*cuts, len(data)]:
-        hasher.feed(data[start:cut])
-        start = cut
-    expected = [hashlib.sha256(data[i : i + chunk]).hexdigest() for i in range(0, len(data), chunk)]
-    assert hasher.finish() == expected
-    assert hasher.total_bytes == len(data)
+    for cut in [*cuts, merkle.block_count(size)]:
+        hasher.feed(data[start * BLOCK_BYTES : cut * BLOCK_BYTES])
+        start = max(start, cut)
+    assert hasher.root() == _naive_root(data, leaves)
 
 
-def test_hasher_byte_by_byte() -> None:
-    data = bytes(range(256)) * 3
-    hasher = ChunkHasher(100)
-    for b in data:
-        hasher.feed(bytes([b]))
-    assert hasher.finish()[0] == hashlib.sha256(data[:100]).hexdigest()
+def test_pieces_root_pads_the_piece_layer_with_padding_subtrees() -> None:
+    data = bytes(range(256)) * (5 * 4 * BLOCK_BYTES // 256 + 3)  # 5 pieces of 4 blocks, + a bit
+    piece = 4 * BLOCK_BYTES
+    layer = b"".join(merkle.data_root(data[i : i + piece], 4) for i in range(0, len(data), piece))
+    assert merkle.pieces_root(layer, piece) == _naive_root(data, 32)
+    assert merkle.small_file_root(b"x") == hashlib.sha256(b"x").digest()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from swarmshare.core import bencode
+
 from conftest import Swarm
 from helpers import PeerProcess, assert_one_line_error, wait_until
 
@@ -67,7 +69,7 @@ def test_curl_fetches_chunk_file_and_range(swarm: Swarm, tmp_path: Path) -> None
     assert curl(f"{base}/file") == data
     assert curl("-r", "1000-1999", f"{base}/file") == data[1000:2000]
     manifest = curl(f"{base}/manifest")
-    assert json.loads(manifest)["name"] == "doc.bin"
+    assert bencode.decode(manifest)[b"info"][b"name"] == b"doc.bin"
     missing = subprocess.run(["curl", "-s", f"{base}/chunk/4"], capture_output=True, timeout=30)
     assert json.loads(missing.stdout)["error"]["code"] == "bad_index"
 

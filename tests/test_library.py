@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,3 +146,31 @@ def test_bad_paths(library: Library, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no file"):
         library.share(str(tmp_path / "empty"))
+
+
+def test_an_old_home_drops_its_old_format_contents_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Content IDs are v2 infohashes now: records of the former format (schema 2) name nothing
+    any peer knows, and are dropped with one line that says so."""
+    home = tmp_path / "old"
+    db = Database.open_home(home)
+    db.conn.execute(
+        "INSERT INTO contents(id, name, kind, size, chunks, root, manifest, added)"
+        " VALUES ('ab', 'cat.png', 'file', 3, 1, '/x/cat.png', x'7b7d', 0)"
+    )
+    db.conn.execute(
+        "INSERT INTO downloads(content_id, name, dest, manifest, state, created, updated)"
+        " VALUES ('cd', 'dog.png', '/x', x'7b7d', 'paused', 0, 0)"
+    )
+    db.conn.execute("PRAGMA user_version=2")
+    db.close()
+    with caplog.at_level(logging.WARNING, logger="swarmshare"):
+        db = Database.open_home(home)
+    try:
+        assert Library(db).contents() == []
+        assert db.conn.execute("SELECT count(*) FROM downloads").fetchone()[0] == 0
+    finally:
+        db.close()
+    (line,) = [r.getMessage() for r in caplog.records if "v2 infohashes" in r.getMessage()]
+    assert "1 shared content(s) and 1 download(s)" in line

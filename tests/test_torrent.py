@@ -6,6 +6,7 @@ libtorrent is used offline only (create_torrent, torrent_info): no session, no s
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import warnings
@@ -13,16 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from swarmshare.core import bencode
-from swarmshare.core.manifest import Manifest, ManifestError, decode_manifest
+from swarmshare.core.manifest import Manifest, ManifestError, decode_manifest, file_entry
 from swarmshare.core.torrent import (
     magnet,
     manifest_from_torrent,
+    parse_magnet,
     read_torrent,
     torrent_file,
     v1_layout,
 )
+from swarmshare.errors import UsageError
 from swarmshare.limits import KIB, MIB
 from swarmshare.store.hashing import hash_content, scan_path, v1_piece_hashes
 
@@ -125,11 +130,69 @@ def test_a_lying_piece_layer_is_refused(tmp_path: Path) -> None:
         manifest_from_torrent(top[b"info"], {root: bytes(layer)})
     with pytest.raises(ManifestError):
         manifest_from_torrent({**top[b"info"], b"meta version": 1}, top[b"piece layers"])
+    # A name holding a slash would be read as a folder: another content than the torrent's.
+    node = top[b"info"][b"file tree"][b"big.bin"]
+    tree = {b"a/b": node, b"c": node}
+    with pytest.raises(ManifestError):
+        manifest_from_torrent({**top[b"info"], b"file tree": tree}, top[b"piece layers"])
+
+
+@given(st.binary(max_size=600))
+@settings(max_examples=300)
+def test_any_bytes_read_as_a_torrent_or_raise_manifest_error(data: bytes) -> None:
+    try:
+        read_torrent(data)
+    except ManifestError:
+        pass
+
+
+@given(st.data())
+@settings(max_examples=200)
+def test_a_mutated_torrent_reads_or_raises_manifest_error(data: st.DataObject) -> None:
+    raw = bytearray(_SMALL_TORRENT)
+    raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        read_torrent(bytes(raw))
+    except ManifestError:
+        pass
+
+
+_SMALL_TORRENT = torrent_file(
+    Manifest.build(
+        "d",
+        "dir",
+        [
+            file_entry("a", 100_000, ["11" * 32, "22" * 32], 64 * KIB),
+            file_entry("b/c", 5, ["33" * 32], 64 * KIB),
+            file_entry("e", 0, [], 64 * KIB),
+        ],
+    ),
+    ["http://127.0.0.2:1/v1/content/x/bt/"],
+)
 
 
 def test_magnet_link_names_the_v2_infohash() -> None:
     cid = "ab" * 32
     assert magnet(cid, "a b&c.txt") == f"magnet:?xt=urn:btmh:1220{cid}&dn=a%20b%26c.txt"
+
+
+def test_magnet_links_read_back() -> None:
+    cid = "ab" * 32
+    got = parse_magnet(magnet(cid, "a b&c.txt") + "&x.pe=127.0.0.2:6881&ws=http%3A%2F%2Fh%2Fx")
+    assert (got.content_id, got.name, got.peers, got.web_seeds) == (
+        cid,
+        "a b&c.txt",
+        ("127.0.0.2:6881",),
+        ("http://h/x",),
+    )
+    v1 = "c" * 40
+    hybrid = parse_magnet(f"magnet:?xt=urn:btih:{v1}&xt=urn:btmh:1220{cid}&tr=udp://t:1")
+    assert (hybrid.content_id, hybrid.infohash_v1, hybrid.trackers) == (cid, v1, ("udp://t:1",))
+    base32 = base64.b32encode(bytes.fromhex(v1)).decode()
+    assert parse_magnet(f"magnet:?xt=urn:btih:{base32}").infohash_v1 == v1
+    for bad in ("http://x", "magnet:?dn=x", "magnet:?xt=urn:btmh:1220abc", "magnet:?xt=urn:sha1:x"):
+        with pytest.raises(UsageError):
+            parse_magnet(bad)
 
 
 def test_chunks_verify_by_subtree_root(tmp_path: Path) -> None:

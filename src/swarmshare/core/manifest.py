@@ -46,7 +46,6 @@ from swarmshare.limits import (
 FORMAT_VERSION = 2  # BEP 52's meta version
 MIN_PIECE_BYTES = merkle.BLOCK_BYTES
 ContentKind = Literal["file", "dir"]
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _DRIVE = re.compile(r"[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -2,7 +2,8 @@
 
 A content's manifest is what a v2 .torrent carries (see `core/manifest.py`), so:
 
-- `magnet(content_id, name)` is the content's magnet link (BEP 9 with a v2 `btmh` topic);
+- `magnet(content_id, name)` is the content's magnet link (BEP 9 with a v2 `btmh` topic), and
+  `parse_magnet(uri)` reads one (any client's: v2, v1 or hybrid topics, peers, web seeds);
 - `torrent_file(manifest, url_list, v1_pieces=None)` writes a .torrent: the info dict, the piece
   layers and BEP 19 web seeds. With `v1_pieces` (the SHA-1 of each piece of the BEP 47 layout
   `v1_layout` gives, see `store/hashing.v1_piece_hashes`) it is a **hybrid** torrent: the v1
@@ -17,19 +18,22 @@ content's manifest (its ID is the content ID) and those infohashes, to map one t
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from swarmshare.core import bencode
-from swarmshare.core.manifest import FileEntry, Manifest, ManifestError, path_key
+from swarmshare.core.manifest import FileEntry, Manifest, ManifestError, path_key, validate_name
+from swarmshare.errors import UsageError
 from swarmshare.limits import MAX_MANIFEST_BYTES, MAX_PATH_DEPTH
 
 MAGNET_PREFIX = "magnet:?xt=urn:btmh:1220"  # multihash: SHA-256, 32 bytes
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_MAGNET_CHARS = 64 * 1024
 PAD_FOLDER = ".pad"  # BEP 47 pad files are named .pad/LENGTH
 
 
@@ -55,6 +59,48 @@ class V1Span:
 def magnet(content_id: str, name: str) -> str:
     """The magnet link of a content: `magnet:?xt=urn:btmh:1220<id>&dn=<name>`."""
     return f"{MAGNET_PREFIX}{content_id}&dn={quote(name, safe='')}"
+
+
+@dataclass(frozen=True, slots=True)
+class Magnet:
+    """What a magnet link says: the v2 infohash (the content ID) if given, the v1 one if
+    given (hex), the name, peers (`x.pe`, HOST:PORT), web seeds (`ws`) and trackers (`tr`)."""
+
+    content_id: str | None
+    infohash_v1: str | None
+    name: str
+    peers: tuple[str, ...]
+    web_seeds: tuple[str, ...]
+    trackers: tuple[str, ...]
+
+
+def parse_magnet(uri: str) -> Magnet:
+    """Read a magnet link (BEP 9, v2 `urn:btmh:1220`, v1 `urn:btih` in hex or base32);
+    UsageError if it names no infohash."""
+    if not uri.startswith("magnet:?") or len(uri) > MAX_MAGNET_CHARS:
+        raise UsageError("not a magnet link (magnet:?xt=...)")
+    fields = parse_qsl(uri[len("magnet:?") :], keep_blank_values=True)
+    v2 = v1 = None
+    for key, value in fields:
+        if key != "xt" and not key.startswith("xt."):
+            continue
+        low = value.lower()
+        if low.startswith("urn:btmh:1220") and _HEX64.fullmatch(low[13:]):
+            v2 = low[13:]
+        elif low.startswith("urn:btih:"):
+            digest = value[9:]
+            if re.fullmatch(r"[0-9a-fA-F]{40}", digest):
+                v1 = digest.lower()
+            elif re.fullmatch(r"[A-Za-z2-7]{32}", digest):
+                v1 = base64.b32decode(digest.upper()).hex()
+    if v2 is None and v1 is None:
+        raise UsageError("the magnet link names no BitTorrent infohash (xt=urn:btmh or urn:btih)")
+
+    def every(name: str) -> tuple[str, ...]:
+        return tuple(v for k, v in fields if k == name or k.startswith(name + "."))
+
+    names = every("dn")
+    return Magnet(v2, v1, names[0] if names else "", every("x.pe"), every("ws"), every("tr"))
 
 
 def magnet_json(content_id: str, name: str) -> dict[str, object]:
@@ -131,8 +177,10 @@ def read_torrent(data: bytes) -> Torrent:
         raise ManifestError(f"not a torrent file: {exc}") from None
     info_bytes = data[start:end]
     layers = top.get(b"piece layers", {})
+    if not isinstance(layers, dict):
+        raise ManifestError("a torrent's piece layers are not a dictionary")
     urls = top.get(b"url-list", [])
-    if isinstance(urls, bytes):
+    if not isinstance(urls, list):
         urls = [urls]
     url_list = tuple(u.decode("utf-8", "replace") for u in urls if isinstance(u, bytes))
     v1 = b"pieces" in top[b"info"]
@@ -198,6 +246,9 @@ def _walk(
             name = key.decode("utf-8")
         except UnicodeDecodeError:
             raise ManifestError("a torrent's file name is not UTF-8") from None
+        problem = validate_name(name)
+        if problem:
+            raise ManifestError(f"bad file name in the torrent: {problem}")
         props = node.get(b"")
         if isinstance(props, dict) and len(node) == 1:
             size = props.get(b"length")
