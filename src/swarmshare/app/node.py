@@ -58,6 +58,7 @@ log = logging.getLogger("swarmshare")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 DOWNLOADS_DIR_KEY = "downloads_dir"
 WATCH_MIN_GAP_SECONDS = 0.1
+LAN_HEAD_START_SECONDS = 2.0
 Json = dict[str, Any]
 ShareProgress = Callable[[str, int], Callable[[int], None]]
 
@@ -506,6 +507,8 @@ class Node:
             return None
         assert self.swarm is not None
         torrent = await resolve_torrent(ref)
+        if not self.serve and not self.swarm.holders(torrent.content_id):
+            await self.swarm.settle(LAN_HEAD_START_SECONDS)  # LAN holders come first
         lan = SwarmOrigin(self.swarm, self.client, torrent.content_id)
         scratch = self.settings.home / "bittorrent" / torrent.content_id
         origin = TorrentOrigin(lan, torrent, scratch, self._bittorrent_session)

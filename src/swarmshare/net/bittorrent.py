@@ -24,12 +24,12 @@ import contextlib
 import logging
 import os
 import shutil
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swarmshare.core import torrent
 from swarmshare.errors import RemoteProtocolError, SwarmshareError, UsageError
 
 log = logging.getLogger("swarmshare")
@@ -150,28 +150,16 @@ def parse_torrent(data: bytes) -> TorrentFile:
 
 def parse_magnet(uri: str) -> Magnet:
     """A magnet link -> Magnet; UsageError unless it names a v2 infohash (urn:btmh:1220...)."""
-    query = urllib.parse.urlsplit(uri).query
-    params = urllib.parse.parse_qs(query)
-    infohash = ""
-    for xt in params.get("xt", []):
-        if xt.lower().startswith("urn:btmh:1220") and len(xt) == 13 + 64:
-            infohash = xt[13:].lower()
-    if not infohash or any(c not in "0123456789abcdef" for c in infohash):
-        raise UsageError("the magnet link names no v2 infohash (xt=urn:btmh:1220<64 hex>)")
+    found = torrent.parse_magnet(uri)
+    if found.content_id is None:
+        raise UsageError("the magnet link names no v2 infohash: swarmshare takes v2 and hybrid")
     peers: list[tuple[str, int]] = []
-    for value in params.get("x.pe", []):
+    for value in found.peers:
         host, _, port = value.rpartition(":")
         if host and port.isdigit() and 0 < int(port) < 65536:
             peers.append((host.strip("[]"), int(port)))
-    name = (params.get("dn") or [infohash[:12]])[0]
-    return Magnet(
-        infohash,
-        name,
-        tuple(peers),
-        tuple(params.get("tr", [])),
-        tuple(params.get("ws", [])),
-        uri,
-    )
+    name = found.name or found.content_id[:12]
+    return Magnet(found.content_id, name, tuple(peers), found.trackers, found.web_seeds, uri)
 
 
 @dataclass
