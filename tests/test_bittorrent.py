@@ -329,3 +329,19 @@ def test_a_torrent_download_pauses_and_resumes_like_any_other(
     assert resumed.returncode == 0, resumed.stderr
     wait_until(lambda: b.json("downloads")[0]["state"] == "done", timeout=60)
     _same_tree(tmp_path / "got" / "album", source)
+
+
+def test_without_libtorrent_one_clear_line(swarm: Swarm, tmp_path: Path) -> None:
+    """The extra not installed: `run --bittorrent` says how to get it; a magnet `get` with no
+    LAN holder says it too when it gives up."""
+    fake = tmp_path / "nolibtorrent"
+    fake.mkdir()
+    (fake / "libtorrent.py").write_text("raise ImportError('not installed')\n")
+    env = {"PYTHONPATH": f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    run = cli(tmp_path / "home", "run", "--bittorrent", "--bind", "127.0.0.38",
+              "--port", "0", "--control-port", "0", env=env)  # fmt: skip
+    assert_one_line_error(run, "pip install 'swarmshare[bittorrent]'")
+    link = magnet("ab" * 32, "x.bin")
+    got = cli(tmp_path / "getter", "get", link, "--wait", "1", *swarm.discovery("127.0.0.20"),
+              env=env)  # fmt: skip
+    assert_one_line_error(got, "pip install 'swarmshare[bittorrent]'")

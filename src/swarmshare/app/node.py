@@ -143,6 +143,10 @@ class Node:
         self._stack.push_async_callback(self.transfers.close)
         self._stack.push_async_callback(self.shelf.close)
         self.shelf.reload()
+        if self.serve and s.bittorrent:
+            from swarmshare.net.bittorrent import libtorrent
+
+            libtorrent()  # a missing extra is said before anything listens
         if self.serve:
             # Imported here: the HTTP server (aiohttp) is a tenth of a second of start-up that a
             # command without a daemon, which serves nothing, need not pay.
