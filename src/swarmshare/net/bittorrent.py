@@ -36,6 +36,7 @@ log = logging.getLogger("swarmshare")
 
 MISSING_EXTRA = "BitTorrent needs the optional extra: pip install 'swarmshare[bittorrent]'"
 PIECE_DEADLINE_MS = 2000
+SWARM_STATE_MAX_AGE_SECONDS = 0.25
 MAX_TORRENT_FILE_BYTES = 64 << 20
 
 
@@ -168,6 +169,7 @@ class _Fetching:
     scratch: Path
     waiting: dict[int, list[asyncio.Future[bytes]]] = field(default_factory=dict)
     torrent: bytes | None = None
+    state: tuple[float, tuple[frozenset[int], bool]] | None = None
 
 
 class BitTorrentSession:
@@ -356,12 +358,18 @@ class BitTorrentSession:
         fetching = self._fetching.get(infohash)
         if fetching is None or not fetching.handle.is_valid():
             return frozenset(), False
+        assert self._loop is not None
+        now = self._loop.time()
+        if fetching.state is not None and now - fetching.state[0] < SWARM_STATE_MAX_AGE_SECONDS:
+            return fetching.state[1]  # the engine asks after every chunk: not libtorrent each time
         handle = fetching.handle
         status = handle.status(self._lt.torrent_handle.query_pieces)
         held = {i for i, h in enumerate(status.pieces) if h}
         # Empty when libtorrent has every piece (then it keeps no piece picker).
         held.update(i for i, peers in enumerate(handle.piece_availability()) if peers)
-        return frozenset(held), bool(handle.url_seeds())
+        state = frozenset(held), bool(handle.url_seeds())
+        fetching.state = (now, state)
+        return state
 
     def fetch_magnet(self, magnet: Magnet, scratch: Path) -> str:
         """Join a magnet link's swarm (into `scratch`); `await torrent(infohash)` then gives its
