@@ -181,6 +181,8 @@ def test_without_bittorrent_nothing_listens_for_it(swarm: Swarm) -> None:
 def test_a_private_swarm_refuses_bittorrent(tmp_path: Path) -> None:
     proc = cli(tmp_path / "home", "run", "--bittorrent", "--secret", "a-long-secret")
     assert_one_line_error(proc, "--bittorrent", "secret")
+    alone = cli(tmp_path / "home", "run", "--tracker", "http://127.0.0.1:1/announce")
+    assert_one_line_error(alone, "need --bittorrent")
 
 
 def test_config_shows_the_bittorrent_options(tmp_path: Path) -> None:
