@@ -37,6 +37,7 @@ from swarmshare.errors import (
 )
 from swarmshare.logs import LOG_FILE, setup_logging
 from swarmshare.settings import (
+    DEFAULT_BITTORRENT_PORT,
     DEFAULT_CONTROL_PORT,
     DEFAULT_DISCOVERY_PORT,
     DEFAULT_INTERVAL_SECONDS,
@@ -584,6 +585,31 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             " for networks that drop broadcast but pass multicast (never on loopback).",
         ),
         click.option(
+            "--bittorrent",
+            is_flag=True,
+            help="Also be a BitTorrent peer (needs swarmshare[bittorrent]): seed every shared"
+            " content, find BitTorrent peers on the LAN (local service discovery).",
+        ),
+        click.option(
+            "--bittorrent-port",
+            type=click.IntRange(0, 65535),
+            default=DEFAULT_BITTORRENT_PORT,
+            show_default=True,
+            help="TCP/UDP port of the BitTorrent peer (0 = any free port).",
+        ),
+        click.option(
+            "--dht",
+            is_flag=True,
+            help="With --bittorrent: also join the BitTorrent DHT (the internet-wide swarm).",
+        ),
+        click.option(
+            "--tracker",
+            "trackers",
+            multiple=True,
+            metavar="URL",
+            help="With --bittorrent: announce every content to this tracker (repeatable).",
+        ),
+        click.option(
             "--upload-limit",
             default="0",
             callback=_byte_rate,
@@ -636,6 +662,10 @@ def _run_settings(ctx: click.Context, kw: dict[str, Any]) -> Settings:
         localsend=kw.pop("localsend"),
         accept=kw.pop("accept"),
         pin=kw.pop("pin"),
+        bittorrent=kw.pop("bittorrent"),
+        bittorrent_port=kw.pop("bittorrent_port"),
+        dht=kw.pop("dht"),
+        trackers=tuple(kw.pop("trackers")),
     )
     settings = _with_localsend(_with_discovery(settings, kw), kw)
     if settings.localsend and settings.accept == "pin" and not settings.pin:
@@ -644,6 +674,12 @@ def _run_settings(ctx: click.Context, kw: dict[str, Any]) -> Settings:
         raise UsageError(
             "--legacy and a swarm secret do not mix: the original scripts cannot prove a secret"
         )
+    if settings.bittorrent and settings.secret:
+        raise UsageError(
+            "--bittorrent and a swarm secret do not mix: BitTorrent peers cannot prove a secret"
+        )
+    if (settings.dht or settings.trackers) and not settings.bittorrent:
+        raise UsageError("--dht and --tracker need --bittorrent")
     return settings
 
 
@@ -872,6 +908,10 @@ def get(
 ) -> None:
     """Download NAME, ID prefix or ID from every peer that holds it, verifying every chunk.
 
+    REF may also be a magnet link, a .torrent file or its http(s) URL: LAN holders of its
+    content come first; BitTorrent peers too (needs swarmshare[bittorrent]; through a daemon,
+    only one run with --bittorrent).
+
     DEST: a folder (an existing one, or any path ending in /, created if missing) gets the
     content under its own name; any other path is the exact file or folder to write. An
     existing DEST that differs is replaced only with --force (the old one is removed once the
@@ -879,6 +919,8 @@ def get(
     (at the start or later) the download pauses and the command says so.
     """
     settings = replace(_with_discovery(_settings(ctx), kw), legacy_port=legacy_port)
+    if ref.lower().endswith(".torrent") and "://" not in ref:
+        ref = str(Path(ref).expanduser().absolute())  # a daemon's working folder is not ours
     view = DownloadView(enabled=not (quiet or as_json))
     with _session(ctx, settings) as session, view:
         stats = _follow(session, view, ref, output, force, wait)
@@ -1117,6 +1159,13 @@ def status(ctx: click.Context, as_json: bool, qr: bool) -> None:
             f"LocalSend: HTTPS {ls['port']}, accept {ls['accept']}, {ls['offers']} offer(s)"
             f" waiting (swarmshare inbox), {ls['received_files']} file(s) received,"
             f" {len(ls['devices'])} device(s) seen",
+            markup=False,
+        )
+    if state.get("bittorrent"):
+        bt = state["bittorrent"]
+        out.print(
+            f"BitTorrent: port {bt['port']}, seeding {bt['seeding']} content(s)"
+            + (", DHT on" if bt["dht"] else ""),
             markup=False,
         )
 

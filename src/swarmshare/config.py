@@ -218,6 +218,10 @@ KEYS: dict[str, Key] = {
     "localsend-group": Key("where LocalSend announcements go", _text),
     "accept": Key("which LocalSend offers are taken: ask, pin or all", _accept),
     "pin": Key("the PIN LocalSend senders must give", _text),
+    "bittorrent": Key("also be a BitTorrent peer (seed every share, LSD on the LAN)", _flag),
+    "bittorrent-port": Key("TCP/UDP port of the BitTorrent peer", _int_in(0, 65535)),
+    "dht": Key("with bittorrent: also join the BitTorrent DHT", _flag),
+    "trackers": Key("with bittorrent: BitTorrent tracker URLs to announce to", _texts),
 }
 """Every key of the config file (the `run` options' long names)."""
 

@@ -16,6 +16,7 @@ DEFAULT_LEGACY_PORT = 5000
 DEFAULT_INTERVAL_SECONDS = 30.0
 DEFAULT_LOCALSEND_PORT = 53317
 DEFAULT_LOCALSEND_GROUP = "224.0.0.167"
+DEFAULT_BITTORRENT_PORT = 6881
 
 
 def default_home() -> Path:
@@ -84,3 +85,12 @@ class Settings:
     """Which LocalSend offers are taken: ask (the inbox), pin (those with the PIN), all."""
     pin: str | None = None
     """The PIN LocalSend senders must give (None: none asked)."""
+    bittorrent: bool = False
+    """Also be a BitTorrent peer (libtorrent): seed every shared content, find BitTorrent peers
+    on the LAN by local service discovery (never with a loopback bind address)."""
+    bittorrent_port: int = DEFAULT_BITTORRENT_PORT
+    """TCP/UDP port of the BitTorrent peer (0 = any free port)."""
+    dht: bool = False
+    """With `bittorrent`: also join the BitTorrent DHT (the wide-area swarm)."""
+    trackers: tuple[str, ...] = ()
+    """With `bittorrent`: BitTorrent trackers every torrent is announced to."""

@@ -76,4 +76,7 @@ def _say_started(node: Node, control_port: int) -> None:
             node.seed_serving.server.port,
             s.discovery_port,
         )
+    if node.bittorrent is not None:
+        lsd = " with local service discovery" if node.bittorrent.config.lsd else ""
+        log.info("BitTorrent peer on port %d%s", node.bittorrent.port, lsd)
     log.info("sharing %d item(s)", len(node.shelf.shares()))

@@ -51,7 +51,9 @@ from swarmshare.store.identity import Identity, load_identity
 from swarmshare.store.library import ContentRecord, Library, ShareResult, share_paths
 
 if TYPE_CHECKING:
+    from swarmshare.app.bittorrent import Seeder
     from swarmshare.app.localsend import LocalSendService
+    from swarmshare.net.bittorrent import BitTorrentSession
     from swarmshare.net.server import PeerServer
 
 log = logging.getLogger("swarmshare")
@@ -59,6 +61,7 @@ log = logging.getLogger("swarmshare")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 DOWNLOADS_DIR_KEY = "downloads_dir"
 WATCH_MIN_GAP_SECONDS = 0.1
+LAN_HEAD_START_SECONDS = 2.0
 Json = dict[str, Any]
 ShareProgress = Callable[[str, int], Callable[[int], None]]
 
@@ -107,6 +110,8 @@ class Node:
         self.seed_serving: SeedServing | None = None
         self.localsend: LocalSendService | None = None
         self._sharing: set[asyncio.Task[object]] = set()
+        self.bittorrent: BitTorrentSession | None = None
+        self.seeder: Seeder | None = None
         self._stack = contextlib.AsyncExitStack()
         self._listening = False
         key = derive_key(settings.secret) if settings.secret else None
@@ -159,6 +164,10 @@ class Node:
         self._stack.push_async_callback(self.transfers.close)
         self._stack.push_async_callback(self.shelf.close)
         self.shelf.reload()
+        if self.serve and s.bittorrent:
+            from swarmshare.net.bittorrent import libtorrent
+
+            libtorrent()  # a missing extra is said before anything listens
         if self.serve:
             # Imported here: the HTTP server (aiohttp) is a tenth of a second of start-up that a
             # command without a daemon, which serves nothing, need not pay.
@@ -190,6 +199,8 @@ class Node:
                         s.interval,
                     )
                 )
+            if s.bittorrent:
+                await self._start_bittorrent()
         if self.serve and s.localsend:
             from swarmshare.app.localsend import LocalSendService
 
@@ -207,6 +218,30 @@ class Node:
             )
         self.transfers.restore(resume=self.serve)
         return self
+
+    async def _start_bittorrent(self) -> None:
+        """The daemon's one libtorrent session, seeding every share (--bittorrent)."""
+        from swarmshare.app.bittorrent import LISTEN_WAIT_SECONDS, Seeder, session_config
+        from swarmshare.net.bittorrent import BitTorrentSession
+
+        session = BitTorrentSession(session_config(self.settings, serving=True))
+        self.bittorrent = await self._stack.enter_async_context(session)
+        await session.wait_listening(LISTEN_WAIT_SECONDS)
+        seeder = self.seeder = Seeder(session, self.shelf)
+        session.removed_listeners.append(seeder.sync)
+        seeder.sync()
+
+    async def _bittorrent_session(self) -> BitTorrentSession | None:
+        """The session torrent downloads fetch through: the daemon's (None without
+        --bittorrent: nothing listens for BitTorrent then), or a command's own."""
+        if self.bittorrent is not None or self.serve:
+            return self.bittorrent
+        from swarmshare.app.bittorrent import session_config
+        from swarmshare.net.bittorrent import BitTorrentSession
+
+        session = BitTorrentSession(session_config(self.settings, serving=False))
+        self.bittorrent = await self._stack.enter_async_context(session)
+        return self.bittorrent
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
@@ -379,6 +414,8 @@ class Node:
         self.shelf.reload()
         if self.swarm is not None and self.serve:
             self.swarm.changed()
+        if self.seeder is not None:
+            self.seeder.sync()
 
     def log_rows(self, limit: int) -> list[Json]:
         """The newest `limit` rows of the transfer log, oldest first."""
@@ -428,6 +465,7 @@ class Node:
             "tls": self._key is not None,
             "refused_certificates": self.client.refused_certificates,
             "lan_page": self.lan_page_url(),
+            "bittorrent": _bittorrent_state(self),
         }
         if server is not None:
             guard = server.guard
@@ -492,7 +530,9 @@ class Node:
         bound, as for downloads started on the page)."""
         destination = _destination(output, Path(dest_dir) if dest_dir else self.downloads_dir())
         await self._start_swarm(listen=True)
-        found = await self._find(ref, 5.0 if wait is None else wait)
+        found = await self._find_torrent(ref) or await self._find(
+            ref, 5.0 if wait is None else wait
+        )
         download = self.transfers.start(
             found.content_id,
             found.name,
@@ -535,6 +575,22 @@ class Node:
                 await self.changes.wait(self.changes.version, left)
             version = self.changes.version
         return self.transfers.get(ref).stats.as_json() | {"version": version}
+
+    async def _find_torrent(self, ref: str) -> Found | None:
+        """A magnet link, .torrent file or URL: its content, found on the LAN by its ID and
+        fetched from BitTorrent peers too (None for any other reference)."""
+        from swarmshare.app.bittorrent import TorrentOrigin, is_torrent_ref, resolve_torrent
+
+        if not is_torrent_ref(ref):
+            return None
+        assert self.swarm is not None
+        torrent = await resolve_torrent(ref)
+        if not self.serve and not self.swarm.holders(torrent.content_id):
+            await self.swarm.settle(LAN_HEAD_START_SECONDS)  # LAN holders come first
+        lan = SwarmOrigin(self.swarm, self.client, torrent.content_id)
+        scratch = self.settings.home / "bittorrent" / torrent.content_id
+        origin = TorrentOrigin(lan, torrent, scratch, self._bittorrent_session)
+        return Found(torrent.content_id, torrent.name, origin)
 
     async def _find(self, ref: str, wait: float) -> Found:
         """What the user typed, among native and seed contents, waiting up to `wait` s."""
@@ -698,3 +754,12 @@ def _mdns_state(swarm: Swarm | None) -> Json:
         "sightings": services.sightings,
         "refused": services.refused,
     }
+
+
+def _bittorrent_state(node: Node) -> Json | None:
+    """The BitTorrent peer as `status` shows it (None when there is none)."""
+    session = node.bittorrent
+    if session is None:
+        return None
+    seeding = node.seeder.seeded() if node.seeder is not None else set()
+    return {"port": session.port, "seeding": len(seeding), "dht": node.settings.dht}
