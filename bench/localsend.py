@@ -15,6 +15,7 @@ Usage: python bench/localsend.py [SIZE_MIB] [ROUNDS]   (defaults 1024 5; loopbac
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -25,14 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import platformdirs
-
 from swarmshare.app.loopback import LoopbackPeer, spare_port
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path.insert(0, str(TESTS))
-
-from localsend_peer import ensure_localsendd  # noqa: E402
 
 DRIVER = TESTS / "localsend_peer.py"
 MIB = 1 << 20
@@ -48,9 +44,10 @@ def make_file(path: Path, size: int) -> None:
             block = block[1:] + block[:1]
 
 
-def driver_env(localsendd: Path) -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(localsendd), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
+def driver_env() -> dict[str, str]:
+    if importlib.util.find_spec("localsendd") is None:
+        raise SystemExit("localsendd is not installed: pip install -e '.[dev]'")
+    return dict(os.environ)
 
 
 def send(env: dict[str, str], to: str, file: Path) -> dict[str, object]:
@@ -84,8 +81,7 @@ def main() -> None:
     size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     size = size_mib * MIB
-    cache = Path(platformdirs.user_cache_dir("swarmshare-tests")) / "localsendd-0.1.1"
-    env = driver_env(ensure_localsendd(cache))
+    env = driver_env()
     root = Path(tempfile.mkdtemp(prefix="bench-localsend-"))
     source = root / "big.bin"
     make_file(source, size)

@@ -3,13 +3,14 @@ LocalSend implementation that is not ours (localsendd from PyPI, see localsend_p
 multicast discovery and subnet scan are stubbed out, every device is named by its loopback
 address; the swarmshare side announces to 127.255.255.255, never to a multicast group).
 
-localsendd is pip-installed once into the user cache folder (`swarmshare-tests/localsendd-0.1.1`)
-with this Python; without pip access to PyPI the tests that need it are skipped, saying why.
+localsendd comes with the `dev` extra; where it is not installed, the tests that need it are
+skipped, saying why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -21,10 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import platformdirs
 import pytest
 
-from localsend_peer import ensure_localsendd
 from swarmshare.app.loopback import spare_port
 
 from conftest import Swarm
@@ -36,22 +35,22 @@ MIB = 1 << 20
 
 
 @pytest.fixture(scope="session")
-def localsendd_path() -> Path:
-    """Where localsendd is installed (skips the test when it cannot be)."""
+def localsendd_ready() -> None:
+    """Skips the test when localsendd (or the openssl it needs) is not here."""
+    if importlib.util.find_spec("localsendd") is None:
+        pytest.skip(
+            "localsendd (the LocalSend implementation tested against) is not installed:"
+            " pip install -e '.[dev]'"
+        )
     if shutil.which("openssl") is None:
         pytest.skip("localsendd makes its certificate with openssl, which is not on PATH")
-    folder = Path(platformdirs.user_cache_dir("swarmshare-tests")) / "localsendd-0.1.1"
-    try:
-        return ensure_localsendd(folder)
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"localsendd (the LocalSend implementation tested against) unavailable: {exc}")
 
 
 class Driver:
     """localsendd processes of one test, all stopped after it."""
 
-    def __init__(self, path: Path, root: Path) -> None:
-        self.env = {**os.environ, "PYTHONPATH": f"{path}{os.pathsep}{os.environ['PYTHONPATH']}"}
+    def __init__(self, root: Path) -> None:
+        self.env = dict(os.environ)
         self.root = root
         self.procs: list[subprocess.Popen[str]] = []
 
@@ -108,8 +107,8 @@ class Driver:
 
 
 @pytest.fixture
-def driver(localsendd_path: Path, tmp_path: Path) -> Iterator[Driver]:
-    d = Driver(localsendd_path, tmp_path)
+def driver(localsendd_ready: None, tmp_path: Path) -> Iterator[Driver]:
+    d = Driver(tmp_path)
     yield d
     d.close()
 
