@@ -58,6 +58,7 @@ from swarmshare.limits import (
     LOCALSEND_ANSWER_GAP_SECONDS,
     LOCALSEND_DECISION_SECONDS,
     LOCALSEND_SESSION_IDLE_SECONDS,
+    LOCALSEND_UPLOAD_IDLE_SECONDS,
     MAX_LOCALSEND_ANSWERS_IN_FLIGHT,
     MAX_LOCALSEND_DEVICES,
     MAX_LOCALSEND_JSON_BYTES,
@@ -287,6 +288,18 @@ class _Datagrams(asyncio.DatagramProtocol):
 # ---- the receiver --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ReceiverLimits:
+    """The bounds a receiver keeps (limits.py's by default; tests pass smaller ones)."""
+
+    sessions: int = MAX_LOCALSEND_SESSIONS
+    """Offers pending, sessions open and swarm fetches running, at once."""
+    session_idle_seconds: float = LOCALSEND_SESSION_IDLE_SECONDS
+    """An accepted session with no upload under way for this long ends."""
+    upload_idle_seconds: float = LOCALSEND_UPLOAD_IDLE_SECONDS
+    """An upload that delivers no byte for this long ends, and its session with it."""
+
+
 @dataclass
 class _Session:
     id: str
@@ -316,8 +329,10 @@ class LocalSendReceiver:
         received: Received,
         pin: str | None = None,
         fetch: Fetch | None = None,
+        limits: ReceiverLimits | None = None,
     ) -> None:
         self.discovery = discovery
+        self.limits = limits or ReceiverLimits()
         self._fetch = fetch
         self.bind = bind
         self.port = port
@@ -407,7 +422,7 @@ class LocalSendReceiver:
         self._expire()
         if not offer.files:
             return web.Response(status=204)
-        if len(self.sessions) + len(self.offers) >= MAX_LOCALSEND_SESSIONS:
+        if len(self.sessions) + len(self.offers) >= self.limits.sessions:
             return _fail(409, "too many transfers at once; try again later")
         pending = Offer(secrets.token_hex(4), offer, request.remote or "", time.time())
         self.offers[pending.id] = pending
@@ -448,7 +463,7 @@ class LocalSendReceiver:
             offer = decode_swarm_offer(await _body(request))
         except LocalSendError as exc:
             return _fail(400, str(exc))
-        if len(self.sessions) + len(self.offers) >= MAX_LOCALSEND_SESSIONS:
+        if len(self.sessions) + len(self.offers) >= self.limits.sessions:
             return _fail(409, "too many transfers at once; try again later")
         pending = Offer(secrets.token_hex(4), offer.as_offer(), request.remote or "", time.time())
         self.offers[pending.id] = pending
@@ -541,8 +556,10 @@ class LocalSendReceiver:
         try:
             while written < offer.size:
                 try:
-                    data = await request.content.readany()
-                except (aiohttp.ClientError, OSError):
+                    data = await asyncio.wait_for(
+                        request.content.readany(), self.limits.upload_idle_seconds
+                    )
+                except (aiohttp.ClientError, OSError, TimeoutError):
                     return None
                 if not data or session.cancelled or written + len(data) > offer.size:
                     return None
@@ -577,9 +594,13 @@ class LocalSendReceiver:
                 part.unlink()
 
     def _expire(self) -> None:
+        """End the sessions idle too long: with no upload under way, or with one that has
+        delivered nothing for a while (a stalled sender must not hold a session forever)."""
         now = time.monotonic()
+        limits = self.limits
         for session in list(self.sessions.values()):
-            if not session.busy and now - session.touched > LOCALSEND_SESSION_IDLE_SECONDS:
+            idle = limits.upload_idle_seconds if session.busy else limits.session_idle_seconds
+            if now - session.touched > idle:
                 self._end(session, cancelled=True)
 
 

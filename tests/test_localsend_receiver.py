@@ -1,0 +1,124 @@
+"""The LocalSend receiver in-process on loopback, with small limits: what a stalled, flooding,
+guessing or greedy sender gets, and that an honest one still gets through."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from swarmshare.core.localsend import DeviceInfo
+from swarmshare.net.localsend import LocalSendDiscovery, LocalSendReceiver, ReceiverLimits
+from swarmshare.store.identity import load_identity
+
+HOST = "127.0.0.2"
+API = "/api/localsend/v2"
+
+
+@contextlib.asynccontextmanager
+async def receiver(
+    tmp_path: Path, limits: ReceiverLimits, pin: str | None = None
+) -> AsyncIterator[LocalSendReceiver]:
+    """A receiver on 127.0.0.2 (port chosen by the system) taking every offer into tmp/inbox."""
+    identity = load_identity(tmp_path / "home", "receiver")
+    info = DeviceInfo(alias="receiver", fingerprint=identity.fingerprint, port=0)
+    discovery = LocalSendDiscovery(info, HOST, "127.255.255.255", 0, listen=False)
+
+    async def accept(_offer: object) -> bool:
+        return True
+
+    async with LocalSendReceiver(
+        discovery,
+        identity.server_context(),
+        HOST,
+        0,
+        lambda: tmp_path / "inbox",
+        accept,
+        lambda _path: None,
+        pin=pin,
+        limits=limits,
+    ) as r:
+        yield r
+
+
+def offer_body(files: dict[str, int]) -> dict[str, Any]:
+    return {
+        "info": {"alias": "sender", "fingerprint": "s"},
+        "files": {
+            f"f{i}": {"id": f"f{i}", "fileName": name, "size": size}
+            for i, (name, size) in enumerate(files.items())
+        },
+    }
+
+
+async def prepare(
+    port: int, files: dict[str, int], source: str = "127.0.0.9", pin: str | None = None
+) -> tuple[int, dict[str, Any] | None]:
+    """A prepare-upload from `source`: the status and, for 200, the grant."""
+    connector = aiohttp.TCPConnector(ssl=False, local_addr=(source, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.post(
+            f"https://{HOST}:{port}{API}/prepare-upload",
+            params={"pin": pin} if pin is not None else {},
+            json=offer_body(files),
+        ) as r,
+    ):
+        if r.status != 200:
+            return r.status, None
+        grant: dict[str, Any] = json.loads(await r.read())
+        return 200, grant
+
+
+async def until(predicate: Callable[[], object], seconds: float = 15.0) -> None:
+    """Poll until `predicate()` holds; fails after `seconds`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+
+
+def client_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def test_a_stalled_upload_ends_its_session_and_frees_the_slot(tmp_path: Path) -> None:
+    limits = ReceiverLimits(sessions=1, upload_idle_seconds=0.5)
+
+    async def main() -> None:
+        async with receiver(tmp_path, limits) as r:
+            status, grant = await prepare(r.port, {"big.bin": 1000})
+            assert status == 200 and grant is not None
+            # A raw sender that announces 1000 bytes, sends 10, then neither sends nor closes.
+            _reader, writer = await asyncio.open_connection(
+                HOST, r.port, ssl=client_context(), local_addr=("127.0.0.9", 0)
+            )
+            query = f"sessionId={grant['sessionId']}&fileId=f0&token={grant['files']['f0']}"
+            writer.write(
+                f"POST {API}/upload?{query} HTTP/1.1\r\nHost: {HOST}\r\n"
+                "Content-Length: 1000\r\n\r\n".encode()
+                + b"x" * 10
+            )
+            await writer.drain()
+            inbox = tmp_path / "inbox"
+            await until(lambda: any(n.endswith(".part") for n in names(inbox)))
+            await until(lambda: not r.sessions and not names(inbox))
+            status, _ = await prepare(r.port, {"other.bin": 1}, "127.0.0.10")
+            assert status == 200
+            writer.close()
+
+    asyncio.run(main())
