@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from swarmshare.core.localsend import DeviceInfo
+from swarmshare.net.guard import GuardLimits
 from swarmshare.net.localsend import LocalSendDiscovery, LocalSendReceiver, ReceiverLimits
 from swarmshare.store.identity import load_identity
 
@@ -122,3 +123,41 @@ def test_a_stalled_upload_ends_its_session_and_frees_the_slot(tmp_path: Path) ->
             writer.close()
 
     asyncio.run(main())
+
+
+def test_connections_that_never_shake_hands_do_not_lock_out_a_sender(tmp_path: Path) -> None:
+    limits = ReceiverLimits(
+        connections=GuardLimits(connections_total=8, connections_per_peer=4),
+        handshakes_total=6,
+        handshakes_per_peer=3,
+        handshake_seconds=60.0,
+    )
+
+    async def main() -> None:
+        async with receiver(tmp_path, limits) as r:
+            # Three addresses open 10 plain TCP connections each and never send a byte.
+            flood = []
+            for source in ("127.0.0.11", "127.0.0.12", "127.0.0.13"):
+                for _ in range(10):
+                    reader, writer = await asyncio.open_connection(
+                        HOST, r.port, local_addr=(source, 0)
+                    )
+                    flood.append((reader, writer))
+            closed = [asyncio.ensure_future(_closed(reader)) for reader, _ in flood]
+            # Over 3 per address are refused, and over 6 in all the oldest are cut.
+            await until(lambda: sum(t.done() for t in closed) >= 30 - 6)
+            status, _ = await prepare(r.port, {"honest.txt": 1}, "127.0.0.10")
+            assert status == 200
+            for task in closed:
+                task.cancel()
+            for _, writer in flood:
+                writer.close()
+
+    asyncio.run(main())
+
+
+async def _closed(reader: asyncio.StreamReader) -> None:
+    """Returns once the other side closed the connection."""
+    with contextlib.suppress(ConnectionError):
+        while await reader.read(1024):
+            pass

@@ -33,6 +33,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from swarmshare.core.localsend import (
     BadFileName,
@@ -63,7 +64,12 @@ from swarmshare.limits import (
     MAX_LOCALSEND_DEVICES,
     MAX_LOCALSEND_JSON_BYTES,
     MAX_LOCALSEND_SESSIONS,
+    MAX_TLS_HANDSHAKES_PER_PEER,
+    MAX_TLS_HANDSHAKES_TOTAL,
+    REQUEST_TIMEOUT_SECONDS,
 )
+from swarmshare.net.guard import ConnectionGuard, GuardLimits
+from swarmshare.net.tlsgate import TLSGate
 
 log = logging.getLogger("swarmshare")
 
@@ -298,6 +304,12 @@ class ReceiverLimits:
     """An accepted session with no upload under way for this long ends."""
     upload_idle_seconds: float = LOCALSEND_UPLOAD_IDLE_SECONDS
     """An upload that delivers no byte for this long ends, and its session with it."""
+    connections: GuardLimits = field(default_factory=GuardLimits)
+    """Connections at once, in all and per address (as the peer server's)."""
+    handshakes_total: int = MAX_TLS_HANDSHAKES_TOTAL
+    handshakes_per_peer: int = MAX_TLS_HANDSHAKES_PER_PEER
+    handshake_seconds: float = REQUEST_TIMEOUT_SECONDS
+    """TLS handshakes under way at once (in all, per address) and the time each has."""
 
 
 @dataclass
@@ -346,7 +358,10 @@ class LocalSendReceiver:
         self._received = received
         self._context = server_context
         self._runner: web.AppRunner | None = None
+        self.guard: ConnectionGuard | None = None
+        self.handshakes: TLSGate | None = None
         app = web.Application(client_max_size=MAX_LOCALSEND_JSON_BYTES)
+        app.middlewares.append(self._guarded)
         r = app.router
         r.add_get(f"{API}/info", self._info)
         r.add_post(f"{API}/register", self._register)
@@ -358,28 +373,51 @@ class LocalSendReceiver:
         self._app = app
 
     async def __aenter__(self) -> LocalSendReceiver:
+        """Listen behind the peer server's bounds: TLS handshakes counted and cut by a
+        `TLSGate`, connections by a `ConnectionGuard`."""
+        limits = self.limits
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        host = self.bind or None
-        site = web.TCPSite(self._runner, host, self.port, ssl_context=self._context)
+        assert self._runner.server is not None
+        self.guard = ConnectionGuard(self._runner.server, limits.connections)
+        host = self.bind  # "": every address, IPv4 and IPv6
         try:
-            await site.start()
+            if self._context is not None:
+                self.handshakes = TLSGate(
+                    self._runner.server,
+                    self._context,
+                    timeout=limits.handshake_seconds,
+                    per_peer=limits.handshakes_per_peer,
+                    total=limits.handshakes_total,
+                )
+                self.port = await self.handshakes.listen(host, self.port)
+            else:
+                site = web.TCPSite(self._runner, host, self.port)
+                await site.start()
+                sockets = getattr(site._server, "sockets", None) or []
+                self.port = int(sockets[0].getsockname()[1])
         except OSError as exc:
             await self._runner.cleanup()
             raise DaemonError(
                 f"cannot serve LocalSend on {self.bind}:{self.port}: {exc.strerror}"
             ) from None
-        server = site._server
-        if self.port == 0 and server is not None:
-            sockets = getattr(server, "sockets", None) or []
-            self.port = int(sockets[0].getsockname()[1])
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         for session in list(self.sessions.values()):
             self._end(session, cancelled=True)
+        if self.handshakes is not None:
+            self.handshakes.stop_listening()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.handshakes is not None:
+            await self.handshakes.closed()
+
+    @web.middleware
+    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.guard is None:
+            return await handler(request)
+        return await self.guard.middleware(request, handler)
 
     def status(self) -> dict[str, Any]:
         """What `status` shows of the receiver."""
