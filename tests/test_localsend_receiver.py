@@ -161,3 +161,19 @@ async def _closed(reader: asyncio.StreamReader) -> None:
     with contextlib.suppress(ConnectionError):
         while await reader.read(1024):
             pass
+
+
+def test_wrong_pins_lock_that_address_out_for_a_while(tmp_path: Path) -> None:
+    limits = ReceiverLimits(pin_failures=3, pin_window_seconds=600.0)
+
+    async def main() -> None:
+        async with receiver(tmp_path, limits, pin="4711") as r:
+            guesser, other = "127.0.0.9", "127.0.0.10"
+            assert (await prepare(r.port, {"a.txt": 1}, guesser))[0] == 401  # no PIN: asked
+            for guess in ("0000", "1234", "9999"):
+                assert (await prepare(r.port, {"a.txt": 1}, guesser, guess))[0] == 401
+            # The right PIN from the guesser now waits out the window; another address is fine.
+            assert (await prepare(r.port, {"a.txt": 1}, guesser, "4711"))[0] == 429
+            assert (await prepare(r.port, {"a.txt": 1}, other, "4711"))[0] == 200
+
+    asyncio.run(main())

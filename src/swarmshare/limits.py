@@ -117,5 +117,7 @@ MAX_LOCALSEND_DEVICES = 256  # LocalSend devices remembered from their announcem
 LOCALSEND_DECISION_SECONDS = 60.0  # an offer waiting for `inbox accept` is refused after this
 LOCALSEND_SESSION_IDLE_SECONDS = 120.0  # an accepted session with no upload for this long ends
 LOCALSEND_UPLOAD_IDLE_SECONDS = 30.0  # an upload with no byte for this long ends its session
+MAX_LOCALSEND_PIN_FAILURES = 5  # wrong PINs from one address in a window: then 429 for all
+LOCALSEND_PIN_WINDOW_SECONDS = 60.0
 LOCALSEND_ANSWER_GAP_SECONDS = 5.0  # an announcer's address is answered at most this often
 MAX_LOCALSEND_ANSWERS_IN_FLIGHT = 16  # answers (register requests) under way at once

@@ -17,6 +17,7 @@ The messages are `core.localsend`'s; this module moves them over sockets.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -58,11 +59,13 @@ from swarmshare.limits import (
     CONNECT_TIMEOUT_SECONDS,
     LOCALSEND_ANSWER_GAP_SECONDS,
     LOCALSEND_DECISION_SECONDS,
+    LOCALSEND_PIN_WINDOW_SECONDS,
     LOCALSEND_SESSION_IDLE_SECONDS,
     LOCALSEND_UPLOAD_IDLE_SECONDS,
     MAX_LOCALSEND_ANSWERS_IN_FLIGHT,
     MAX_LOCALSEND_DEVICES,
     MAX_LOCALSEND_JSON_BYTES,
+    MAX_LOCALSEND_PIN_FAILURES,
     MAX_LOCALSEND_SESSIONS,
     MAX_TLS_HANDSHAKES_PER_PEER,
     MAX_TLS_HANDSHAKES_TOTAL,
@@ -310,6 +313,9 @@ class ReceiverLimits:
     handshakes_per_peer: int = MAX_TLS_HANDSHAKES_PER_PEER
     handshake_seconds: float = REQUEST_TIMEOUT_SECONDS
     """TLS handshakes under way at once (in all, per address) and the time each has."""
+    pin_failures: int = MAX_LOCALSEND_PIN_FAILURES
+    pin_window_seconds: float = LOCALSEND_PIN_WINDOW_SECONDS
+    """After `pin_failures` wrong PINs within the window an address gets 429, right PIN or not."""
 
 
 @dataclass
@@ -360,6 +366,7 @@ class LocalSendReceiver:
         self._runner: web.AppRunner | None = None
         self.guard: ConnectionGuard | None = None
         self.handshakes: TLSGate | None = None
+        self._pin_failures: dict[str, collections.deque[float]] = {}
         app = web.Application(client_max_size=MAX_LOCALSEND_JSON_BYTES)
         app.middlewares.append(self._guarded)
         r = app.router
@@ -446,10 +453,38 @@ class LocalSendReceiver:
             )
         return _json(self.discovery.info.as_json())
 
+    def _pin_refusal(self, request: web.Request) -> web.Response | None:
+        """None when the request may go on; else 401 (wrong or missing PIN) or 429 (too many
+        wrong PINs from this address lately: then even the right one waits)."""
+        if self.pin is None:
+            return None
+        address = request.remote or "?"
+        now = time.monotonic()
+        limits = self.limits
+        failures = self._pin_failures.get(address)
+        if failures is not None:
+            while failures and now - failures[0] > limits.pin_window_seconds:
+                failures.popleft()
+            if not failures:
+                del self._pin_failures[address]
+            elif len(failures) >= limits.pin_failures:
+                return _fail(429, "too many wrong PINs from this address; try again in a minute")
+        given = request.query.get("pin")
+        if given is not None and secrets.compare_digest(given.encode(), self.pin.encode()):
+            return None
+        if given is not None:  # a missing PIN is a question; a wrong one is a guess
+            if address not in self._pin_failures and len(self._pin_failures) >= (
+                MAX_LOCALSEND_DEVICES
+            ):
+                del self._pin_failures[next(iter(self._pin_failures))]
+            self._pin_failures.setdefault(address, collections.deque()).append(now)
+        return _fail(401, "wrong or missing PIN")
+
     async def _prepare(self, request: web.Request) -> web.StreamResponse:
-        if self.pin is not None and request.query.get("pin") != self.pin:
+        refusal = self._pin_refusal(request)
+        if refusal is not None:
             await _drain(request)
-            return _fail(401, "wrong or missing PIN")
+            return refusal
         try:
             offer = decode_offer(await _body(request))
         except BadFileName as exc:
@@ -495,8 +530,10 @@ class LocalSendReceiver:
     async def _swarm_fetch(self, request: web.Request) -> web.StreamResponse:
         """Our extension: fetch a content through the swarm; answered once it is here."""
         assert self._fetch is not None
-        if self.pin is not None and request.query.get("pin") != self.pin:
-            return _fail(401, "wrong or missing PIN")
+        refusal = self._pin_refusal(request)
+        if refusal is not None:
+            await _drain(request)
+            return refusal
         try:
             offer = decode_swarm_offer(await _body(request))
         except LocalSendError as exc:
