@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -175,5 +176,23 @@ def test_wrong_pins_lock_that_address_out_for_a_while(tmp_path: Path) -> None:
             # The right PIN from the guesser now waits out the window; another address is fine.
             assert (await prepare(r.port, {"a.txt": 1}, guesser, "4711"))[0] == 429
             assert (await prepare(r.port, {"a.txt": 1}, other, "4711"))[0] == 200
+
+    asyncio.run(main())
+
+
+def test_offers_that_cannot_land_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    free = shutil.disk_usage(tmp_path).free
+    limits = ReceiverLimits(offer_bytes=4 * free)
+
+    async def main() -> None:
+        async with receiver(tmp_path, limits) as r:
+            # A file and a folder of one name: refused at once, not halfway through.
+            assert (await prepare(r.port, {"a": 1, "a/b": 1}))[0] == 400
+            assert (await prepare(r.port, {"x/a/b": 1, "x/a": 1}))[0] == 400
+            assert (await prepare(r.port, {"huge.bin": free + 1}))[0] == 507
+            assert (await prepare(r.port, {"a.bin": 2 * free, "b.bin": 2 * free + 1}))[0] == 413
+            assert not r.sessions
+            assert names(tmp_path / "inbox") == []
+            assert (await prepare(r.port, {"a": 1, "b/c": 1}))[0] == 200
 
     asyncio.run(main())

@@ -112,6 +112,7 @@ REFRESH_RETRY_SECONDS = 2.0  # a shared file still being written is hashed again
 # LocalSend (a bridge at the edge: phones and laptops running LocalSend)
 MAX_LOCALSEND_JSON_BYTES = 1 * MIB  # a register or prepare-upload body
 MAX_LOCALSEND_FILES = 10_000  # files one prepare-upload may offer
+MAX_LOCALSEND_OFFER_BYTES = 1 << 44  # an offer's files together (and never over the free space)
 MAX_LOCALSEND_SESSIONS = 16  # offers pending or uploading at once (several senders)
 MAX_LOCALSEND_DEVICES = 256  # LocalSend devices remembered from their announcements
 LOCALSEND_DECISION_SECONDS = 60.0  # an offer waiting for `inbox accept` is refused after this

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 import socket
 import ssl
 import struct
@@ -65,6 +66,7 @@ from swarmshare.limits import (
     MAX_LOCALSEND_ANSWERS_IN_FLIGHT,
     MAX_LOCALSEND_DEVICES,
     MAX_LOCALSEND_JSON_BYTES,
+    MAX_LOCALSEND_OFFER_BYTES,
     MAX_LOCALSEND_PIN_FAILURES,
     MAX_LOCALSEND_SESSIONS,
     MAX_TLS_HANDSHAKES_PER_PEER,
@@ -313,6 +315,8 @@ class ReceiverLimits:
     handshakes_per_peer: int = MAX_TLS_HANDSHAKES_PER_PEER
     handshake_seconds: float = REQUEST_TIMEOUT_SECONDS
     """TLS handshakes under way at once (in all, per address) and the time each has."""
+    offer_bytes: int = MAX_LOCALSEND_OFFER_BYTES
+    """An offer's files together (and never more than the download folder's free space)."""
     pin_failures: int = MAX_LOCALSEND_PIN_FAILURES
     pin_window_seconds: float = LOCALSEND_PIN_WINDOW_SECONDS
     """After `pin_failures` wrong PINs within the window an address gets 429, right PIN or not."""
@@ -495,6 +499,10 @@ class LocalSendReceiver:
         self._expire()
         if not offer.files:
             return web.Response(status=204)
+        too_big = self._room_refusal(offer.total_bytes)
+        if too_big is not None:
+            self.refused += 1
+            return too_big
         if len(self.sessions) + len(self.offers) >= self.limits.sessions:
             return _fail(409, "too many transfers at once; try again later")
         pending = Offer(secrets.token_hex(4), offer, request.remote or "", time.time())
@@ -526,6 +534,19 @@ class LocalSendReceiver:
         )
         body = encode_grant(UploadGrant(session.id, session.tokens))
         return web.Response(body=body, content_type="application/json")
+
+    def _room_refusal(self, size: int) -> web.Response | None:
+        """413 for an offer over the limit, 507 for one the download folder has no room for
+        (beside what the sessions under way still bring); else None."""
+        if size > self.limits.offer_bytes:
+            return _fail(413, f"{size} bytes is more than this device takes at once")
+        coming = sum(
+            f.size for s in self.sessions.values() for i, f in s.files.items() if i not in s.done
+        )
+        free = _free_bytes(self._folder())
+        if free is not None and size + coming > free:
+            return _fail(507, f"not enough free space here for {size} bytes (free: {free})")
+        return None
 
     async def _swarm_fetch(self, request: web.Request) -> web.StreamResponse:
         """Our extension: fetch a content through the swarm; answered once it is here."""
@@ -735,6 +756,18 @@ class _Sink:
                 self._digest.update(data)
         if sync:
             os.fdatasync(self._fd)
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Free bytes where `folder` is (or would be made); None when that cannot be told."""
+    for place in (folder, *folder.parents):
+        try:
+            return shutil.disk_usage(place).free
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+    return None
 
 
 def _inside(folder: Path, root: Path) -> bool:
