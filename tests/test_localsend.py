@@ -437,6 +437,33 @@ def test_send_to_several_swarmshare_peers_makes_them_swarm(swarm: Swarm, tmp_pat
     assert from_others > 0
 
 
+def test_send_to_swarmshare_peers_of_another_swarm_uploads_to_them(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    # The receivers listen on another discovery port: the sender's shared file never shows up
+    # in their swarm, so they answer its swarm offer 404 and it uploads to each directly.
+    sender = swarm.start(4)
+    port, elsewhere = spare_port(), spare_port()
+    for i in (2, 3):
+        start_receiver(
+            swarm,
+            i,
+            tmp_path / f"inbox{i}",
+            "--accept",
+            "all",
+            "--discovery-port",
+            str(elsewhere),
+            port=port,
+        )
+    f = tmp_path / "letter.bin"
+    write_test_file(f, 2 * MIB + 3, seed=31)
+    targets = [arg for i in (2, 3) for arg in ("--to", f"127.0.0.{i}:{port}")]
+    proc = cli(sender.home, "send", str(f), *targets, "--bind", "127.0.0.4", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for i in (2, 3):
+        assert (tmp_path / f"inbox{i}" / "letter.bin").read_bytes() == f.read_bytes()
+
+
 def test_inbox_without_a_localsend_daemon_is_one_clear_line(swarm: Swarm, tmp_path: Path) -> None:
     from helpers import assert_one_line_error
 

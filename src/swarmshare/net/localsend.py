@@ -55,7 +55,7 @@ from swarmshare.core.localsend import (
     encode_offer,
     encode_swarm_offer,
 )
-from swarmshare.errors import DaemonError, SwarmshareError
+from swarmshare.errors import DaemonError, NotFoundError, SwarmshareError
 from swarmshare.limits import (
     CONNECT_TIMEOUT_SECONDS,
     LOCALSEND_ANSWER_GAP_SECONDS,
@@ -86,7 +86,8 @@ SINK_SYNC_BYTES = 64 << 20  # pushed to the disk after this many bytes (not only
 Decide = Callable[["Offer"], Awaitable[bool]]
 Received = Callable[[Path], None]
 Fetch = Callable[[SwarmOffer, str], Awaitable[None]]
-"""Fetch a content through the swarm (the offer, the sender's address); SwarmshareError when
+"""Fetch a content through the swarm (the offer, the sender's address); NotFoundError when
+this peer's swarm does not have it (the sender then uploads it), another SwarmshareError when
 it cannot be had."""
 
 
@@ -503,7 +504,7 @@ class LocalSendReceiver:
         if too_big is not None:
             self.refused += 1
             return too_big
-        if len(self.sessions) + len(self.offers) >= self.limits.sessions:
+        if self._busy():
             return _fail(409, "too many transfers at once; try again later")
         pending = Offer(secrets.token_hex(4), offer, request.remote or "", time.time())
         self.offers[pending.id] = pending
@@ -535,6 +536,10 @@ class LocalSendReceiver:
         body = encode_grant(UploadGrant(session.id, session.tokens))
         return web.Response(body=body, content_type="application/json")
 
+    def _busy(self) -> bool:
+        """Whether offers pending and sessions fill every slot."""
+        return len(self.sessions) + len(self.offers) >= self.limits.sessions
+
     def _room_refusal(self, size: int) -> web.Response | None:
         """413 for an offer over the limit, 507 for one the download folder has no room for
         (beside what the sessions under way still bring); else None."""
@@ -559,7 +564,7 @@ class LocalSendReceiver:
             offer = decode_swarm_offer(await _body(request))
         except LocalSendError as exc:
             return _fail(400, str(exc))
-        if len(self.sessions) + len(self.offers) >= self.limits.sessions:
+        if self._busy():
             return _fail(409, "too many transfers at once; try again later")
         pending = Offer(secrets.token_hex(4), offer.as_offer(), request.remote or "", time.time())
         self.offers[pending.id] = pending
@@ -575,8 +580,11 @@ class LocalSendReceiver:
         log.info("LocalSend: fetching %s through the swarm for %r", offer.name, offer.sender.alias)
         try:
             await self._fetch(offer, request.remote or "")
+        except NotFoundError as exc:
+            return _fail(404, str(exc))
         except SwarmshareError as exc:
             return _fail(500, str(exc))
+
         self.received_files += 1
         return web.Response(status=200)
 
