@@ -437,6 +437,42 @@ def test_send_to_several_swarmshare_peers_makes_them_swarm(swarm: Swarm, tmp_pat
     assert from_others > 0
 
 
+def test_a_swarm_offer_whose_content_is_not_the_file_offered_is_refused(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    # A swarm offer names a content ID, a name and a size: the receiver checks the content's
+    # manifest against the name and size before fetching anything.
+    sender = swarm.start(4)
+    inbox = tmp_path / "inbox"
+    _peer, port = start_receiver(swarm, 2, inbox, "--accept", "all")
+    f = tmp_path / "real.bin"
+    size = 64 * 1024
+    write_test_file(f, size, seed=30)
+    shared = json.loads(sender.cli("share", "--json", str(f)).stdout)[0]
+
+    async def offer(name: str, size: int) -> int:
+        body = {
+            "info": {"alias": "liar", "fingerprint": "l"},
+            "contentId": shared["id"],
+            "name": name,
+            "size": size,
+        }
+        connector = aiohttp.TCPConnector(ssl=False, local_addr=("127.0.0.4", 0))
+        async with (
+            aiohttp.ClientSession(connector=connector) as http,
+            http.post(
+                f"https://127.0.0.2:{port}/api/localsend/v2/swarmshare-fetch", json=body
+            ) as r,
+        ):
+            return r.status
+
+    assert asyncio.run(offer("real.bin", size + 1)) == 400
+    assert asyncio.run(offer("invoice.pdf", size)) == 400
+    assert no_trace(inbox) == []
+    assert asyncio.run(offer("real.bin", size)) == 200
+    assert (inbox / "real.bin").read_bytes() == f.read_bytes()
+
+
 def test_send_to_swarmshare_peers_of_another_swarm_uploads_to_them(
     swarm: Swarm, tmp_path: Path
 ) -> None:

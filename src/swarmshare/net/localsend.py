@@ -87,8 +87,12 @@ Decide = Callable[["Offer"], Awaitable[bool]]
 Received = Callable[[Path], None]
 Fetch = Callable[[SwarmOffer, str], Awaitable[None]]
 """Fetch a content through the swarm (the offer, the sender's address); NotFoundError when
-this peer's swarm does not have it (the sender then uploads it), another SwarmshareError when
-it cannot be had."""
+this peer's swarm does not have it (the sender then uploads it), OfferMismatch when its
+manifest does not name the file offered, another SwarmshareError when it cannot be had."""
+
+
+class OfferMismatch(SwarmshareError):
+    """A swarm offer's content is not the file it was offered as (name or size)."""
 
 
 class LocalSendRefused(SwarmshareError):
@@ -372,6 +376,7 @@ class LocalSendReceiver:
         self.guard: ConnectionGuard | None = None
         self.handshakes: TLSGate | None = None
         self._pin_failures: dict[str, collections.deque[float]] = {}
+        self._fetching = 0  # swarm fetches running
         app = web.Application(client_max_size=MAX_LOCALSEND_JSON_BYTES)
         app.middlewares.append(self._guarded)
         r = app.router
@@ -537,8 +542,8 @@ class LocalSendReceiver:
         return web.Response(body=body, content_type="application/json")
 
     def _busy(self) -> bool:
-        """Whether offers pending and sessions fill every slot."""
-        return len(self.sessions) + len(self.offers) >= self.limits.sessions
+        """Whether offers pending, sessions and swarm fetches fill every slot."""
+        return len(self.sessions) + len(self.offers) + self._fetching >= self.limits.sessions
 
     def _room_refusal(self, size: int) -> web.Response | None:
         """413 for an offer over the limit, 507 for one the download folder has no room for
@@ -566,6 +571,10 @@ class LocalSendReceiver:
             return _fail(400, str(exc))
         if self._busy():
             return _fail(409, "too many transfers at once; try again later")
+        too_big = self._room_refusal(offer.size)
+        if too_big is not None:
+            self.refused += 1
+            return too_big
         pending = Offer(secrets.token_hex(4), offer.as_offer(), request.remote or "", time.time())
         self.offers[pending.id] = pending
         try:
@@ -577,14 +586,21 @@ class LocalSendReceiver:
         if not accepted:
             self.refused += 1
             return _fail(403, "refused")
+        if self._busy():  # taken meanwhile
+            return _fail(409, "too many transfers at once; try again later")
         log.info("LocalSend: fetching %s through the swarm for %r", offer.name, offer.sender.alias)
+        self._fetching += 1
         try:
             await self._fetch(offer, request.remote or "")
         except NotFoundError as exc:
             return _fail(404, str(exc))
+        except OfferMismatch as exc:
+            self.refused += 1
+            return _fail(400, str(exc))
         except SwarmshareError as exc:
             return _fail(500, str(exc))
-
+        finally:
+            self._fetching -= 1
         self.received_files += 1
         return web.Response(status=200)
 
