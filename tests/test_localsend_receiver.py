@@ -16,7 +16,7 @@ import aiohttp
 
 from swarmshare.core.localsend import DeviceInfo
 from swarmshare.net.guard import GuardLimits
-from swarmshare.net.localsend import LocalSendDiscovery, LocalSendReceiver, ReceiverLimits
+from swarmshare.net.localsend import Fetch, LocalSendDiscovery, LocalSendReceiver, ReceiverLimits
 from swarmshare.store.identity import load_identity
 
 HOST = "127.0.0.2"
@@ -25,7 +25,7 @@ API = "/api/localsend/v2"
 
 @contextlib.asynccontextmanager
 async def receiver(
-    tmp_path: Path, limits: ReceiverLimits, pin: str | None = None
+    tmp_path: Path, limits: ReceiverLimits, pin: str | None = None, fetch: Fetch | None = None
 ) -> AsyncIterator[LocalSendReceiver]:
     """A receiver on 127.0.0.2 (port chosen by the system) taking every offer into tmp/inbox."""
     identity = load_identity(tmp_path / "home", "receiver")
@@ -44,6 +44,7 @@ async def receiver(
         accept,
         lambda _path: None,
         pin=pin,
+        fetch=fetch,
         limits=limits,
     ) as r:
         yield r
@@ -194,5 +195,35 @@ def test_offers_that_cannot_land_are_refused_before_anything_is_written(tmp_path
             assert not r.sessions
             assert names(tmp_path / "inbox") == []
             assert (await prepare(r.port, {"a": 1, "b/c": 1}))[0] == 200
+
+    asyncio.run(main())
+
+
+def test_a_swarm_fetch_under_way_holds_a_session_slot(tmp_path: Path) -> None:
+    async def main() -> None:
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def fetch(_offer: object, _address: str) -> None:
+            started.set()
+            await release.wait()
+
+        async with receiver(tmp_path, ReceiverLimits(sessions=1), fetch=fetch) as r:
+            body = {
+                "info": {"alias": "sender", "fingerprint": "s"},
+                "contentId": "a" * 64,
+                "name": "x.bin",
+                "size": 1,
+            }
+            connector = aiohttp.TCPConnector(ssl=False, local_addr=("127.0.0.9", 0))
+            async with aiohttp.ClientSession(connector=connector) as http:
+                url = f"https://{HOST}:{r.port}{API}/swarmshare-fetch"
+                fetching = asyncio.ensure_future(http.post(url, json=body))
+                await started.wait()
+                assert (await prepare(r.port, {"a.txt": 1}))[0] == 409
+                release.set()
+                reply = await fetching
+                assert reply.status == 200
+                reply.release()
+            assert (await prepare(r.port, {"a.txt": 1}))[0] == 200
 
     asyncio.run(main())
