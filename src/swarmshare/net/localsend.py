@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import ipaddress
 import logging
 import os
 import secrets
@@ -74,6 +75,7 @@ from swarmshare.limits import (
     REQUEST_TIMEOUT_SECONDS,
 )
 from swarmshare.net.guard import ConnectionGuard, GuardLimits
+from swarmshare.net.interfaces import ipv4_interfaces, is_wildcard
 from swarmshare.net.tlsgate import TLSGate
 
 log = logging.getLogger("swarmshare")
@@ -176,6 +178,7 @@ class LocalSendDiscovery:
         self._tasks: set[asyncio.Task[None]] = set()
         self._answered: dict[str, float] = {}
         self._heard = asyncio.Event()
+        self._network = _bound_network(bind)
 
     async def __aenter__(self) -> LocalSendDiscovery:
         loop = asyncio.get_running_loop()
@@ -222,9 +225,22 @@ class LocalSendDiscovery:
                 data = encode_announcement(self.info, announce)
                 self._sender.sendto(data, (self.group, self.port))
 
+    def hears(self, address: str) -> bool:
+        """Whether a device at `address` is one this discovery is for: any, when bound to
+        every interface; else one on the bound address's network (the listening socket, bound
+        to every address to hear broadcasts, hears the other interfaces' datagrams too)."""
+        if self._network is None:
+            return True
+        try:
+            return ipaddress.ip_address(address) in self._network
+        except ValueError:
+            return False
+
     def record(self, info: DeviceInfo, address: str) -> None:
-        """Remember a device heard (by announcement or register)."""
+        """Remember a device heard (by announcement or register) on this discovery's network."""
         if not info.fingerprint or info.fingerprint == self.info.fingerprint:
+            return
+        if not self.hears(address):
             return
         if info.fingerprint not in self.devices and len(self.devices) >= MAX_LOCALSEND_DEVICES:
             oldest = min(self.devices.values(), key=lambda d: d.seen)
@@ -248,6 +264,8 @@ class LocalSendDiscovery:
             await asyncio.wait_for(self._heard.wait(), seconds)
 
     def _received(self, data: bytes, address: tuple[str, int]) -> None:
+        if not self.hears(address[0]):
+            return
         try:
             info = decode_announcement(data)
         except LocalSendError:
@@ -288,6 +306,22 @@ class LocalSendDiscovery:
         except (aiohttp.ClientError, OSError, TimeoutError):
             pass
         self.announce(announce=False)
+
+
+def _bound_network(bind: str) -> ipaddress.IPv4Network | None:
+    """The network of the interface that has address `bind` (None: every interface)."""
+    if is_wildcard(bind):
+        return None
+    try:
+        address = ipaddress.IPv4Address(bind)
+    except ValueError:
+        return None
+    if address.is_loopback:
+        return ipaddress.IPv4Network("127.0.0.0/8")
+    for _name, interface in ipv4_interfaces():
+        if interface.ip == address:
+            return interface.network
+    return ipaddress.IPv4Network(f"{address}/32")
 
 
 class _Datagrams(asyncio.DatagramProtocol):
