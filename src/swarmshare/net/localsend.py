@@ -85,6 +85,8 @@ PART_SUFFIX = ".part"
 READ_BYTES = 1 << 20  # what a sent file is read in
 SINK_BATCH_BYTES = 4 << 20  # what a received file is written and hashed in, off the event loop
 SINK_SYNC_BYTES = 64 << 20  # pushed to the disk after this many bytes (not only at the end)
+LINGER_SECONDS = 1.0  # for the rest of a body not taken
+SHUTDOWN_SECONDS = 3.0  # for requests under way when the receiver stops
 Decide = Callable[["Offer"], Awaitable[bool]]
 Received = Callable[[Path], None]
 Fetch = Callable[[SwarmOffer, str], Awaitable[None]]
@@ -427,7 +429,15 @@ class LocalSendReceiver:
         """Listen behind the peer server's bounds: TLS handshakes counted and cut by a
         `TLSGate`, connections by a `ConnectionGuard`."""
         limits = self.limits
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        # A refused or cut upload's unread body is waited for a moment only (the sender of a
+        # stalled one would hold its connection on), and closing waits for no stalled sender.
+        self._runner = web.AppRunner(
+            self._app,
+            access_log=None,
+            handle_signals=False,
+            lingering_time=LINGER_SECONDS,
+            shutdown_timeout=SHUTDOWN_SECONDS,
+        )
         await self._runner.setup()
         assert self._runner.server is not None
         self.guard = ConnectionGuard(self._runner.server, limits.connections)
