@@ -11,10 +11,14 @@ ratio swarmshare / localsendd (goal: at least 0.9). On a busy machine single tur
 take several rounds (the CPU times vary less).
 
 Usage: python bench/localsend.py [SIZE_MIB] [ROUNDS]   (defaults 1024 5; loopback only)
+
+With `--swarm [SIZE_MIB]` (default 64) it measures `swarmshare send` to three swarmshare
+receivers at once instead: how many copies the sender uploaded (about one when they swarm).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -25,14 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import platformdirs
-
 from swarmshare.app.loopback import LoopbackPeer, spare_port
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path.insert(0, str(TESTS))
-
-from localsend_peer import ensure_localsendd  # noqa: E402
 
 DRIVER = TESTS / "localsend_peer.py"
 MIB = 1 << 20
@@ -48,9 +47,10 @@ def make_file(path: Path, size: int) -> None:
             block = block[1:] + block[:1]
 
 
-def driver_env(localsendd: Path) -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(localsendd), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
+def driver_env() -> dict[str, str]:
+    if importlib.util.find_spec("localsendd") is None:
+        raise SystemExit("localsendd is not installed: pip install -e '.[dev]'")
+    return dict(os.environ)
 
 
 def send(env: dict[str, str], to: str, file: Path) -> dict[str, object]:
@@ -80,12 +80,63 @@ def library(peer: LoopbackPeer) -> list[dict[str, object]]:
     return rows
 
 
+def swarm_send(size_mib: int) -> None:
+    """`swarmshare send` to three swarmshare receivers at once, the sender's daemon uploading at
+    8 MiB/s: how many copies it uploaded (about one when the receivers swarm)."""
+    size = size_mib * MIB
+    root = Path(tempfile.mkdtemp(prefix="bench-localsend-swarm-"))
+    source = root / "dataset.bin"
+    make_file(source, size)
+    discovery, port = spare_port(), spare_port()
+    sender = LoopbackPeer(root / "sender", "127.0.0.4", discovery, "--upload-limit", "8M")
+    peers = [sender.start()]
+    try:
+        for i in (2, 3, 5):
+            receiver = LoopbackPeer(
+                root / f"r{i}",
+                f"127.0.0.{i}",
+                discovery,
+                "--localsend",
+                "--localsend-port",
+                str(port),
+                "--localsend-group",
+                "127.255.255.255",
+                "--accept",
+                "all",
+                "--download-dir",
+                str(root / f"inbox{i}"),
+            )
+            peers.append(receiver.start())
+        targets = [arg for i in (2, 3, 5) for arg in ("--to", f"127.0.0.{i}:{port}")]
+        started = time.monotonic()
+        proc = subprocess.run(
+            sender.command("send", str(source), *targets, "--bind", "127.0.0.4"),
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+        seconds = time.monotonic() - started
+        if proc.returncode != 0:
+            raise SystemExit(f"send failed: {proc.stderr.strip()[-500:]}")
+        served = int(sender.control().get("status")["served_bytes"])
+        print(
+            f"send of {size_mib} MiB to 3 swarmshare receivers: {seconds:.1f} s, the sender"
+            f" uploaded {served / size:.2f} copies (3 without swarming)"
+        )
+    finally:
+        for peer in peers:
+            peer.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--swarm"]:
+        swarm_send(int(sys.argv[2]) if len(sys.argv) > 2 else 64)
+        return
     size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     size = size_mib * MIB
-    cache = Path(platformdirs.user_cache_dir("swarmshare-tests")) / "localsendd-0.1.1"
-    env = driver_env(ensure_localsendd(cache))
+    env = driver_env()
     root = Path(tempfile.mkdtemp(prefix="bench-localsend-"))
     source = root / "big.bin"
     make_file(source, size)

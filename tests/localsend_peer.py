@@ -14,8 +14,7 @@ HTTPS server (its own self-signed certificate, made with `openssl`) and its real
         end); with --pause-after, stops sending a file after that many
         bytes, prints `paused`, and waits for a line on stdin: `cancel` cancels, else goes on
 
-`ensure_localsendd(folder)` installs the package into `folder` with pip (once) and returns the
-folder to put on PYTHONPATH.
+localsendd is a test dependency (the `dev` extra): this driver imports it from the environment.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import importlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,27 +31,6 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-
-PACKAGE = "localsendd==0.1.1"
-
-
-def ensure_localsendd(folder: Path) -> Path:
-    """`folder` holding localsendd (pip-installed there if missing); RuntimeError when pip
-    cannot get it."""
-    if (folder / "localsendd" / "http_api.py").exists():
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    # pip, not the code under test, reaches the package index: it runs without the tests'
-    # network guard (which a PYTHONPATH entry loads into every Python subprocess).
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target"]
-    proc = subprocess.run(
-        [*command, str(folder), PACKAGE], capture_output=True, text=True, timeout=300, env=env
-    )
-    if proc.returncode != 0 or not (folder / "localsendd").exists():
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"pip could not install {PACKAGE}: {last}")
-    return folder
 
 
 def _loopback_only(bind: str) -> None:

@@ -184,3 +184,17 @@ def test_any_bytes_make_a_swarm_offer_or_a_protocol_error(data: bytes) -> None:
         decode_swarm_offer(data)
     except LocalSendError:
         pass
+
+
+def test_an_offer_with_a_file_and_a_folder_of_one_name_is_refused() -> None:
+    from swarmshare.core.localsend import BadFileName, decode_offer, file_and_folder
+
+    assert file_and_folder(["a", "a/b"]) == "a"
+    assert file_and_folder(["a/b/c", "a/b"]) == "a/b"
+    assert file_and_folder(["a", "ab/c", "b/a"]) is None
+    body = {
+        "info": {"alias": "x", "fingerprint": "y"},
+        "files": {k: {"id": k, "fileName": n, "size": 1} for k, n in (("1", "a"), ("2", "a/b"))},
+    }
+    with pytest.raises(BadFileName, match="both as a file and as a folder"):
+        decode_offer(json.dumps(body).encode())

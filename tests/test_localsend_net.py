@@ -50,3 +50,16 @@ def test_an_announcer_is_answered_once_however_often_it_announces() -> None:
         return registered
 
     assert asyncio.run(run()) == {"127.0.0.9": 1, "127.0.0.10": 1}
+
+
+def test_a_discovery_bound_to_one_address_keeps_to_its_network() -> None:
+    phone = DeviceInfo(alias="phone", fingerprint="p" * 64, port=1)
+    datagram = encode_announcement(phone, False)
+    bound = LocalSendDiscovery(ME, "127.0.0.2", "127.255.255.255", 1, listen=False)
+    bound._received(datagram, ("192.0.2.7", 53317))  # heard on another interface: not ours
+    assert bound.devices == {}
+    bound._received(datagram, ("127.0.0.9", 53317))
+    assert [d.address for d in bound.devices.values()] == ["127.0.0.9"]
+    everywhere = LocalSendDiscovery(ME, "0.0.0.0", "127.255.255.255", 1, listen=False)
+    everywhere._received(datagram, ("192.0.2.7", 53317))
+    assert [d.address for d in everywhere.devices.values()] == ["192.0.2.7"]

@@ -112,9 +112,13 @@ REFRESH_RETRY_SECONDS = 2.0  # a shared file still being written is hashed again
 # LocalSend (a bridge at the edge: phones and laptops running LocalSend)
 MAX_LOCALSEND_JSON_BYTES = 1 * MIB  # a register or prepare-upload body
 MAX_LOCALSEND_FILES = 10_000  # files one prepare-upload may offer
+MAX_LOCALSEND_OFFER_BYTES = 1 << 44  # an offer's files together (and never over the free space)
 MAX_LOCALSEND_SESSIONS = 16  # offers pending or uploading at once (several senders)
 MAX_LOCALSEND_DEVICES = 256  # LocalSend devices remembered from their announcements
 LOCALSEND_DECISION_SECONDS = 60.0  # an offer waiting for `inbox accept` is refused after this
 LOCALSEND_SESSION_IDLE_SECONDS = 120.0  # an accepted session with no upload for this long ends
+LOCALSEND_UPLOAD_IDLE_SECONDS = 30.0  # an upload with no byte for this long ends its session
+MAX_LOCALSEND_PIN_FAILURES = 5  # wrong PINs from one address in a window: then 429 for all
+LOCALSEND_PIN_WINDOW_SECONDS = 60.0
 LOCALSEND_ANSWER_GAP_SECONDS = 5.0  # an announcer's address is answered at most this often
 MAX_LOCALSEND_ANSWERS_IN_FLIGHT = 16  # answers (register requests) under way at once

@@ -45,7 +45,8 @@ from swarmshare.store.identity import load_identity
 log = logging.getLogger("swarmshare")
 
 ACCEPT_RULES = ("ask", "pin", "all")
-SWARM_FETCH_WAIT_SECONDS = 60.0  # for the sender's content to show up, and then for holders
+SWARM_FIND_SECONDS = 10.0  # for the sender's content to show up in this peer's swarm (else 404)
+SWARM_FETCH_WAIT_SECONDS = 60.0  # then for holders
 Json = dict[str, Any]
 
 
@@ -100,7 +101,7 @@ class LocalSendService:
         folder: Callable[[], Path],
         received: Callable[[Path], None],
         changed: Callable[[], None],
-        swarm_fetch: Callable[[str, float], Awaitable[Json]] | None = None,
+        swarm_fetch: Callable[[SwarmOffer, float, float], Awaitable[Json]] | None = None,
     ) -> None:
         s = settings
         if s.accept not in ACCEPT_RULES:
@@ -177,7 +178,7 @@ class LocalSendService:
 
     async def _fetch(self, offer: SwarmOffer, address: str) -> None:
         assert self._swarm_fetch is not None
-        await self._swarm_fetch(offer.content_id, SWARM_FETCH_WAIT_SECONDS)
+        await self._swarm_fetch(offer, SWARM_FIND_SECONDS, SWARM_FETCH_WAIT_SECONDS)
 
     async def _decide(self, offer: Offer) -> bool:
         if self.settings.accept == "ask":
@@ -248,12 +249,20 @@ async def send_files(
             fetched = await asyncio.gather(
                 *(_swarm_one(sender, t, offers, pin, report) for t in swarm)
             )
-            results += [r for r in fetched if r.get("status") != 404]
-            again = {r["to"] for r in fetched if r.get("status") == 404}
+            results += [r for r in fetched if not _upload_instead(r)]
+            again = {r["to"] for r in fetched if _upload_instead(r)}
             plain = [t for t in known if t not in swarm or t.name in again]
         for target in plain:
             results.append(await _send_one(sender, target, files, paths, pin, report))
     return results
+
+
+def _upload_instead(result: Json) -> bool:
+    """Whether a swarm fetch that failed so is done by a direct upload instead: the receiver
+    cannot find the content in its swarm (404: it is in another one), or the fetch failed on
+    its way (no answer, or a server error); not when the receiver said no."""
+    status = int(result.get("status", 0))
+    return status == 404 or status == 0 or (status >= 500 and status != 507)
 
 
 async def _swarm_offers(
@@ -338,6 +347,10 @@ def _refusal(status: int, target: Target, pin: str | None) -> str:
         return f"{name} refused the files"
     if status == 409:
         return f"{name} is busy with another transfer; try again later"
+    if status == 413:
+        return f"{name} takes less than that at once"
+    if status == 507:
+        return f"{name} has no room for the files"
     if status == 429:
         return f"{name} refuses: too many attempts; wait a minute"
     return f"{name} answered HTTP {status}"

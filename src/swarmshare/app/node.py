@@ -53,6 +53,7 @@ from swarmshare.store.library import ContentRecord, Library, ShareResult, share_
 if TYPE_CHECKING:
     from swarmshare.app.bittorrent import Seeder
     from swarmshare.app.localsend import LocalSendService
+    from swarmshare.core.localsend import SwarmOffer
     from swarmshare.net.bittorrent import BitTorrentSession
     from swarmshare.net.server import PeerServer
 
@@ -645,16 +646,28 @@ class Node:
         self._sharing.add(task)
         task.add_done_callback(self._sharing.discard)
 
-    async def _swarm_fetch(self, content_id: str, wait: float) -> Json:
+    async def _swarm_fetch(self, offer: SwarmOffer, find: float, wait: float) -> Json:
         """Download a content a LocalSend sender (a swarmshare peer) offered through the swarm,
-        into the download folder; its final stats, or SwarmshareError."""
+        into the download folder; its final stats. NotFoundError when it does not show up in
+        this peer's swarm within `find` s; OfferMismatch unless its manifest names the one file
+        offered, of the size offered; another SwarmshareError when the download fails."""
+        from swarmshare.net.localsend import OfferMismatch
+
+        content_id = offer.content_id
         swarm = await self._start_swarm(listen=True)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
+        deadline = loop.time() + min(find, wait)
         while content_id not in {i.id for i in swarm.network()}:
             if loop.time() >= deadline:
                 raise NotFoundError(f"no peer of this swarm offers {content_id[:12]}")
             await swarm.wait_updated(min(0.2, max(0.01, deadline - loop.time())))
+        manifest = await self._origin(content_id).manifest()
+        if manifest is None:
+            raise NotFoundError(f"no peer of this swarm sends the manifest of {content_id[:12]}")
+        if (manifest.kind, manifest.name, manifest.total_size) != ("file", offer.name, offer.size):
+            raise OfferMismatch(
+                f"{content_id[:12]} is not the file offered ({offer.name!r}, {offer.size} bytes)"
+            )
         stats = await self.start_download(content_id, None, None, False, wait)
         after = -1
         while True:

@@ -16,7 +16,7 @@ are (relative, no `..`, no absolute or drive paths, no control characters).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,7 +265,22 @@ def decode_offer(data: bytes) -> UploadOffer:
     collision = name_collision(f.name for f in files)
     if collision is not None or len({f.name for f in files}) != len(files):
         raise BadFileName("two offered files would have one name")
+    clash = file_and_folder(f.name for f in files)
+    if clash is not None:
+        raise BadFileName(f"{clash!r} is offered both as a file and as a folder")
     return UploadOffer(sender, tuple(files))
+
+
+def file_and_folder(names: Iterable[str]) -> str | None:
+    """A name that is both one of `names` and a folder of another ("a" and "a/b"), or None."""
+    files = set(names)
+    for name in files:
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in files:
+                return folder
+    return None
 
 
 def encode_grant(grant: UploadGrant) -> bytes:

@@ -17,11 +17,14 @@ The messages are `core.localsend`'s; this module moves them over sockets.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
+import ipaddress
 import logging
 import os
 import secrets
+import shutil
 import socket
 import ssl
 import struct
@@ -33,6 +36,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from swarmshare.core.localsend import (
     BadFileName,
@@ -52,17 +56,27 @@ from swarmshare.core.localsend import (
     encode_offer,
     encode_swarm_offer,
 )
-from swarmshare.errors import DaemonError, SwarmshareError
+from swarmshare.errors import DaemonError, NotFoundError, SwarmshareError
 from swarmshare.limits import (
     CONNECT_TIMEOUT_SECONDS,
     LOCALSEND_ANSWER_GAP_SECONDS,
     LOCALSEND_DECISION_SECONDS,
+    LOCALSEND_PIN_WINDOW_SECONDS,
     LOCALSEND_SESSION_IDLE_SECONDS,
+    LOCALSEND_UPLOAD_IDLE_SECONDS,
     MAX_LOCALSEND_ANSWERS_IN_FLIGHT,
     MAX_LOCALSEND_DEVICES,
     MAX_LOCALSEND_JSON_BYTES,
+    MAX_LOCALSEND_OFFER_BYTES,
+    MAX_LOCALSEND_PIN_FAILURES,
     MAX_LOCALSEND_SESSIONS,
+    MAX_TLS_HANDSHAKES_PER_PEER,
+    MAX_TLS_HANDSHAKES_TOTAL,
+    REQUEST_TIMEOUT_SECONDS,
 )
+from swarmshare.net.guard import ConnectionGuard, GuardLimits
+from swarmshare.net.interfaces import ipv4_interfaces, is_wildcard
+from swarmshare.net.tlsgate import TLSGate
 
 log = logging.getLogger("swarmshare")
 
@@ -71,11 +85,18 @@ PART_SUFFIX = ".part"
 READ_BYTES = 1 << 20  # what a sent file is read in
 SINK_BATCH_BYTES = 4 << 20  # what a received file is written and hashed in, off the event loop
 SINK_SYNC_BYTES = 64 << 20  # pushed to the disk after this many bytes (not only at the end)
+LINGER_SECONDS = 1.0  # for the rest of a body not taken
+SHUTDOWN_SECONDS = 3.0  # for requests under way when the receiver stops
 Decide = Callable[["Offer"], Awaitable[bool]]
 Received = Callable[[Path], None]
 Fetch = Callable[[SwarmOffer, str], Awaitable[None]]
-"""Fetch a content through the swarm (the offer, the sender's address); SwarmshareError when
-it cannot be had."""
+"""Fetch a content through the swarm (the offer, the sender's address); NotFoundError when
+this peer's swarm does not have it (the sender then uploads it), OfferMismatch when its
+manifest does not name the file offered, another SwarmshareError when it cannot be had."""
+
+
+class OfferMismatch(SwarmshareError):
+    """A swarm offer's content is not the file it was offered as (name or size)."""
 
 
 class LocalSendRefused(SwarmshareError):
@@ -159,6 +180,7 @@ class LocalSendDiscovery:
         self._tasks: set[asyncio.Task[None]] = set()
         self._answered: dict[str, float] = {}
         self._heard = asyncio.Event()
+        self._network = _bound_network(bind)
 
     async def __aenter__(self) -> LocalSendDiscovery:
         loop = asyncio.get_running_loop()
@@ -205,9 +227,22 @@ class LocalSendDiscovery:
                 data = encode_announcement(self.info, announce)
                 self._sender.sendto(data, (self.group, self.port))
 
+    def hears(self, address: str) -> bool:
+        """Whether a device at `address` is one this discovery is for: any, when bound to
+        every interface; else one on the bound address's network (the listening socket, bound
+        to every address to hear broadcasts, hears the other interfaces' datagrams too)."""
+        if self._network is None:
+            return True
+        try:
+            return ipaddress.ip_address(address) in self._network
+        except ValueError:
+            return False
+
     def record(self, info: DeviceInfo, address: str) -> None:
-        """Remember a device heard (by announcement or register)."""
+        """Remember a device heard (by announcement or register) on this discovery's network."""
         if not info.fingerprint or info.fingerprint == self.info.fingerprint:
+            return
+        if not self.hears(address):
             return
         if info.fingerprint not in self.devices and len(self.devices) >= MAX_LOCALSEND_DEVICES:
             oldest = min(self.devices.values(), key=lambda d: d.seen)
@@ -231,6 +266,8 @@ class LocalSendDiscovery:
             await asyncio.wait_for(self._heard.wait(), seconds)
 
     def _received(self, data: bytes, address: tuple[str, int]) -> None:
+        if not self.hears(address[0]):
+            return
         try:
             info = decode_announcement(data)
         except LocalSendError:
@@ -273,6 +310,22 @@ class LocalSendDiscovery:
         self.announce(announce=False)
 
 
+def _bound_network(bind: str) -> ipaddress.IPv4Network | None:
+    """The network of the interface that has address `bind` (None: every interface)."""
+    if is_wildcard(bind):
+        return None
+    try:
+        address = ipaddress.IPv4Address(bind)
+    except ValueError:
+        return None
+    if address.is_loopback:
+        return ipaddress.IPv4Network("127.0.0.0/8")
+    for _name, interface in ipv4_interfaces():
+        if interface.ip == address:
+            return interface.network
+    return ipaddress.IPv4Network(f"{address}/32")
+
+
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, received: Callable[[bytes, tuple[str, int]], None]) -> None:
         self._received = received
@@ -285,6 +338,29 @@ class _Datagrams(asyncio.DatagramProtocol):
 
 
 # ---- the receiver --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReceiverLimits:
+    """The bounds a receiver keeps (limits.py's by default; tests pass smaller ones)."""
+
+    sessions: int = MAX_LOCALSEND_SESSIONS
+    """Offers pending, sessions open and swarm fetches running, at once."""
+    session_idle_seconds: float = LOCALSEND_SESSION_IDLE_SECONDS
+    """An accepted session with no upload under way for this long ends."""
+    upload_idle_seconds: float = LOCALSEND_UPLOAD_IDLE_SECONDS
+    """An upload that delivers no byte for this long ends, and its session with it."""
+    connections: GuardLimits = field(default_factory=GuardLimits)
+    """Connections at once, in all and per address (as the peer server's)."""
+    handshakes_total: int = MAX_TLS_HANDSHAKES_TOTAL
+    handshakes_per_peer: int = MAX_TLS_HANDSHAKES_PER_PEER
+    handshake_seconds: float = REQUEST_TIMEOUT_SECONDS
+    """TLS handshakes under way at once (in all, per address) and the time each has."""
+    offer_bytes: int = MAX_LOCALSEND_OFFER_BYTES
+    """An offer's files together (and never more than the download folder's free space)."""
+    pin_failures: int = MAX_LOCALSEND_PIN_FAILURES
+    pin_window_seconds: float = LOCALSEND_PIN_WINDOW_SECONDS
+    """After `pin_failures` wrong PINs within the window an address gets 429, right PIN or not."""
 
 
 @dataclass
@@ -316,8 +392,10 @@ class LocalSendReceiver:
         received: Received,
         pin: str | None = None,
         fetch: Fetch | None = None,
+        limits: ReceiverLimits | None = None,
     ) -> None:
         self.discovery = discovery
+        self.limits = limits or ReceiverLimits()
         self._fetch = fetch
         self.bind = bind
         self.port = port
@@ -331,7 +409,12 @@ class LocalSendReceiver:
         self._received = received
         self._context = server_context
         self._runner: web.AppRunner | None = None
+        self.guard: ConnectionGuard | None = None
+        self.handshakes: TLSGate | None = None
+        self._pin_failures: dict[str, collections.deque[float]] = {}
+        self._fetching = 0  # swarm fetches running
         app = web.Application(client_max_size=MAX_LOCALSEND_JSON_BYTES)
+        app.middlewares.append(self._guarded)
         r = app.router
         r.add_get(f"{API}/info", self._info)
         r.add_post(f"{API}/register", self._register)
@@ -343,28 +426,59 @@ class LocalSendReceiver:
         self._app = app
 
     async def __aenter__(self) -> LocalSendReceiver:
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        """Listen behind the peer server's bounds: TLS handshakes counted and cut by a
+        `TLSGate`, connections by a `ConnectionGuard`."""
+        limits = self.limits
+        # A refused or cut upload's unread body is waited for a moment only (the sender of a
+        # stalled one would hold its connection on), and closing waits for no stalled sender.
+        self._runner = web.AppRunner(
+            self._app,
+            access_log=None,
+            handle_signals=False,
+            lingering_time=LINGER_SECONDS,
+            shutdown_timeout=SHUTDOWN_SECONDS,
+        )
         await self._runner.setup()
-        host = self.bind or None
-        site = web.TCPSite(self._runner, host, self.port, ssl_context=self._context)
+        assert self._runner.server is not None
+        self.guard = ConnectionGuard(self._runner.server, limits.connections)
+        host = self.bind  # "": every address, IPv4 and IPv6
         try:
-            await site.start()
+            if self._context is not None:
+                self.handshakes = TLSGate(
+                    self._runner.server,
+                    self._context,
+                    timeout=limits.handshake_seconds,
+                    per_peer=limits.handshakes_per_peer,
+                    total=limits.handshakes_total,
+                )
+                self.port = await self.handshakes.listen(host, self.port)
+            else:
+                site = web.TCPSite(self._runner, host, self.port)
+                await site.start()
+                sockets = getattr(site._server, "sockets", None) or []
+                self.port = int(sockets[0].getsockname()[1])
         except OSError as exc:
             await self._runner.cleanup()
             raise DaemonError(
                 f"cannot serve LocalSend on {self.bind}:{self.port}: {exc.strerror}"
             ) from None
-        server = site._server
-        if self.port == 0 and server is not None:
-            sockets = getattr(server, "sockets", None) or []
-            self.port = int(sockets[0].getsockname()[1])
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         for session in list(self.sessions.values()):
             self._end(session, cancelled=True)
+        if self.handshakes is not None:
+            self.handshakes.stop_listening()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.handshakes is not None:
+            await self.handshakes.closed()
+
+    @web.middleware
+    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.guard is None:
+            return await handler(request)
+        return await self.guard.middleware(request, handler)
 
     def status(self) -> dict[str, Any]:
         """What `status` shows of the receiver."""
@@ -393,10 +507,38 @@ class LocalSendReceiver:
             )
         return _json(self.discovery.info.as_json())
 
+    def _pin_refusal(self, request: web.Request) -> web.Response | None:
+        """None when the request may go on; else 401 (wrong or missing PIN) or 429 (too many
+        wrong PINs from this address lately: then even the right one waits)."""
+        if self.pin is None:
+            return None
+        address = request.remote or "?"
+        now = time.monotonic()
+        limits = self.limits
+        failures = self._pin_failures.get(address)
+        if failures is not None:
+            while failures and now - failures[0] > limits.pin_window_seconds:
+                failures.popleft()
+            if not failures:
+                del self._pin_failures[address]
+            elif len(failures) >= limits.pin_failures:
+                return _fail(429, "too many wrong PINs from this address; try again in a minute")
+        given = request.query.get("pin")
+        if given is not None and secrets.compare_digest(given.encode(), self.pin.encode()):
+            return None
+        if given is not None:  # a missing PIN is a question; a wrong one is a guess
+            if address not in self._pin_failures and len(self._pin_failures) >= (
+                MAX_LOCALSEND_DEVICES
+            ):
+                del self._pin_failures[next(iter(self._pin_failures))]
+            self._pin_failures.setdefault(address, collections.deque()).append(now)
+        return _fail(401, "wrong or missing PIN")
+
     async def _prepare(self, request: web.Request) -> web.StreamResponse:
-        if self.pin is not None and request.query.get("pin") != self.pin:
+        refusal = self._pin_refusal(request)
+        if refusal is not None:
             await _drain(request)
-            return _fail(401, "wrong or missing PIN")
+            return refusal
         try:
             offer = decode_offer(await _body(request))
         except BadFileName as exc:
@@ -407,7 +549,11 @@ class LocalSendReceiver:
         self._expire()
         if not offer.files:
             return web.Response(status=204)
-        if len(self.sessions) + len(self.offers) >= MAX_LOCALSEND_SESSIONS:
+        too_big = self._room_refusal(offer.total_bytes)
+        if too_big is not None:
+            self.refused += 1
+            return too_big
+        if self._busy():
             return _fail(409, "too many transfers at once; try again later")
         pending = Offer(secrets.token_hex(4), offer, request.remote or "", time.time())
         self.offers[pending.id] = pending
@@ -439,17 +585,40 @@ class LocalSendReceiver:
         body = encode_grant(UploadGrant(session.id, session.tokens))
         return web.Response(body=body, content_type="application/json")
 
+    def _busy(self) -> bool:
+        """Whether offers pending, sessions and swarm fetches fill every slot."""
+        return len(self.sessions) + len(self.offers) + self._fetching >= self.limits.sessions
+
+    def _room_refusal(self, size: int) -> web.Response | None:
+        """413 for an offer over the limit, 507 for one the download folder has no room for
+        (beside what the sessions under way still bring); else None."""
+        if size > self.limits.offer_bytes:
+            return _fail(413, f"{size} bytes is more than this device takes at once")
+        coming = sum(
+            f.size for s in self.sessions.values() for i, f in s.files.items() if i not in s.done
+        )
+        free = _free_bytes(self._folder())
+        if free is not None and size + coming > free:
+            return _fail(507, f"not enough free space here for {size} bytes (free: {free})")
+        return None
+
     async def _swarm_fetch(self, request: web.Request) -> web.StreamResponse:
         """Our extension: fetch a content through the swarm; answered once it is here."""
         assert self._fetch is not None
-        if self.pin is not None and request.query.get("pin") != self.pin:
-            return _fail(401, "wrong or missing PIN")
+        refusal = self._pin_refusal(request)
+        if refusal is not None:
+            await _drain(request)
+            return refusal
         try:
             offer = decode_swarm_offer(await _body(request))
         except LocalSendError as exc:
             return _fail(400, str(exc))
-        if len(self.sessions) + len(self.offers) >= MAX_LOCALSEND_SESSIONS:
+        if self._busy():
             return _fail(409, "too many transfers at once; try again later")
+        too_big = self._room_refusal(offer.size)
+        if too_big is not None:
+            self.refused += 1
+            return too_big
         pending = Offer(secrets.token_hex(4), offer.as_offer(), request.remote or "", time.time())
         self.offers[pending.id] = pending
         try:
@@ -461,11 +630,21 @@ class LocalSendReceiver:
         if not accepted:
             self.refused += 1
             return _fail(403, "refused")
+        if self._busy():  # taken meanwhile
+            return _fail(409, "too many transfers at once; try again later")
         log.info("LocalSend: fetching %s through the swarm for %r", offer.name, offer.sender.alias)
+        self._fetching += 1
         try:
             await self._fetch(offer, request.remote or "")
+        except NotFoundError as exc:
+            return _fail(404, str(exc))
+        except OfferMismatch as exc:
+            self.refused += 1
+            return _fail(400, str(exc))
         except SwarmshareError as exc:
             return _fail(500, str(exc))
+        finally:
+            self._fetching -= 1
         self.received_files += 1
         return web.Response(status=200)
 
@@ -541,8 +720,10 @@ class LocalSendReceiver:
         try:
             while written < offer.size:
                 try:
-                    data = await request.content.readany()
-                except (aiohttp.ClientError, OSError):
+                    data = await asyncio.wait_for(
+                        request.content.readany(), self.limits.upload_idle_seconds
+                    )
+                except (aiohttp.ClientError, OSError, TimeoutError):
                     return None
                 if not data or session.cancelled or written + len(data) > offer.size:
                     return None
@@ -577,9 +758,13 @@ class LocalSendReceiver:
                 part.unlink()
 
     def _expire(self) -> None:
+        """End the sessions idle too long: with no upload under way, or with one that has
+        delivered nothing for a while (a stalled sender must not hold a session forever)."""
         now = time.monotonic()
+        limits = self.limits
         for session in list(self.sessions.values()):
-            if not session.busy and now - session.touched > LOCALSEND_SESSION_IDLE_SECONDS:
+            idle = limits.upload_idle_seconds if session.busy else limits.session_idle_seconds
+            if now - session.touched > idle:
                 self._end(session, cancelled=True)
 
 
@@ -639,6 +824,18 @@ class _Sink:
                 self._digest.update(data)
         if sync:
             os.fdatasync(self._fd)
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Free bytes where `folder` is (or would be made); None when that cannot be told."""
+    for place in (folder, *folder.parents):
+        try:
+            return shutil.disk_usage(place).free
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+    return None
 
 
 def _inside(folder: Path, root: Path) -> bool:
