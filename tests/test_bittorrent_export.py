@@ -183,6 +183,25 @@ def test_private_swarm_web_seeds_carry_the_token_in_the_path(swarm: Swarm, tmp_p
         assert caught.value.code == 401, bad
 
 
+def test_a_web_seed_token_that_is_not_hex_is_refused_cleanly(swarm: Swarm, tmp_path: Path) -> None:
+    """A token of any other shape (non-ASCII, short, upper case) is one 401, no traceback."""
+    a = swarm.start(2, "--secret", "correct horse battery staple")
+    (shared,) = a.json("share", str(_folder(tmp_path)))
+    (url,) = a.json("torrent", shared["id"], "-o", str(tmp_path / "p.torrent"))["web_seeds"]
+    base = url.split("/bt/")[0]
+    token = url.rstrip("/").rsplit("/", 1)[1]
+    tls = ssl.create_default_context()
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    for bad in ("%C3%A9", "%C3%A9" * 16, "x", token.upper(), token[:-1] + "%C3%A9", "%00" * 32):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"{base}/bt/{bad}/album/a.bin", timeout=10, context=tls)
+        caught.value.close()
+        assert caught.value.code == 401, bad
+    assert "Traceback" not in a.log()
+    with urllib.request.urlopen(url + "album/a.bin", timeout=10, context=tls) as reply:
+        assert len(reply.read()) == FILES["a.bin"]
+
+
 @pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed")
 def test_aria2c_completes_a_hybrid_export_from_web_seeds(swarm: Swarm, tmp_path: Path) -> None:
     a = swarm.start(2)
