@@ -178,10 +178,19 @@ def test_without_bittorrent_nothing_listens_for_it(swarm: Swarm) -> None:
     assert port in _listening_ports(on)
 
 
+def _loopback_run(address: str) -> list[str]:
+    """Options that keep a `run` on loopback should it start after all (a regression): its
+    server, control API, discovery and libtorrent on `address`, nothing on real interfaces."""
+    return ["--bind", address, "--port", "0", "--control-port", "0", "--bittorrent-port", "0",
+            "--broadcast", "127.255.255.255", "--discovery-port", str(spare_port())]  # fmt: skip
+
+
 def test_a_private_swarm_refuses_bittorrent(tmp_path: Path) -> None:
-    proc = cli(tmp_path / "home", "run", "--bittorrent", "--secret", "a-long-secret")
+    proc = cli(tmp_path / "home", "run", "--bittorrent", "--secret", "a-long-secret",
+               *_loopback_run("127.0.0.39"), timeout=30)  # fmt: skip
     assert_one_line_error(proc, "--bittorrent", "secret")
-    alone = cli(tmp_path / "home", "run", "--tracker", "http://127.0.0.1:1/announce")
+    alone = cli(tmp_path / "home", "run", "--tracker", "http://127.0.0.1:1/announce",
+                *_loopback_run("127.0.0.39"), timeout=30)  # fmt: skip
     assert_one_line_error(alone, "need --bittorrent")
 
 
@@ -340,8 +349,8 @@ def test_without_libtorrent_one_clear_line(swarm: Swarm, tmp_path: Path) -> None
     fake.mkdir()
     (fake / "libtorrent.py").write_text("raise ImportError('not installed')\n")
     env = {"PYTHONPATH": f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    run = cli(tmp_path / "home", "run", "--bittorrent", "--bind", "127.0.0.38",
-              "--port", "0", "--control-port", "0", env=env)  # fmt: skip
+    run = cli(tmp_path / "home", "run", "--bittorrent", *_loopback_run("127.0.0.38"), env=env,
+              timeout=30)  # fmt: skip
     assert_one_line_error(run, "pip install 'swarmshare[bittorrent]'")
     link = magnet("ab" * 32, "x.bin")
     got = cli(tmp_path / "getter", "get", link, "--wait", "1", *swarm.discovery("127.0.0.20"),
