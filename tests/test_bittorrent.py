@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from swarmshare.app.loopback import spare_port
+from swarmshare.core import bencode
 from swarmshare.core.torrent import magnet, read_torrent, torrent_file
 
 from conftest import Swarm
@@ -263,12 +264,14 @@ def test_get_a_torrent_from_an_http_url(swarm: Swarm, tmp_path: Path) -> None:
     served.mkdir()
     a.json("torrent", shared["id"], "-o", str(served / "album.torrent"))
     port = spare_port()
-    web = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.35"],
-        cwd=served,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    requests = tmp_path / "requests.log"
+    with requests.open("wb") as log:  # one line per request, from the client's address
+        web = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.35"],
+            cwd=served,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
         url = f"http://127.0.0.35:{port}/album.torrent"
         wait_until(lambda: _reachable("127.0.0.35", port), timeout=30)
@@ -282,6 +285,43 @@ def test_get_a_torrent_from_an_http_url(swarm: Swarm, tmp_path: Path) -> None:
     finally:
         web.kill()
         web.wait()
+
+
+def test_a_private_swarm_never_contacts_a_torrents_trackers_peers_or_web_seeds(
+    tmp_path: Path,
+) -> None:
+    """`get` of a magnet link or a .torrent with --secret: no libtorrent session; what no member
+    has is one line saying so, and the torrent's peer, tracker and web seed (one listening
+    socket here) never hear of the content ID."""
+    import socket
+
+    with socket.socket() as outside:
+        outside.bind(("127.0.0.37", 0))
+        outside.listen(16)
+        outside.setblocking(False)
+        where = f"127.0.0.37:{outside.getsockname()[1]}"
+        source = tmp_path / "src" / "x.bin"
+        source.parent.mkdir()
+        source.write_bytes(os.urandom(100_000))
+        infohash = _make_torrent(source, tmp_path / "x.torrent")
+        with_seed = bencode.decode((tmp_path / "x.torrent").read_bytes())
+        with_seed[b"url-list"] = [f"http://{where}/".encode()]
+        with_seed[b"announce"] = f"http://{where}/announce".encode()
+        (tmp_path / "x.torrent").write_bytes(bencode.encode(with_seed))
+        link = (
+            magnet(infohash, "x.bin")
+            + f"&x.pe={where}&tr=http%3A%2F%2F{where}%2Fannounce&ws=http%3A%2F%2F{where}%2F"
+        )
+        options = ["--secret", "a long enough secret", "--wait", "1",
+                   "--broadcast", "127.255.255.255", "--discovery-port", str(spare_port()),
+                   "--bind", "127.0.0.20"]  # fmt: skip
+        for n, ref in enumerate((link, str(tmp_path / "x.torrent"))):
+            got = cli(tmp_path / f"getter{n}", "get", ref, "-o", str(tmp_path / "got") + "/",
+                      *options)  # fmt: skip
+            assert_one_line_error(got, "private swarm", "members only")
+            with pytest.raises(BlockingIOError):
+                outside.accept()  # nothing connected
+        assert not (tmp_path / f"getter{n}" / "bittorrent").exists()
 
 
 def _reachable(host: str, port: int) -> bool:

@@ -62,6 +62,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 DOWNLOADS_DIR_KEY = "downloads_dir"
 WATCH_MIN_GAP_SECONDS = 0.1
 LAN_HEAD_START_SECONDS = 2.0
+PRIVATE_TORRENT_LINE = (
+    "a private swarm fetches a torrent's content from its members only, never over BitTorrent"
+)
 Json = dict[str, Any]
 ShareProgress = Callable[[str, int], Callable[[int], None]]
 
@@ -233,7 +236,11 @@ class Node:
 
     async def _bittorrent_session(self) -> BitTorrentSession | None:
         """The session torrent downloads fetch through: the daemon's (None without
-        --bittorrent: nothing listens for BitTorrent then), or a command's own."""
+        --bittorrent: nothing listens for BitTorrent then), or a command's own. Never in a
+        private swarm: its contents' IDs do not leave it (no tracker, web seed or peer of a
+        torrent is contacted)."""
+        if self._key is not None:
+            raise UsageError(PRIVATE_TORRENT_LINE)
         if self.bittorrent is not None or self.serve:
             return self.bittorrent
         from swarmshare.app.bittorrent import session_config
