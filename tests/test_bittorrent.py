@@ -280,6 +280,8 @@ def test_get_a_torrent_from_an_http_url(swarm: Swarm, tmp_path: Path) -> None:
         assert got.returncode == 0, got.stderr
         assert json.loads(got.stdout)["id"] == shared["id"]
         _same_tree(tmp_path / "got" / "album", folder)
+        asked = [line for line in requests.read_text().splitlines() if "GET /album" in line]
+        assert asked and all(line.startswith("127.0.0.20 ") for line in asked)  # from --bind
         missing = cli(tmp_path / "getter", "get", url + ".missing", *swarm.discovery("127.0.0.20"))
         assert_one_line_error(missing, "404")
     finally:

@@ -76,13 +76,14 @@ class TorrentRef:
     peers: tuple[tuple[str, int], ...] = ()
 
 
-async def resolve_torrent(ref: str) -> TorrentRef:
-    """Read a magnet link, a .torrent file, or a .torrent at an http(s) URL (bounded)."""
+async def resolve_torrent(ref: str, bind: str | None = None) -> TorrentRef:
+    """Read a magnet link, a .torrent file, or a .torrent at an http(s) URL (bounded; fetched
+    from the address `bind` when given)."""
     if ref.lower().startswith("magnet:"):
         magnet = parse_magnet(ref)
         return TorrentRef(magnet.infohash, magnet.name, magnet=magnet, peers=magnet.peers)
     if ref.lower().startswith(("http://", "https://")):
-        data = await _download_torrent(ref)
+        data = await _download_torrent(ref, bind)
     else:
         data = await asyncio.to_thread(_read_torrent_file, ref)
     try:
@@ -96,13 +97,14 @@ def _read_torrent_file(ref: str) -> bytes:
     return torrent_bytes(Path(ref).expanduser())
 
 
-async def _download_torrent(url: str) -> bytes:
+async def _download_torrent(url: str, bind: str | None) -> bytes:
     import aiohttp
 
     timeout = aiohttp.ClientTimeout(total=TORRENT_URL_TIMEOUT_SECONDS)
+    connector = aiohttp.TCPConnector(local_addr=(bind, 0) if bind else None)
     try:
         async with (
-            aiohttp.ClientSession(timeout=timeout) as http,
+            aiohttp.ClientSession(timeout=timeout, connector=connector) as http,
             http.get(url) as response,
         ):
             if response.status != 200:

@@ -591,7 +591,8 @@ class Node:
         if not is_torrent_ref(ref):
             return None
         assert self.swarm is not None
-        torrent = await resolve_torrent(ref)
+        bind = None if is_wildcard(self.settings.bind) else self.settings.bind
+        torrent = await resolve_torrent(ref, bind)
         if not self.serve and not self.swarm.holders(torrent.content_id):
             await self.swarm.settle(LAN_HEAD_START_SECONDS)  # LAN holders come first
         lan = SwarmOrigin(self.swarm, self.client, torrent.content_id)
