@@ -384,6 +384,32 @@ def test_a_torrent_download_pauses_and_resumes_like_any_other(
     _same_tree(tmp_path / "got" / "album", source)
 
 
+def test_a_torrent_download_rejoins_its_swarm_after_a_daemon_restart(
+    swarm: Swarm, tmp_path: Path, stock: list[StockPeer]
+) -> None:
+    """The magnet link is remembered with the download: stopped mid-way, the restarted daemon
+    resumes it from the libtorrent seeder (the only holder; throttled so that the stop comes
+    mid-way)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "big.bin").write_bytes(os.urandom(1536 * 1024))
+    infohash = _make_torrent(source / "big.bin", tmp_path / "big.torrent")  # 48 pieces
+    seeder = StockPeer("seed", str(tmp_path / "big.torrent"), str(source),
+                       "--listen", "127.0.0.33", "--upload-limit", str(96 * 1024))  # fmt: skip
+    stock.append(seeder)
+    b = swarm.start(3, "--bittorrent", "--bittorrent-port", str(spare_port()))
+    link = magnet(infohash, "big.bin") + f"&x.pe=127.0.0.33:{seeder.port}"
+    # What `get` asks the daemon, without staying to watch.
+    b.control().post("downloads", {"ref": link, "output": str(tmp_path / "got") + "/"})
+    wait_until(lambda: b.json("downloads")[0]["chunks_done"] >= 4, timeout=60)
+    assert b.stop() == 0
+    b.start()
+    wait_until(lambda: b.json("downloads")[0]["state"] == "done", timeout=120)
+    (done,) = b.json("downloads")
+    assert done["resumed_chunks"] >= 4 and done["by_peer"].get("BitTorrent", 0) > 0
+    assert (tmp_path / "got" / "big.bin").read_bytes() == (source / "big.bin").read_bytes()
+
+
 def test_without_libtorrent_one_clear_line(swarm: Swarm, tmp_path: Path) -> None:
     """The extra not installed: `run --bittorrent` says how to get it; a magnet `get` with no
     LAN holder says it too when it gives up."""
