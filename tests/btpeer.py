@@ -1,7 +1,7 @@
 """A stock libtorrent peer in its own process, for the tests and the benchmark.
 
     python tests/btpeer.py make FOLDER_OR_FILE OUT.torrent [--piece BYTES]
-    python tests/btpeer.py seed --listen 127.0.0.N TORRENT SAVE_PATH [--lsd]
+    python tests/btpeer.py seed --listen 127.0.0.N TORRENT SAVE_PATH [--lsd] [--upload-limit B/S]
     python tests/btpeer.py get --listen 127.0.0.N (TORRENT|MAGNET) SAVE_PATH [--peer H:P]... [--lsd]
 
 It listens on the one address given (port printed as `port N` on stdout), with UPnP, NAT-PMP and
@@ -75,11 +75,16 @@ def main() -> int:
     parser.add_argument("--lsd", action="store_true")
     parser.add_argument("--piece", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--upload-limit", type=int, default=0, help="bytes/s (0: none)")
     args = parser.parse_args()
     if args.action == "make":
         make(Path(args.what), Path(args.path), args.piece)
         return 0
     ses = session(args.listen, args.lsd, args.port)
+    if args.upload_limit:  # loopback is a local network, exempt from limits unless told
+        ses.apply_settings(
+            {"upload_rate_limit": args.upload_limit, "ignore_limits_on_local_network": False}
+        )
     if args.what.startswith("magnet:"):
         params = lt.parse_magnet_uri(args.what)
     else:

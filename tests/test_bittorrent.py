@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from swarmshare.app.loopback import spare_port
+from swarmshare.core import bencode
 from swarmshare.core.torrent import magnet, read_torrent, torrent_file
 
 from conftest import Swarm
@@ -178,10 +179,19 @@ def test_without_bittorrent_nothing_listens_for_it(swarm: Swarm) -> None:
     assert port in _listening_ports(on)
 
 
+def _loopback_run(address: str) -> list[str]:
+    """Options that keep a `run` on loopback should it start after all (a regression): its
+    server, control API, discovery and libtorrent on `address`, nothing on real interfaces."""
+    return ["--bind", address, "--port", "0", "--control-port", "0", "--bittorrent-port", "0",
+            "--broadcast", "127.255.255.255", "--discovery-port", str(spare_port())]  # fmt: skip
+
+
 def test_a_private_swarm_refuses_bittorrent(tmp_path: Path) -> None:
-    proc = cli(tmp_path / "home", "run", "--bittorrent", "--secret", "a-long-secret")
+    proc = cli(tmp_path / "home", "run", "--bittorrent", "--secret", "a-long-secret",
+               *_loopback_run("127.0.0.39"), timeout=30)  # fmt: skip
     assert_one_line_error(proc, "--bittorrent", "secret")
-    alone = cli(tmp_path / "home", "run", "--tracker", "http://127.0.0.1:1/announce")
+    alone = cli(tmp_path / "home", "run", "--tracker", "http://127.0.0.1:1/announce",
+                *_loopback_run("127.0.0.39"), timeout=30)  # fmt: skip
     assert_one_line_error(alone, "need --bittorrent")
 
 
@@ -254,12 +264,14 @@ def test_get_a_torrent_from_an_http_url(swarm: Swarm, tmp_path: Path) -> None:
     served.mkdir()
     a.json("torrent", shared["id"], "-o", str(served / "album.torrent"))
     port = spare_port()
-    web = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.35"],
-        cwd=served,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    requests = tmp_path / "requests.log"
+    with requests.open("wb") as log:  # one line per request, from the client's address
+        web = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.35"],
+            cwd=served,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
         url = f"http://127.0.0.35:{port}/album.torrent"
         wait_until(lambda: _reachable("127.0.0.35", port), timeout=30)
@@ -268,11 +280,50 @@ def test_get_a_torrent_from_an_http_url(swarm: Swarm, tmp_path: Path) -> None:
         assert got.returncode == 0, got.stderr
         assert json.loads(got.stdout)["id"] == shared["id"]
         _same_tree(tmp_path / "got" / "album", folder)
+        asked = [line for line in requests.read_text().splitlines() if "GET /album" in line]
+        assert asked and all(line.startswith("127.0.0.20 ") for line in asked)  # from --bind
         missing = cli(tmp_path / "getter", "get", url + ".missing", *swarm.discovery("127.0.0.20"))
         assert_one_line_error(missing, "404")
     finally:
         web.kill()
         web.wait()
+
+
+def test_a_private_swarm_never_contacts_a_torrents_trackers_peers_or_web_seeds(
+    tmp_path: Path,
+) -> None:
+    """`get` of a magnet link or a .torrent with --secret: no libtorrent session; what no member
+    has is one line saying so, and the torrent's peer, tracker and web seed (one listening
+    socket here) never hear of the content ID."""
+    import socket
+
+    with socket.socket() as outside:
+        outside.bind(("127.0.0.37", 0))
+        outside.listen(16)
+        outside.setblocking(False)
+        where = f"127.0.0.37:{outside.getsockname()[1]}"
+        source = tmp_path / "src" / "x.bin"
+        source.parent.mkdir()
+        source.write_bytes(os.urandom(100_000))
+        infohash = _make_torrent(source, tmp_path / "x.torrent")
+        with_seed = bencode.decode((tmp_path / "x.torrent").read_bytes())
+        with_seed[b"url-list"] = [f"http://{where}/".encode()]
+        with_seed[b"announce"] = f"http://{where}/announce".encode()
+        (tmp_path / "x.torrent").write_bytes(bencode.encode(with_seed))
+        link = (
+            magnet(infohash, "x.bin")
+            + f"&x.pe={where}&tr=http%3A%2F%2F{where}%2Fannounce&ws=http%3A%2F%2F{where}%2F"
+        )
+        options = ["--secret", "a long enough secret", "--wait", "1",
+                   "--broadcast", "127.255.255.255", "--discovery-port", str(spare_port()),
+                   "--bind", "127.0.0.20"]  # fmt: skip
+        for n, ref in enumerate((link, str(tmp_path / "x.torrent"))):
+            got = cli(tmp_path / f"getter{n}", "get", ref, "-o", str(tmp_path / "got") + "/",
+                      *options)  # fmt: skip
+            assert_one_line_error(got, "private swarm", "members only")
+            with pytest.raises(BlockingIOError):
+                outside.accept()  # nothing connected
+        assert not (tmp_path / f"getter{n}" / "bittorrent").exists()
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -333,6 +384,32 @@ def test_a_torrent_download_pauses_and_resumes_like_any_other(
     _same_tree(tmp_path / "got" / "album", source)
 
 
+def test_a_torrent_download_rejoins_its_swarm_after_a_daemon_restart(
+    swarm: Swarm, tmp_path: Path, stock: list[StockPeer]
+) -> None:
+    """The magnet link is remembered with the download: stopped mid-way, the restarted daemon
+    resumes it from the libtorrent seeder (the only holder; throttled so that the stop comes
+    mid-way)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "big.bin").write_bytes(os.urandom(1536 * 1024))
+    infohash = _make_torrent(source / "big.bin", tmp_path / "big.torrent")  # 48 pieces
+    seeder = StockPeer("seed", str(tmp_path / "big.torrent"), str(source),
+                       "--listen", "127.0.0.33", "--upload-limit", str(96 * 1024))  # fmt: skip
+    stock.append(seeder)
+    b = swarm.start(3, "--bittorrent", "--bittorrent-port", str(spare_port()))
+    link = magnet(infohash, "big.bin") + f"&x.pe=127.0.0.33:{seeder.port}"
+    # What `get` asks the daemon, without staying to watch.
+    b.control().post("downloads", {"ref": link, "output": str(tmp_path / "got") + "/"})
+    wait_until(lambda: b.json("downloads")[0]["chunks_done"] >= 4, timeout=60)
+    assert b.stop() == 0
+    b.start()
+    wait_until(lambda: b.json("downloads")[0]["state"] == "done", timeout=120)
+    (done,) = b.json("downloads")
+    assert done["resumed_chunks"] >= 4 and done["by_peer"].get("BitTorrent", 0) > 0
+    assert (tmp_path / "got" / "big.bin").read_bytes() == (source / "big.bin").read_bytes()
+
+
 def test_without_libtorrent_one_clear_line(swarm: Swarm, tmp_path: Path) -> None:
     """The extra not installed: `run --bittorrent` says how to get it; a magnet `get` with no
     LAN holder says it too when it gives up."""
@@ -340,8 +417,8 @@ def test_without_libtorrent_one_clear_line(swarm: Swarm, tmp_path: Path) -> None
     fake.mkdir()
     (fake / "libtorrent.py").write_text("raise ImportError('not installed')\n")
     env = {"PYTHONPATH": f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    run = cli(tmp_path / "home", "run", "--bittorrent", "--bind", "127.0.0.38",
-              "--port", "0", "--control-port", "0", env=env)  # fmt: skip
+    run = cli(tmp_path / "home", "run", "--bittorrent", *_loopback_run("127.0.0.38"), env=env,
+              timeout=30)  # fmt: skip
     assert_one_line_error(run, "pip install 'swarmshare[bittorrent]'")
     link = magnet("ab" * 32, "x.bin")
     got = cli(tmp_path / "getter", "get", link, "--wait", "1", *swarm.discovery("127.0.0.20"),

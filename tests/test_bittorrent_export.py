@@ -183,6 +183,25 @@ def test_private_swarm_web_seeds_carry_the_token_in_the_path(swarm: Swarm, tmp_p
         assert caught.value.code == 401, bad
 
 
+def test_a_web_seed_token_that_is_not_hex_is_refused_cleanly(swarm: Swarm, tmp_path: Path) -> None:
+    """A token of any other shape (non-ASCII, short, upper case) is one 401, no traceback."""
+    a = swarm.start(2, "--secret", "correct horse battery staple")
+    (shared,) = a.json("share", str(_folder(tmp_path)))
+    (url,) = a.json("torrent", shared["id"], "-o", str(tmp_path / "p.torrent"))["web_seeds"]
+    base = url.split("/bt/")[0]
+    token = url.rstrip("/").rsplit("/", 1)[1]
+    tls = ssl.create_default_context()
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    for bad in ("%C3%A9", "%C3%A9" * 16, "x", token.upper(), token[:-1] + "%C3%A9", "%00" * 32):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"{base}/bt/{bad}/album/a.bin", timeout=10, context=tls)
+        caught.value.close()
+        assert caught.value.code == 401, bad
+    assert "Traceback" not in a.log()
+    with urllib.request.urlopen(url + "album/a.bin", timeout=10, context=tls) as reply:
+        assert len(reply.read()) == FILES["a.bin"]
+
+
 @pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed")
 def test_aria2c_completes_a_hybrid_export_from_web_seeds(swarm: Swarm, tmp_path: Path) -> None:
     a = swarm.start(2)
@@ -191,7 +210,33 @@ def test_aria2c_completes_a_hybrid_export_from_web_seeds(swarm: Swarm, tmp_path:
     torrent = tmp_path / "album.torrent"
     a.json("torrent", "album", "--hybrid", "-o", str(torrent))
     out = tmp_path / "aria"
-    proc = subprocess.run(
+    proc = _aria2c(torrent, out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _same_tree(out / "album", folder)
+
+
+@pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed")
+def test_aria2c_completes_a_private_swarms_export_over_https(swarm: Swarm, tmp_path: Path) -> None:
+    """The web seed is https:// with the peer's self-signed certificate, the token in its path:
+    a stock client told not to check certificates takes it as it is."""
+    a = swarm.start(2, "--secret", "correct horse battery staple")
+    folder = _folder(tmp_path)
+    a.json("share", str(folder))
+    torrent = tmp_path / "album.torrent"
+    (url,) = a.json("torrent", "album", "--hybrid", "-o", str(torrent))["web_seeds"]
+    assert url.startswith("https://127.0.0.2:")
+    out = tmp_path / "aria"
+    proc = _aria2c(torrent, out, "--check-certificate=false")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _same_tree(out / "album", folder)
+    for rel in FILES:
+        digest = hashlib.sha256((out / "album" / rel).read_bytes()).hexdigest()
+        assert digest == hashlib.sha256((folder / rel).read_bytes()).hexdigest(), rel
+
+
+def _aria2c(torrent: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """aria2c on 127.0.0.30, DHT, LPD, peer exchange and trackers off: web seeds only."""
+    return subprocess.run(
         [
             "aria2c",
             "--no-conf",
@@ -209,6 +254,7 @@ def test_aria2c_completes_a_hybrid_export_from_web_seeds(swarm: Swarm, tmp_path:
             "--console-log-level=warn",
             "--summary-interval=0",
             f"--dir={out}",
+            *extra,
             str(torrent),
         ],
         capture_output=True,
@@ -216,8 +262,6 @@ def test_aria2c_completes_a_hybrid_export_from_web_seeds(swarm: Swarm, tmp_path:
         timeout=120,
         stdin=subprocess.DEVNULL,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    _same_tree(out / "album", folder)
 
 
 _LIBTORRENT_CLIENT = """
@@ -226,6 +270,7 @@ warnings.simplefilter("ignore")
 import libtorrent as lt
 torrent, save, listen = sys.argv[1], sys.argv[2], sys.argv[3]
 session = lt.session({
+    "validate_https_trackers": sys.argv[4:] != ["--no-validate"],  # web seeds' too
     "listen_interfaces": listen,
     "outgoing_interfaces": listen.split(":")[0],
     "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
@@ -275,3 +320,29 @@ def test_libtorrent_downloads_a_content_from_its_web_seeds(swarm: Swarm, tmp_pat
     _same_tree(save / "album", folder)
     digest = hashlib.sha256((save / "album" / "a.bin").read_bytes()).hexdigest()
     assert digest == hashlib.sha256((folder / "a.bin").read_bytes()).hexdigest()
+
+
+def test_libtorrent_takes_a_private_swarms_https_web_seed_when_told_to(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    """libtorrent checks the certificates of https web seeds with its validate_https_trackers
+    setting: off, it downloads from a private swarm's peer (self-signed certificate)."""
+    pytest.importorskip("libtorrent", reason="libtorrent (swarmshare[bittorrent]) is not installed")
+    a = swarm.start(2, "--secret", "correct horse battery staple")
+    folder = _folder(tmp_path)
+    a.json("share", str(folder))
+    torrent = tmp_path / "album.torrent"
+    (url,) = a.json("torrent", "album", "-o", str(torrent))["web_seeds"]
+    assert url.startswith("https://")
+    save = tmp_path / "lt"
+    save.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", _LIBTORRENT_CLIENT, str(torrent), str(save),
+         f"127.0.0.31:{spare_port()}", "--no-validate"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _same_tree(save / "album", folder)

@@ -143,6 +143,39 @@ def test_ports_taken_by_another_program_are_named_with_the_program(tmp_path: Pat
     assert "--port N" in ports[1]["remedy"]
 
 
+def test_the_bittorrent_port_is_checked_when_bittorrent_is_on(tmp_path: Path) -> None:
+    """From the command line or the config file; a port taken for TCP or for UDP (uTP) is a
+    problem with its remedy; without BitTorrent it is not looked at."""
+    common = ["--bind", "127.0.0.20", "--broadcast", "127.255.255.255", "--port", "0",
+              "--discovery-port", str(spare_port())]  # fmt: skip
+    free = spare_port()
+    code, findings = _doctor(tmp_path, *common, "--bittorrent", "--bittorrent-port", str(free))
+    bt = [f for f in findings if "BitTorrent" in f["message"]]
+    assert [(f["level"], f["check"]) for f in bt] == [("ok", "ports")]
+    assert str(free) in bt[0]["message"]
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as taker:
+            taker.bind(("127.0.0.20", 0))
+            if kind == socket.SOCK_STREAM:
+                taker.listen()
+            taken = taker.getsockname()[1]
+            code, findings = _doctor(tmp_path, *common, "--bittorrent", "--bittorrent-port",
+                                     str(taken))  # fmt: skip
+            assert code == 1
+            (bad,) = [f for f in findings if "BitTorrent" in f["message"]]
+            assert bad["level"] == "problem" and bad["check"] == "ports"
+            assert bad["message"].startswith(f"BitTorrent port {taken} is taken")
+            assert "(python" in bad["message"]
+            assert "--bittorrent-port N" in bad["remedy"]
+            config = tmp_path / "config.toml"
+            config.write_text(f"bittorrent = true\nbittorrent-port = {taken}\n")
+            code, findings = _doctor(tmp_path, "--config", str(config), *common)
+            assert code == 1
+            assert any(f"BitTorrent port {taken} is taken" in f["message"] for f in findings)
+            code, findings = _doctor(tmp_path, *common, "--bittorrent-port", str(taken))
+            assert not [f for f in findings if "BitTorrent" in f["message"]]
+
+
 def test_a_peer_that_answers_and_serves_and_one_whose_port_is_closed(
     swarm: Swarm, tmp_path: Path
 ) -> None:

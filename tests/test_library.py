@@ -174,3 +174,29 @@ def test_an_old_home_drops_its_old_format_contents_with_one_warning(
         db.close()
     (line,) = [r.getMessage() for r in caplog.records if "v2 infohashes" in r.getMessage()]
     assert "1 shared content(s) and 1 download(s)" in line
+
+
+def test_a_schema_3_home_keeps_its_downloads_and_remembers_torrents_from_then_on(
+    tmp_path: Path,
+) -> None:
+    """Schema 4 adds the torrent a download was started from; older rows have none."""
+    from swarmshare.store.downloads import DownloadRow, DownloadTable
+
+    home = tmp_path / "old"
+    db = Database.open_home(home)
+    db.conn.execute("ALTER TABLE downloads DROP COLUMN torrent")  # as schema 3 made it
+    db.conn.execute(
+        "INSERT INTO downloads(content_id, name, dest, manifest, state, created, updated)"
+        " VALUES ('cd', 'dog.png', '/x', x'', 'paused', 0, 0)"
+    )
+    db.conn.execute("PRAGMA user_version=3")
+    db.close()
+    db = Database.open_home(home)
+    try:
+        assert db.conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        table = DownloadTable(db)
+        assert table.rows() == [DownloadRow("cd", "dog.png", "/x", b"", "paused")]
+        table.save(DownloadRow("cd", "dog.png", "/x", b"", "running", torrent=b"magnet:?xt=x"))
+        assert table.rows()[0].torrent == b"magnet:?xt=x"
+    finally:
+        db.close()

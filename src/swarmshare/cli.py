@@ -1559,6 +1559,16 @@ def completion(shell: str) -> None:
     help="TCP port of the peer server to check.",
 )
 @click.option(
+    "--bittorrent", is_flag=True, help="Also check the BitTorrent port (run --bittorrent)."
+)
+@click.option(
+    "--bittorrent-port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_BITTORRENT_PORT,
+    show_default=True,
+    help="TCP/UDP port of the BitTorrent peer to check (with --bittorrent).",
+)
+@click.option(
     "--wait",
     type=click.FloatRange(0.1, 60),
     default=3.0,
@@ -1572,7 +1582,12 @@ def doctor(ctx: click.Context, /, port: int, wait: float, as_json: bool, **kw: A
     HTTP ports, clocks; each finding with what to do. Exit code 1 when a problem is found."""
     from swarmshare.app.doctor import PROBLEM, diagnose
 
-    settings = replace(_with_discovery(_settings(ctx), kw), port=port)
+    settings = replace(
+        _with_discovery(_settings(ctx), kw),
+        port=port,
+        bittorrent=kw.pop("bittorrent"),
+        bittorrent_port=kw.pop("bittorrent_port"),
+    )
     running = ControlClient.find(settings.home) is not None
     findings = diagnose(settings, wait, running)
     if as_json:

@@ -75,14 +75,33 @@ class TorrentRef:
     magnet: Magnet | None = None
     peers: tuple[tuple[str, int], ...] = ()
 
+    def stored(self) -> bytes:
+        """What a download record keeps of it: the .torrent, or else the magnet link."""
+        if self.torrent is not None:
+            return self.torrent
+        return self.magnet.uri.encode() if self.magnet is not None else b""
 
-async def resolve_torrent(ref: str) -> TorrentRef:
-    """Read a magnet link, a .torrent file, or a .torrent at an http(s) URL (bounded)."""
+
+def stored_torrent_ref(stored: bytes) -> TorrentRef:
+    """A TorrentRef back from `TorrentRef.stored()`; UsageError if it is not one."""
+    if stored.startswith(b"magnet:"):
+        magnet = parse_magnet(stored.decode("utf-8", "replace"))
+        return TorrentRef(magnet.infohash, magnet.name, magnet=magnet, peers=magnet.peers)
+    try:
+        manifest = read_torrent(stored).manifest
+    except ManifestError as exc:
+        raise UsageError(f"not a BitTorrent v2 torrent: {exc}") from None
+    return TorrentRef(manifest.content_id, manifest.name, torrent=stored)
+
+
+async def resolve_torrent(ref: str, bind: str | None = None) -> TorrentRef:
+    """Read a magnet link, a .torrent file, or a .torrent at an http(s) URL (bounded; fetched
+    from the address `bind` when given)."""
     if ref.lower().startswith("magnet:"):
         magnet = parse_magnet(ref)
         return TorrentRef(magnet.infohash, magnet.name, magnet=magnet, peers=magnet.peers)
     if ref.lower().startswith(("http://", "https://")):
-        data = await _download_torrent(ref)
+        data = await _download_torrent(ref, bind)
     else:
         data = await asyncio.to_thread(_read_torrent_file, ref)
     try:
@@ -96,13 +115,14 @@ def _read_torrent_file(ref: str) -> bytes:
     return torrent_bytes(Path(ref).expanduser())
 
 
-async def _download_torrent(url: str) -> bytes:
+async def _download_torrent(url: str, bind: str | None) -> bytes:
     import aiohttp
 
     timeout = aiohttp.ClientTimeout(total=TORRENT_URL_TIMEOUT_SECONDS)
+    connector = aiohttp.TCPConnector(local_addr=(bind, 0) if bind else None)
     try:
         async with (
-            aiohttp.ClientSession(timeout=timeout) as http,
+            aiohttp.ClientSession(timeout=timeout, connector=connector) as http,
             http.get(url) as response,
         ):
             if response.status != 200:
@@ -308,6 +328,10 @@ class TorrentOrigin:
     def sources(self, manifest: Manifest) -> list[Source]:
         """The LAN holders, and the BitTorrent swarm once joined."""
         found = self.lan.sources(manifest)
+        if self._torrent is None and self._joining is None:
+            # A remembered download of a magnet link: its manifest is known, the swarm not
+            # joined yet (the torrent is the manifest's).
+            self._joining = asyncio.ensure_future(self._join(torrent_file(manifest)))
         self._try_join()
         if self._session is not None and self._infohash is not None:
             swarm = BitTorrentSource(self._session, self._infohash, list(found))

@@ -208,7 +208,25 @@ def port_findings(settings: Settings, daemon_running: bool) -> list[Finding]:
                     " config file; announcements carry it, so other peers follow)",
                 )
             )
+    if settings.bittorrent and settings.bittorrent_port:
+        findings.append(_bittorrent_port_finding(settings))
     return findings
+
+
+def _bittorrent_port_finding(settings: Settings) -> Finding:
+    """Whether `run --bittorrent` could take its BitTorrent port: TCP, and UDP for uTP."""
+    port = settings.bittorrent_port
+    for proto, kind in (("tcp", socket.SOCK_STREAM), ("udp", socket.SOCK_DGRAM)):
+        why = _try_bind(kind, settings.bind, port, reuse=kind == socket.SOCK_STREAM)
+        if why is not None:
+            return Finding(
+                PROBLEM,
+                "ports",
+                f"BitTorrent port {port} is taken ({proto.upper()}){_owners(proto, port)}: {why}",
+                "stop that program, or choose another port: --bittorrent-port N"
+                " (bittorrent-port = N in the config file)",
+            )
+    return Finding(OK, "ports", f"BitTorrent port TCP/UDP {port} is free")
 
 
 def read_firewall() -> dict[str, str]:

@@ -51,7 +51,7 @@ from swarmshare.store.identity import Identity, load_identity
 from swarmshare.store.library import ContentRecord, Library, ShareResult, share_paths
 
 if TYPE_CHECKING:
-    from swarmshare.app.bittorrent import Seeder
+    from swarmshare.app.bittorrent import Seeder, TorrentOrigin, TorrentRef
     from swarmshare.app.localsend import LocalSendService
     from swarmshare.core.localsend import SwarmOffer
     from swarmshare.net.bittorrent import BitTorrentSession
@@ -63,6 +63,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 DOWNLOADS_DIR_KEY = "downloads_dir"
 WATCH_MIN_GAP_SECONDS = 0.1
 LAN_HEAD_START_SECONDS = 2.0
+PRIVATE_TORRENT_LINE = (
+    "a private swarm fetches a torrent's content from its members only, never over BitTorrent"
+)
 Json = dict[str, Any]
 ShareProgress = Callable[[str, int], Callable[[int], None]]
 
@@ -96,6 +99,7 @@ class Found:
     content_id: str
     name: str
     origin: Origin | None = None
+    torrent: bytes = b""
 
 
 class Node:
@@ -234,7 +238,11 @@ class Node:
 
     async def _bittorrent_session(self) -> BitTorrentSession | None:
         """The session torrent downloads fetch through: the daemon's (None without
-        --bittorrent: nothing listens for BitTorrent then), or a command's own."""
+        --bittorrent: nothing listens for BitTorrent then), or a command's own. Never in a
+        private swarm: its contents' IDs do not leave it (no tracker, web seed or peer of a
+        torrent is contacted)."""
+        if self._key is not None:
+            raise UsageError(PRIVATE_TORRENT_LINE)
         if self.bittorrent is not None or self.serve:
             return self.bittorrent
         from swarmshare.app.bittorrent import session_config
@@ -541,6 +549,7 @@ class Node:
             force=force,
             hold_wait=wait,
             origin=found.origin,
+            torrent=found.torrent,
         )
         self.changes.bump()
         return download.stats.as_json()
@@ -580,18 +589,25 @@ class Node:
     async def _find_torrent(self, ref: str) -> Found | None:
         """A magnet link, .torrent file or URL: its content, found on the LAN by its ID and
         fetched from BitTorrent peers too (None for any other reference)."""
-        from swarmshare.app.bittorrent import TorrentOrigin, is_torrent_ref, resolve_torrent
+        from swarmshare.app.bittorrent import is_torrent_ref, resolve_torrent
 
         if not is_torrent_ref(ref):
             return None
         assert self.swarm is not None
-        torrent = await resolve_torrent(ref)
+        bind = None if is_wildcard(self.settings.bind) else self.settings.bind
+        torrent = await resolve_torrent(ref, bind)
         if not self.serve and not self.swarm.holders(torrent.content_id):
             await self.swarm.settle(LAN_HEAD_START_SECONDS)  # LAN holders come first
+        origin = self._torrent_origin(torrent)
+        return Found(torrent.content_id, torrent.name, origin, torrent.stored())
+
+    def _torrent_origin(self, torrent: TorrentRef) -> TorrentOrigin:
+        from swarmshare.app.bittorrent import TorrentOrigin
+
+        assert self.swarm is not None
         lan = SwarmOrigin(self.swarm, self.client, torrent.content_id)
         scratch = self.settings.home / "bittorrent" / torrent.content_id
-        origin = TorrentOrigin(lan, torrent, scratch, self._bittorrent_session)
-        return Found(torrent.content_id, torrent.name, origin)
+        return TorrentOrigin(lan, torrent, scratch, self._bittorrent_session)
 
     async def _find(self, ref: str, wait: float) -> Found:
         """What the user typed, among native and seed contents, waiting up to `wait` s."""
@@ -624,11 +640,23 @@ class Node:
             return Found(content_id, name, self._seed_origin(name))
         return Found(content_id, name)
 
-    def _origin(self, content_id: str) -> Origin:
+    def _origin(self, content_id: str, torrent: bytes = b"") -> Origin:
+        """Where a download comes from; `torrent`: the magnet link or .torrent it was started
+        from (a remembered download rejoins that BitTorrent swarm)."""
         if content_id.startswith("seed:"):
             return self._seed_origin(content_id[5:])
         if self.swarm is None:  # a remembered download, listed before the network is up
-            return DeferredOrigin(lambda: self._origin(content_id))
+            return DeferredOrigin(lambda: self._origin(content_id, torrent))
+        if torrent:
+            from swarmshare.app.bittorrent import stored_torrent_ref
+
+            try:
+                ref = stored_torrent_ref(torrent)
+            except SwarmshareError as exc:
+                log.warning("a remembered download's torrent is unreadable: %s", exc)
+            else:
+                if ref.content_id == content_id:
+                    return self._torrent_origin(ref)
         return SwarmOrigin(self.swarm, self.client, content_id)
 
     def _seed_origin(self, name: str) -> SeedOrigin:

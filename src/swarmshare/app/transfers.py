@@ -38,6 +38,8 @@ class Entry:
 
     download: Download
     task: asyncio.Task[Outcome] | None = None
+    torrent: bytes = b""
+    """The torrent it was started from (magnet link or .torrent), remembered with it."""
 
     @property
     def running(self) -> bool:
@@ -52,7 +54,7 @@ class Transfers:
         self,
         table: DownloadTable,
         deps: EngineDeps,
-        make_origin: Callable[[str], Origin],
+        make_origin: Callable[[str, bytes], Origin],
         on_change: Callable[[], None],
         on_held: Callable[[], None],
     ) -> None:
@@ -75,8 +77,10 @@ class Transfers:
         force: bool,
         hold_wait: float | None,
         origin: Origin | None = None,
+        torrent: bytes = b"",
     ) -> Download:
-        """Start (or resume) downloading a content; an existing entry is reused."""
+        """Start (or resume) downloading a content; an existing entry is reused (not when it
+        was started from another torrent: the new one's origin is used then)."""
         entry = self.entries.get(content_id)
         if entry is not None and entry.running:
             if entry.download.destination != destination:
@@ -85,9 +89,14 @@ class Transfers:
                     f" {entry.download.dest}; pause or cancel that one first"
                 )
             return entry.download
-        if entry is None or entry.download.destination != destination or entry.download.state.final:
+        if (
+            entry is None
+            or entry.download.destination != destination
+            or entry.download.state.final
+            or (torrent and torrent != entry.torrent)
+        ):
             download = self._make(content_id, name, destination, force, None, origin)
-            entry = self.entries[content_id] = Entry(download)
+            entry = self.entries[content_id] = Entry(download, torrent=torrent)
         self._run(entry, hold_wait, force)
         return entry.download
 
@@ -138,8 +147,9 @@ class Transfers:
                 with contextlib.suppress(SwarmshareError):
                     manifest = decode_manifest(row.manifest)
             destination = Destination.decode(row.dest)
-            download = self._make(row.content_id, row.name, destination, True, manifest, None)
-            entry = self.entries[row.content_id] = Entry(download)
+            origin = self._make_origin(row.content_id, row.torrent)
+            download = self._make(row.content_id, row.name, destination, True, manifest, origin)
+            entry = self.entries[row.content_id] = Entry(download, torrent=row.torrent)
             if row.state == RUNNING and resume:
                 self._run(entry, None, True)
             else:
@@ -206,7 +216,7 @@ class Transfers:
             cid,
             name,
             destination,
-            origin or self._make_origin(cid),
+            origin or self._make_origin(cid, b""),
             self._deps,
             force=force,
             manifest=manifest,
@@ -255,6 +265,7 @@ class Transfers:
 
     def _save(self, download: Download, state: str, error: str = "") -> None:
         manifest = download.manifest.encoded if download.manifest else b""
+        entry = self.entries.get(download.content_id)
         self._table.save(
             DownloadRow(
                 download.content_id,
@@ -263,6 +274,7 @@ class Transfers:
                 manifest,
                 state,
                 error,
+                entry.torrent if entry is not None else b"",
             )
         )
 

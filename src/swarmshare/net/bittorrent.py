@@ -299,7 +299,10 @@ class BitTorrentSession:
         lt = self._lt
         params = self._params(torrent, scratch)
         count = params.ti.num_pieces()
-        params.piece_priorities = [0] * count
+        # Pieces only on request; but a torrent that wants nothing is finished and does not
+        # connect to seeders: one piece (the last) is wanted, so that it connects and learns
+        # what its peers have (a torrent joined from a magnet link did so for the metadata).
+        params.piece_priorities = [0] * (count - 1) + [1] if count else []
         params.flags &= ~lt.torrent_flags.auto_managed
         params.flags &= ~lt.torrent_flags.paused
         for url in web_seeds:

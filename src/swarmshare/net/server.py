@@ -78,6 +78,7 @@ from swarmshare.net.lanpage import (
 from swarmshare.net.tlsgate import TLSGate
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_TOKEN = re.compile(r"[0-9a-f]{32}")
 _WEB_SEED = re.compile(r"/v1/content/[0-9a-f]{64}/bt/")
 _INDEX = re.compile(r"[0-9]{1,9}")
 _BATCH = re.compile(r"[0-9]{1,9}(-[0-9]{1,9})?(,[0-9]{1,9}(-[0-9]{1,9})?)*")
@@ -379,7 +380,10 @@ class PeerServer:
         path = request.match_info["path"]
         if self._key is not None:
             token, _, path = path.partition("/")
-            if not hmac.compare_digest(token, web_seed_token(self._key, cid)):
+            # Only a token of the right shape is compared (as bytes: any other text would make
+            # compare_digest raise).
+            want = web_seed_token(self._key, cid).encode("ascii")
+            if not _TOKEN.fullmatch(token) or not hmac.compare_digest(token.encode(), want):
                 self.auth_refused += 1
                 return error_response(401, "auth", "wrong web seed token for this content")
         found = self.provider.web_seed_file(cid, path)

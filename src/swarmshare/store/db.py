@@ -20,7 +20,7 @@ from typing import Any
 from swarmshare.errors import StoreError
 from swarmshare.limits import MAX_TRANSFER_LOG_ROWS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_FILE = "swarmshare.db"
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS downloads (
     state TEXT NOT NULL,
     error TEXT NOT NULL DEFAULT '',
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    torrent BLOB NOT NULL DEFAULT x''
 );
 """
 
@@ -90,6 +91,9 @@ _MIGRATIONS = {
     1: "ALTER TABLE transfers ADD COLUMN count INTEGER NOT NULL DEFAULT 1;",
     # Content IDs became BitTorrent v2 infohashes: older records name nothing any peer knows.
     2: "DELETE FROM chunk_index; DELETE FROM files; DELETE FROM contents; DELETE FROM downloads;",
+    # A download started from a torrent remembers it (magnet link or .torrent), to rejoin its
+    # BitTorrent swarm when resumed.
+    3: "ALTER TABLE downloads ADD COLUMN torrent BLOB NOT NULL DEFAULT x'';",
 }
 
 
@@ -117,6 +121,9 @@ class Database:
                 version += 1
                 if version == 3:
                     _log_dropped_contents(self.conn, path)
+                if version == 4 and self._has_column("downloads", "torrent"):
+                    self.conn.execute(f"PRAGMA user_version={version}")
+                    continue
                 self.conn.executescript(
                     f"BEGIN; {_MIGRATIONS[version - 1]} PRAGMA user_version={version}; COMMIT;"
                 )
@@ -209,6 +216,9 @@ class Database:
             "SELECT * FROM transfers ORDER BY id DESC LIMIT ?", (limit,)
         ).fetchall()
         return rows[::-1]
+
+    def _has_column(self, table: str, column: str) -> bool:
+        return any(row[1] == column for row in self.conn.execute(f"PRAGMA table_info({table})"))
 
     def _version(self) -> int:
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])

@@ -10,7 +10,8 @@ from swarmshare.store.db import Database
 
 @dataclass(frozen=True, slots=True)
 class DownloadRow:
-    """One remembered download: what, where to, its manifest once known, how it stands."""
+    """One remembered download: what, where to, its manifest once known, how it stands, and the
+    torrent it was started from (a magnet link or a .torrent's bytes; empty: none)."""
 
     content_id: str
     name: str
@@ -18,6 +19,7 @@ class DownloadRow:
     manifest: bytes
     state: str
     error: str = ""
+    torrent: bytes = b""
 
 
 class DownloadTable:
@@ -29,9 +31,10 @@ class DownloadTable:
     def rows(self) -> list[DownloadRow]:
         """Every remembered download, oldest first."""
         rows = self._db.conn.execute(
-            "SELECT content_id, name, dest, manifest, state, error FROM downloads ORDER BY created"
+            "SELECT content_id, name, dest, manifest, state, error, torrent FROM downloads"
+            " ORDER BY created"
         ).fetchall()
-        return [DownloadRow(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
+        return [DownloadRow(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], bytes(r[6])) for r in rows]
 
     def save(self, row: DownloadRow) -> None:
         """Insert or update one download (an empty manifest keeps the one already saved)."""
@@ -39,12 +42,22 @@ class DownloadTable:
         with self._db.transaction() as conn:
             conn.execute(
                 "INSERT INTO downloads(content_id, name, dest, manifest, state, error, created,"
-                " updated) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(content_id) DO UPDATE SET"
-                " name=excluded.name, dest=excluded.dest, state=excluded.state,"
-                " error=excluded.error, updated=excluded.updated,"
+                " updated, torrent) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(content_id) DO UPDATE"
+                " SET name=excluded.name, dest=excluded.dest, state=excluded.state,"
+                " error=excluded.error, updated=excluded.updated, torrent=excluded.torrent,"
                 " manifest=CASE WHEN length(excluded.manifest) > 0 THEN excluded.manifest"
                 " ELSE downloads.manifest END",
-                (row.content_id, row.name, row.dest, row.manifest, row.state, row.error, now, now),
+                (
+                    row.content_id,
+                    row.name,
+                    row.dest,
+                    row.manifest,
+                    row.state,
+                    row.error,
+                    now,
+                    now,
+                    row.torrent,
+                ),
             )
 
     def forget(self, content_id: str) -> None:
