@@ -148,6 +148,7 @@ def test_liar_and_staller_cannot_spoil_the_file(swarm: Swarm, tmp_path: Path) ->
     out = tmp_path / "out"
     out.mkdir()
     home = tmp_path / "h"
+    getter: subprocess.Popen[str] | None = None
     try:
         for proc in evil:
             assert proc.stdout is not None and json.loads(proc.stdout.readline())["port"]
@@ -175,6 +176,9 @@ def test_liar_and_staller_cannot_spoil_the_file(swarm: Swarm, tmp_path: Path) ->
         stdout, _ = getter.communicate(timeout=120)
         assert getter.returncode == 0
     finally:
+        if getter is not None and getter.poll() is None:  # the test failed while it ran
+            getter.kill()
+            getter.communicate(timeout=10)
         for proc in evil:
             proc.terminate()
             proc.wait(10)

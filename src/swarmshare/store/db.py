@@ -22,6 +22,7 @@ from swarmshare.limits import MAX_TRANSFER_LOG_ROWS
 
 SCHEMA_VERSION = 4
 DB_FILE = "swarmshare.db"
+OPEN_TIMEOUT_SECONDS = 10.0  # how long opening waits for another process holding the file
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
@@ -107,11 +108,11 @@ class Database:
         self.path = path
         _create_private(path)
         self.conn = sqlite3.connect(
-            path, isolation_level=None, timeout=10.0, factory=_connection_for(path)
+            path, isolation_level=None, timeout=OPEN_TIMEOUT_SECONDS, factory=_connection_for(path)
         )
         try:
             self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(self.conn, time.monotonic() + OPEN_TIMEOUT_SECONDS)
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
             version = self._version()
@@ -283,6 +284,21 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
     if name:
         return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
     return type(exc) is sqlite3.DatabaseError
+
+
+def _use_wal(conn: sqlite3.Connection, deadline: float) -> None:
+    """Put the database in WAL mode (kept in the file: a no-op once done). Two processes opening
+    a new home at once can get "database is locked" here at once, without the busy timeout
+    (SQLite refuses a lock that could deadlock): try again until `deadline`."""
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _connection_for(path: Path) -> type[sqlite3.Connection]:
