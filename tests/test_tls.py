@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -302,3 +303,65 @@ def test_connections_that_never_shake_hands_hold_little_and_lock_nobody_out(
             sock.close()
     assert grew < 64, f"{len(held)} silent connections took {grew:.0f} MiB"
     assert cut >= len(held) - 128, "at most 128 handshakes wait at once"
+
+
+# ---- a chunk's bytes on their way into TLS ---------------------------------------------------
+
+
+class _TLSTransport:
+    """What _send_file_range asks of a TLS connection's transport."""
+
+    def get_extra_info(self, name: str) -> object:
+        return ssl.create_default_context() if name == "sslcontext" else None
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class _Request:
+    transport = _TLSTransport()
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.sent = bytearray()
+
+    async def write(self, data: bytes) -> None:
+        self.sent += data
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_range_sent_over_tls_is_exact_from_the_page_cache_or_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cached: bool
+) -> None:
+    from swarmshare.net import server
+
+    src = tmp_path / "big.bin"
+    write_test_file(src, 3 * 1024 * 1024 + 11, seed=52)
+    expected = src.read_bytes()
+    threads: list[object] = []
+    real_to_thread = asyncio.to_thread
+
+    async def counted(func: Any, *args: Any) -> Any:
+        threads.append(func)
+        return await real_to_thread(func, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    with open(src, "rb") as handle:
+        if not cached:  # out of the page cache: what is not there comes from a worker thread
+            os.fsync(handle.fileno())
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        writer = _Writer()
+        asyncio.run(
+            server._send_file_range(
+                _Request(),  # type: ignore[arg-type]
+                writer,  # type: ignore[arg-type]
+                handle,
+                1000,
+                len(expected) - 1000,
+                None,
+            )
+        )
+    assert bytes(writer.sent) == expected[1000:]
+    if cached:  # the page cache's bytes are read on the loop, without a thread's round trip
+        assert threads == []

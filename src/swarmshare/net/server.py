@@ -87,6 +87,7 @@ OPEN_DESCRIPTORS = 256  # files the server keeps open between requests
 _PIECE_BYTES = 64 * 1024
 _MANIFEST_PIECE_BYTES = 1024 * 1024
 _TLS_PIECE_BYTES = 1024 * 1024  # what one read of a chunk sent over TLS holds
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)  # Linux: read only what is cached
 
 
 class ContentProvider(Protocol):
@@ -484,7 +485,12 @@ async def _send_file_range(
         if transport is None or transport.is_closing():
             raise ConnectionResetError("connection lost")
         if tls:
-            data = await asyncio.to_thread(os.pread, handle.fileno(), piece, offset)
+            data = _cached_read(handle.fileno(), piece, offset)
+            if len(data) < piece:  # not all in the page cache: the rest from a worker thread
+                rest = await asyncio.to_thread(
+                    os.pread, handle.fileno(), piece - len(data), offset + len(data)
+                )
+                data = bytes(data) + rest if data else rest
             if len(data) != piece:
                 raise ConnectionResetError("the file is shorter than it was")
             await writer.write(data)
@@ -496,6 +502,21 @@ async def _send_file_range(
             handle.seek(offset)
             await writer.write(handle.read(piece))
         offset += piece
+
+
+def _cached_read(fd: int, count: int, offset: int) -> bytes | bytearray:
+    """What of `count` bytes at `offset` the page cache already holds, read without waiting for
+    the disk (so on the event loop: no worker thread's round trip); empty where that is not
+    possible."""
+    if _RWF_NOWAIT is None:
+        return b""
+    buffer = bytearray(count)
+    try:
+        got = os.preadv(fd, [buffer], offset, _RWF_NOWAIT)
+    except OSError:  # EAGAIN: nothing cached there; EOPNOTSUPP: no such reads on this system
+        return b""
+    del buffer[got:]
+    return buffer
 
 
 async def _send_bytes(
