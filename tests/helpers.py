@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from swarmshare.app.loopback import LoopbackPeer
+
+# The page tests drive Debian's chromium through playwright: launch it with
+# `executable_path=CHROMIUM, args=ARGS`, and mark the tests `needs_chromium`.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+try:
+    from playwright.async_api import async_playwright as async_playwright
+except ImportError:  # pragma: no cover - the dev extra installs it
+    async_playwright = None  # type: ignore[assignment]
+
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None or async_playwright is None,
+    reason="needs Debian's chromium (scripts/check installs it as root) and playwright",
+)
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def swarmshare_command(home: Path, *args: str) -> list[str]:

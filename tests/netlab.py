@@ -22,8 +22,11 @@ import itertools
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from helpers import swarmshare_command, wait_until
 
@@ -255,3 +258,22 @@ def sweep_stale() -> None:
             pid = name[2:].split("x")[0]
             if pid.isdigit() and not Path(f"/proc/{pid}").exists():
                 subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def lab_fixture() -> Callable[[Path], Iterator[NetLab]]:
+    """The `lab` fixture for a test module: `lab = lab_fixture()`."""
+
+    @pytest.fixture(name="lab")
+    def lab(tmp_path: Path) -> Iterator[NetLab]:
+        """A fresh lab for each test, torn down after it; the test fails if its namespaces
+        are left behind."""
+        sweep_stale()
+        built = NetLab(tmp_path / "lab")
+        try:
+            yield built
+        finally:
+            built.destroy()
+            leftover = sh("ip", "netns", "list").stdout
+            assert built.tag not in leftover, "namespaces left behind"
+
+    return lab

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ import pytest
 from swarmshare.core.torrent import magnet
 
 from helpers import wait_until
-from netlab import NetLab, can_build, sh, sweep_stale
+from netlab import NetLab, can_build, lab_fixture
 
 pytest.importorskip("libtorrent")
 
@@ -29,16 +28,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.skipif(REASON is not None, reason=R
 BTPEER = Path(__file__).parent / "btpeer.py"
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[NetLab]:
-    sweep_stale()
-    built = NetLab(tmp_path / "lab")
-    try:
-        yield built
-    finally:
-        built.destroy()
-        leftover = sh("ip", "netns", "list").stdout
-        assert built.tag not in leftover, "namespaces left behind"
+lab = lab_fixture()
 
 
 def test_a_libtorrent_client_finds_a_swarmshare_peer_by_lsd(lab: NetLab, tmp_path: Path) -> None:

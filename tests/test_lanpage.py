@@ -12,7 +12,6 @@ import asyncio
 import io
 import json
 import os
-import shutil
 import socket
 import time
 import urllib.request
@@ -30,27 +29,8 @@ from swarmshare.net.lanpage import MAX_PAGE_FILE_LINKS, StoredZip, render_page, 
 from swarmshare.store.hashing import hash_content, scan_path
 
 from conftest import Swarm
-from helpers import write_test_file
+from helpers import ARGS, CHROMIUM, async_playwright, needs_chromium, write_test_file
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-try:
-    from playwright.async_api import async_playwright
-except ImportError:  # pragma: no cover - the dev extra installs it
-    async_playwright = None  # type: ignore[assignment]
-
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None or async_playwright is None,
-    reason="needs Debian's chromium (scripts/check installs it as root) and playwright",
-)
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HOSTILE_NAME = '<script>window.pwned=1 <img src=x onerror="window.pwned=2">.txt'
 
 

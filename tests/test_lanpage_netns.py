@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from helpers import wait_until
-from netlab import NetLab, can_build, sh, sweep_stale
+from netlab import NetLab, can_build, lab_fixture
 
 REASON = can_build()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
@@ -56,16 +54,7 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[NetLab]:
-    sweep_stale()
-    built = NetLab(tmp_path / "lab")
-    try:
-        yield built
-    finally:
-        built.destroy()
-        leftover = sh("ip", "netns", "list").stdout
-        assert built.tag not in leftover, "namespaces left behind"
+lab = lab_fixture()
 
 
 def test_the_lan_page_is_advertised_by_mdns_as_http_and_a_private_peer_has_none(

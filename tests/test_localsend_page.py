@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from swarmshare.app.loopback import spare_port
 
 from conftest import Swarm
-from helpers import cli, wait_until
+from helpers import ARGS, CHROMIUM, async_playwright, cli, needs_chromium, wait_until
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-try:
-    from playwright.async_api import async_playwright
-except ImportError:  # pragma: no cover - the dev extra installs it
-    async_playwright = None  # type: ignore[assignment]
-
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or async_playwright is None,
-    reason="needs Debian's chromium (scripts/check installs it as root) and playwright",
-)
-ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+pytestmark = needs_chromium
 
 
 def test_an_offer_waits_on_the_page_and_is_accepted_with_a_click(

@@ -9,13 +9,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from helpers import same_file, wait_until, write_test_file
-from netlab import NetLab, can_build, sh, sweep_stale
+from netlab import NetLab, can_build, lab_fixture, sh
 
 MIB = 1 << 20
 HERE = Path(__file__).parent
@@ -23,16 +22,7 @@ REASON = can_build()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[NetLab]:
-    sweep_stale()
-    built = NetLab(tmp_path / "lab")
-    try:
-        yield built
-    finally:
-        built.destroy()
-        leftover = sh("ip", "netns", "list").stdout
-        assert built.tag not in leftover, "namespaces left behind"
+lab = lab_fixture()
 
 
 def _ls(lab: NetLab, host: str, *extra: str) -> list[dict]:  # type: ignore[type-arg]

@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from helpers import same_file, wait_until, write_test_file
-from netlab import NetLab, can_build, sh, sweep_stale
+from netlab import NetLab, can_build, lab_fixture, sh
 
 MIB = 1 << 20
 REASON = can_build()
@@ -29,16 +28,7 @@ DROP_BROADCAST = (
 )
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[NetLab]:
-    sweep_stale()
-    built = NetLab(tmp_path / "lab")
-    try:
-        yield built
-    finally:
-        built.destroy()
-        leftover = sh("ip", "netns", "list").stdout
-        assert built.tag not in leftover, "namespaces left behind"
+lab = lab_fixture()
 
 
 def _json(lab: NetLab, host: str, *args: str) -> Any:

@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from pathlib import Path
 
-import pytest
-
 from conftest import Swarm
-from helpers import cli, wait_until, write_test_file
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-try:
-    from playwright.async_api import async_playwright
-except ImportError:  # pragma: no cover - the dev extra installs it
-    async_playwright = None  # type: ignore[assignment]
-
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or async_playwright is None,
-    reason="needs Debian's chromium (scripts/check installs it as root) and playwright",
+from helpers import (
+    ARGS,
+    CHROMIUM,
+    async_playwright,
+    cli,
+    needs_chromium,
+    wait_until,
+    write_test_file,
 )
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+
+pytestmark = needs_chromium
 
 
 def test_page_shows_the_network_and_downloads_with_a_click(swarm: Swarm, tmp_path: Path) -> None:

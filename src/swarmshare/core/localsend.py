@@ -162,14 +162,20 @@ def encode_swarm_offer(offer: SwarmOffer) -> bytes:
     )
 
 
-def decode_swarm_offer(data: bytes) -> SwarmOffer:
-    """A swarmshare-fetch body; BadFileName for an unsafe name."""
+def _offer_object(data: bytes) -> tuple[dict[str, object], DeviceInfo]:
+    """An offer body's JSON object and its sender (both kinds of offer start so)."""
     if len(data) > MAX_LOCALSEND_JSON_BYTES:
         raise LocalSendError(f"offer of {len(data)} bytes is over the limit")
     obj = _load(data)
     if not isinstance(obj, dict):
         raise LocalSendError("an offer must be a JSON object")
     sender = decode_device(obj.get("info"))
+    return obj, sender
+
+
+def decode_swarm_offer(data: bytes) -> SwarmOffer:
+    """A swarmshare-fetch body; BadFileName for an unsafe name."""
+    obj, sender = _offer_object(data)
     content_id = obj.get("contentId")
     if not isinstance(content_id, str) or not _HEX64.fullmatch(content_id):
         raise LocalSendError("contentId must be 64 lowercase hex digits")
@@ -248,12 +254,7 @@ def encode_offer(offer: UploadOffer) -> bytes:
 
 def decode_offer(data: bytes) -> UploadOffer:
     """A prepare-upload body; `BadFileName` for an unsafe name (nothing may be written)."""
-    if len(data) > MAX_LOCALSEND_JSON_BYTES:
-        raise LocalSendError(f"offer of {len(data)} bytes is over the limit")
-    obj = _load(data)
-    if not isinstance(obj, dict):
-        raise LocalSendError("an offer must be a JSON object")
-    sender = decode_device(obj.get("info"))
+    obj, sender = _offer_object(data)
     raw_files = obj.get("files")
     if not isinstance(raw_files, dict):
         raise LocalSendError("an offer needs files: an object")

@@ -555,16 +555,7 @@ class LocalSendReceiver:
             return too_big
         if self._busy():
             return _fail(409, "too many transfers at once; try again later")
-        pending = Offer(secrets.token_hex(4), offer, request.remote or "", time.time())
-        self.offers[pending.id] = pending
-        try:
-            accepted = await asyncio.wait_for(self._decide(pending), LOCALSEND_DECISION_SECONDS)
-        except TimeoutError:
-            accepted = False
-        finally:
-            self.offers.pop(pending.id, None)
-        if not accepted:
-            self.refused += 1
+        if not await self._put_to_rule(offer, request.remote or ""):
             log.info("LocalSend: refused %d file(s) from %r", len(offer.files), offer.sender.alias)
             return _fail(403, "refused")
         session = _Session(
@@ -584,6 +575,21 @@ class LocalSendReceiver:
         )
         body = encode_grant(UploadGrant(session.id, session.tokens))
         return web.Response(body=body, content_type="application/json")
+
+    async def _put_to_rule(self, offer: UploadOffer, remote: str) -> bool:
+        """Hold the offer in the inbox until the accept rule decides (or the deadline passes);
+        a refusal is counted."""
+        pending = Offer(secrets.token_hex(4), offer, remote, time.time())
+        self.offers[pending.id] = pending
+        try:
+            accepted = await asyncio.wait_for(self._decide(pending), LOCALSEND_DECISION_SECONDS)
+        except TimeoutError:
+            accepted = False
+        finally:
+            self.offers.pop(pending.id, None)
+        if not accepted:
+            self.refused += 1
+        return accepted
 
     def _busy(self) -> bool:
         """Whether offers pending, sessions and swarm fetches fill every slot."""
@@ -619,16 +625,7 @@ class LocalSendReceiver:
         if too_big is not None:
             self.refused += 1
             return too_big
-        pending = Offer(secrets.token_hex(4), offer.as_offer(), request.remote or "", time.time())
-        self.offers[pending.id] = pending
-        try:
-            accepted = await asyncio.wait_for(self._decide(pending), LOCALSEND_DECISION_SECONDS)
-        except TimeoutError:
-            accepted = False
-        finally:
-            self.offers.pop(pending.id, None)
-        if not accepted:
-            self.refused += 1
+        if not await self._put_to_rule(offer.as_offer(), request.remote or ""):
             return _fail(403, "refused")
         if self._busy():  # taken meanwhile
             return _fail(409, "too many transfers at once; try again later")
