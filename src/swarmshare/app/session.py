@@ -13,14 +13,17 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from swarmshare.app.control_client import ControlClient
-from swarmshare.app.node import Json, Node, ShareProgress, library_json, share_json
+from swarmshare.app.shares import Json, ShareProgress, library_json, share_json
 from swarmshare.errors import DaemonError
 from swarmshare.settings import Settings
 from swarmshare.store.db import Database
 from swarmshare.store.library import Library, share_paths
+
+if TYPE_CHECKING:
+    from swarmshare.app.node import Node
 
 T = TypeVar("T")
 FINISHED = ("done", "failed", "cancelled", "paused")
@@ -226,6 +229,9 @@ class LocalSession:
     def _start(self) -> Node:
         if self._node is not None:
             return self._node
+        # Here, not at start: `share` and `library` need no network and no download engine.
+        from swarmshare.app.node import Node
+
         loop = asyncio.new_event_loop()
         ready: concurrent.futures.Future[Node] = concurrent.futures.Future()
         node = Node(self.settings)
