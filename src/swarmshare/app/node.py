@@ -38,7 +38,7 @@ from swarmshare.core.auth import derive_key, web_seed_token
 from swarmshare.core.manifest import Manifest
 from swarmshare.core.peers import PeerEvent, PeerJoined, PeerLeft
 from swarmshare.core.refs import resolve_ref
-from swarmshare.core.torrent import magnet, torrent_file
+from swarmshare.core.torrent import is_torrent_ref, magnet, torrent_file
 from swarmshare.errors import NotFoundError, SwarmshareError, UsageError
 from swarmshare.net.chunkconn import pinning_context
 from swarmshare.net.client import PeerClient
@@ -587,10 +587,10 @@ class Node:
     async def _find_torrent(self, ref: str) -> Found | None:
         """A magnet link, .torrent file or URL: its content, found on the LAN by its ID and
         fetched from BitTorrent peers too (None for any other reference)."""
-        from swarmshare.app.bittorrent import is_torrent_ref, resolve_torrent
-
         if not is_torrent_ref(ref):
             return None
+        from swarmshare.app.bittorrent import resolve_torrent  # here: most refs are no torrent
+
         assert self.swarm is not None
         bind = None if is_wildcard(self.settings.bind) else self.settings.bind
         torrent = await resolve_torrent(ref, bind)
