@@ -9,7 +9,6 @@ behaves the same either way.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine
@@ -23,6 +22,8 @@ from swarmshare.store.db import Database
 from swarmshare.store.library import Library, share_paths
 
 if TYPE_CHECKING:
+    import asyncio
+
     from swarmshare.app.node import Node
 
 T = TypeVar("T")
@@ -217,6 +218,8 @@ class LocalSession:
     # ---- the app in a thread -----------------------------------------------------------------
 
     def _call(self, make: Callable[[Node], Coroutine[Any, Any, T]]) -> T:
+        import asyncio
+
         node = self._start()
         assert self._loop is not None
         future = asyncio.run_coroutine_threadsafe(make(node), self._loop)
@@ -229,7 +232,9 @@ class LocalSession:
     def _start(self) -> Node:
         if self._node is not None:
             return self._node
-        # Here, not at start: `share` and `library` need no network and no download engine.
+        # Here, not at start: `share` and `library` need no event loop, network or downloads.
+        import asyncio
+
         from swarmshare.app.node import Node
 
         loop = asyncio.new_event_loop()
@@ -268,6 +273,8 @@ class LocalSession:
         loop, node, thread = self._loop, self._node, self._thread
         if loop is None or thread is None:
             return
+        import asyncio
+
         for future in list(self._pending):
             future.cancel()
         if node is not None:
