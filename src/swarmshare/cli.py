@@ -222,7 +222,7 @@ class SwarmshareGroup(click.Group):
 
 
 def _fail(message: str, details: list[str] | None = None, code: int = 1) -> NoReturn:
-    err.print(error_line(message))
+    err.print_error(message)
     for line in details or []:
         err.print(f"  {shown(line)}")
     sys.exit(code)
@@ -280,7 +280,7 @@ def share(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
     failures = 0
     for result in results:
         if "error" in result:
-            err.print(error_line(str(result["error"])))
+            err.print_error(str(result["error"]))
             failures += 1
             continue
         for skipped in result.get("skipped", []):

@@ -56,6 +56,12 @@ class LazyConsole:
             return
         self.console.print(*objects, **options)
 
+    def print_error(self, message: object) -> None:
+        """'error: MESSAGE' (see error_line); without rich on a stream that is no terminal."""
+        if self._console is None and self._print_plain(("error: " + shown(message),), {}):
+            return
+        self.console.print(error_line(message))
+
     def _stream(self) -> Any:
         return sys.stderr if self._stderr else sys.stdout
 
