@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -223,7 +222,7 @@ class SwarmshareGroup(click.Group):
 
 
 def _fail(message: str, details: list[str] | None = None, code: int = 1) -> NoReturn:
-    err.print(error_line(message))
+    err.print_error(message)
     for line in details or []:
         err.print(f"  {shown(line)}")
     sys.exit(code)
@@ -281,7 +280,7 @@ def share(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
     failures = 0
     for result in results:
         if "error" in result:
-            err.print(error_line(str(result["error"])))
+            err.print_error(str(result["error"]))
             failures += 1
             continue
         for skipped in result.get("skipped", []):
@@ -692,6 +691,8 @@ def run(ctx: click.Context, /, **kw: Any) -> None:
     Every option may also be set in the config file (see: swarmshare config)."""
     settings = _run_settings(ctx, kw)
     setup_logging(_verbosity(ctx), log_file=settings.home / LOG_FILE)
+    import asyncio  # an event loop here only for commands that run one (not share, --version)
+
     from swarmshare.app.daemon import Daemon  # the server side loads only for `run`
 
     asyncio.run(Daemon(settings).run())
@@ -1424,6 +1425,8 @@ def send(
 
     def share(files: list[Path]) -> list[dict[str, Any]]:
         return session.share([str(f) for f in files], None)
+
+    import asyncio
 
     try:
         results = asyncio.run(

@@ -13,9 +13,7 @@ under the command line's (settings.Settings is still built in one place, by the 
 
 from __future__ import annotations
 
-import difflib
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +87,8 @@ def load_config(path: Path, *, required: bool) -> ConfigFile:
         raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
     if len(raw) > MAX_CONFIG_FILE_BYTES:
         raise UsageError(f"config file {path} is over {MAX_CONFIG_FILE_BYTES} bytes")
+    import tomllib  # here, not at start: most homes have no config file
+
     try:
         text = raw.decode("utf-8")
         data = tomllib.loads(text)
@@ -236,6 +236,8 @@ def _option(key: str) -> str:
 
 
 def _did_you_mean(key: str) -> str:
+    import difflib
+
     close = difflib.get_close_matches(key.replace("_", "-").lower(), KEYS, n=1)
     return f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(KEYS)}"
 

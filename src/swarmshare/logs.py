@@ -8,7 +8,6 @@ line is replaced, and characters that could mislead a terminal are shown escaped
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import re
 import sys
@@ -47,7 +46,7 @@ def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
     file_level = min(console_level, logging.INFO)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        to_file = _FileHandler(log_file, maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS)
+        to_file = _file_handler(log_file)
         to_file.setLevel(file_level)
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handlers.append(to_file)
@@ -74,16 +73,23 @@ class _ConsoleHandler(_Ours, logging.StreamHandler):  # type: ignore[type-arg]
     pass
 
 
-class _FileHandler(_Ours, logging.handlers.RotatingFileHandler):
-    def _open(self) -> TextIOWrapper:
-        """The file readable by this user alone: it names peers, paths and addresses."""
-        return open(
-            self.baseFilename,
-            "a",  # as RotatingFileHandler always opens it
-            encoding=self.encoding,
-            errors=self.errors,
-            opener=lambda path, flags: os.open(path, flags, 0o600),
-        )
+def _file_handler(log_file: Path) -> logging.Handler:
+    """The rotating handler of the log file (logging.handlers is imported here: only the daemon
+    writes a file, and a command should not pay for it at every start)."""
+    import logging.handlers
+
+    class _FileHandler(_Ours, logging.handlers.RotatingFileHandler):
+        def _open(self) -> TextIOWrapper:
+            """The file readable by this user alone: it names peers, paths and addresses."""
+            return open(
+                self.baseFilename,
+                "a",  # as RotatingFileHandler always opens it
+                encoding=self.encoding,
+                errors=self.errors,
+                opener=lambda path, flags: os.open(path, flags, 0o600),
+            )
+
+    return _FileHandler(log_file, maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS)
 
 
 class _ConsoleFormatter(logging.Formatter):

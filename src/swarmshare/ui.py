@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
+import os
+import sys
 import time
 import unicodedata
 from collections.abc import Iterable
@@ -40,12 +43,78 @@ class LazyConsole:
 
     @property
     def is_terminal(self) -> bool:
-        """Whether this stream is a terminal."""
+        """Whether this stream is a terminal (as rich decides it; a stream that plainly is not
+        one is told without importing rich)."""
+        if self._console is None and self._plainly_not_terminal():
+            return False
         return self.console.is_terminal
 
     def print(self, *objects: Any, **options: Any) -> None:
-        """rich's Console.print."""
+        """rich's Console.print. Plain text to a stream that plainly is no terminal, before
+        anything needed rich, is written as rich would write it, without importing rich."""
+        if self._console is None and self._print_plain(objects, options):
+            return
         self.console.print(*objects, **options)
+
+    def print_error(self, message: object) -> None:
+        """'error: MESSAGE' (see error_line); without rich on a stream that is no terminal."""
+        if self._console is None and self._print_plain(("error: " + shown(message),), {}):
+            return
+        self.console.print(error_line(message))
+
+    def _stream(self) -> Any:
+        return sys.stderr if self._stderr else sys.stdout
+
+    def _plainly_not_terminal(self) -> bool:
+        """True when rich's Console would surely say this stream is no terminal: no variable
+        forces one (TTY_COMPATIBLE, FORCE_COLOR), no notebook, and the stream is no tty.
+        False means "ask rich"."""
+        tty_compatible = os.environ.get("TTY_COMPATIBLE", "")
+        if tty_compatible == "0":
+            return True
+        force_color = os.environ.get("FORCE_COLOR")
+        if tty_compatible == "1" or force_color or hasattr(builtins, "get_ipython"):
+            return False
+        if force_color == "":
+            return True
+        isatty = getattr(self._stream(), "isatty", None)
+        try:
+            return isatty is None or not isatty()
+        except ValueError:  # a closed stream, which rich counts as no terminal too
+            return True
+
+    def _print_plain(self, objects: tuple[Any, ...], options: dict[str, Any]) -> bool:
+        """Write `objects` as one line, as rich would to a stream that is no terminal, when
+        they are plain strings rich would not change (no markup, tabs, control characters
+        rich drops, or trailing spaces); False (nothing written) otherwise."""
+        if (
+            not objects
+            or set(options) - _PLAIN_OPTIONS
+            or options.get("markup", False)
+            or not options.get("soft_wrap", True)
+        ):
+            return False
+        if not all(type(o) is str for o in objects):
+            return False
+        text = " ".join(objects)
+        if _RICH_CHANGES.intersection(text) or any(
+            line != line.rstrip() for line in text.split("\n")
+        ):
+            return False
+        stream = self._stream()
+        if stream is None or not self._plainly_not_terminal():
+            return False
+        stream.write(text + "\n")
+        stream.flush()
+        return True
+
+
+_PLAIN_OPTIONS = frozenset({"markup", "highlight", "soft_wrap"})
+"""Options of print that change nothing for plain text on a stream that is no terminal
+(markup only when off, soft_wrap only when on, as the consoles are made; highlighting shows no
+colour there)."""
+_RICH_CHANGES = frozenset("\t\a\b\v\f\r")
+"""Characters rich changes in printed text: tabs are expanded, these controls dropped."""
 
 
 out = LazyConsole(stderr=False)

@@ -59,12 +59,6 @@ def session_config(settings: Settings, *, serving: bool) -> SessionConfig:
     )
 
 
-def is_torrent_ref(ref: str) -> bool:
-    """Whether what the user typed names a torrent: a magnet link, a .torrent file or URL."""
-    lower = ref.lower()
-    return lower.startswith(("magnet:", "http://", "https://")) or lower.endswith(".torrent")
-
-
 @dataclass(frozen=True)
 class TorrentRef:
     """What a torrent reference resolved to: the .torrent bytes (when known) or a magnet."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,8 @@ class ControlClient:
 
     def request(self, method: str, path: str, body: object, timeout: float) -> Any:
         """One call; DaemonError if the daemon cannot be reached, UsageError if it refuses."""
+        import http.client  # here, not at start: a command without a daemon never calls one
+
         conn = http.client.HTTPConnection(CONTROL_HOST, self.info.port, timeout=timeout)
         payload = None if body is None else json.dumps(body).encode()
         headers = {"Authorization": f"Bearer {self.info.token}"}

@@ -20,15 +20,15 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import platformdirs
 
 from swarmshare.app.download import Destination, EngineDeps
 from swarmshare.app.seeds import SeedServing, SeedView
+from swarmshare.app.shares import Json, ShareProgress, library_json, share_json
 from swarmshare.app.shelf import Shelf
 from swarmshare.app.sources import DeferredOrigin, Origin, SeedOrigin, SwarmOrigin
 from swarmshare.app.swarm import Swarm, peer_json, uses_ipv6
@@ -38,7 +38,7 @@ from swarmshare.core.auth import derive_key, web_seed_token
 from swarmshare.core.manifest import Manifest
 from swarmshare.core.peers import PeerEvent, PeerJoined, PeerLeft
 from swarmshare.core.refs import resolve_ref
-from swarmshare.core.torrent import magnet, torrent_file
+from swarmshare.core.torrent import is_torrent_ref, magnet, torrent_file
 from swarmshare.errors import NotFoundError, SwarmshareError, UsageError
 from swarmshare.net.chunkconn import pinning_context
 from swarmshare.net.client import PeerClient
@@ -48,7 +48,7 @@ from swarmshare.store.db import Database
 from swarmshare.store.downloads import DownloadTable
 from swarmshare.store.hashing import ScannedFile, v1_piece_hashes
 from swarmshare.store.identity import Identity, load_identity
-from swarmshare.store.library import ContentRecord, Library, ShareResult, share_paths
+from swarmshare.store.library import ContentRecord, Library, share_paths
 
 if TYPE_CHECKING:
     from swarmshare.app.bittorrent import Seeder, TorrentOrigin, TorrentRef
@@ -66,8 +66,6 @@ LAN_HEAD_START_SECONDS = 2.0
 PRIVATE_TORRENT_LINE = (
     "a private swarm fetches a torrent's content from its members only, never over BitTorrent"
 )
-Json = dict[str, Any]
-ShareProgress = Callable[[str, int], Callable[[int], None]]
 
 
 class Changes:
@@ -589,10 +587,10 @@ class Node:
     async def _find_torrent(self, ref: str) -> Found | None:
         """A magnet link, .torrent file or URL: its content, found on the LAN by its ID and
         fetched from BitTorrent peers too (None for any other reference)."""
-        from swarmshare.app.bittorrent import is_torrent_ref, resolve_torrent
-
         if not is_torrent_ref(ref):
             return None
+        from swarmshare.app.bittorrent import resolve_torrent  # here: most refs are no torrent
+
         assert self.swarm is not None
         bind = None if is_wildcard(self.settings.bind) else self.settings.bind
         torrent = await resolve_torrent(ref, bind)
@@ -725,23 +723,6 @@ class Node:
     def _add_to_library(self, manifest: Manifest, root: str, files: list[ScannedFile]) -> None:
         self.library.add(manifest, root, files)
         self.reload()
-
-
-def share_json(paths: list[str], results: list[ShareResult | SwarmshareError]) -> list[Json]:
-    """What sharing each path gave, as JSON: the content, or an `error`."""
-    out: list[Json] = []
-    for path, result in zip(paths, results, strict=True):
-        if isinstance(result, SwarmshareError):
-            out.append({"path": path, "error": str(result)})
-        else:
-            extra = {"unchanged": result.unchanged, "skipped": result.skipped}
-            out.append(result.record.as_json() | extra)
-    return out
-
-
-def library_json(library: Library) -> list[Json]:
-    """The library as JSON, each content with whether its files are intact."""
-    return [r.as_json() | {"intact": library.is_intact(r.id)} for r in library.contents()]
 
 
 def _destination(output: str | None, dest_dir: Path) -> Destination:

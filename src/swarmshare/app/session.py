@@ -9,18 +9,22 @@ behaves the same either way.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from swarmshare.app.control_client import ControlClient
-from swarmshare.app.node import Json, Node, ShareProgress, library_json, share_json
+from swarmshare.app.shares import Json, ShareProgress, library_json, share_json
 from swarmshare.errors import DaemonError
 from swarmshare.settings import Settings
 from swarmshare.store.db import Database
 from swarmshare.store.library import Library, share_paths
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from swarmshare.app.node import Node
 
 T = TypeVar("T")
 FINISHED = ("done", "failed", "cancelled", "paused")
@@ -214,6 +218,8 @@ class LocalSession:
     # ---- the app in a thread -----------------------------------------------------------------
 
     def _call(self, make: Callable[[Node], Coroutine[Any, Any, T]]) -> T:
+        import asyncio
+
         node = self._start()
         assert self._loop is not None
         future = asyncio.run_coroutine_threadsafe(make(node), self._loop)
@@ -226,6 +232,11 @@ class LocalSession:
     def _start(self) -> Node:
         if self._node is not None:
             return self._node
+        # Here, not at start: `share` and `library` need no event loop, network or downloads.
+        import asyncio
+
+        from swarmshare.app.node import Node
+
         loop = asyncio.new_event_loop()
         ready: concurrent.futures.Future[Node] = concurrent.futures.Future()
         node = Node(self.settings)
@@ -262,6 +273,8 @@ class LocalSession:
         loop, node, thread = self._loop, self._node, self._thread
         if loop is None or thread is None:
             return
+        import asyncio
+
         for future in list(self._pending):
             future.cancel()
         if node is not None:

@@ -56,6 +56,12 @@ class V1Span:
     length: int
 
 
+def is_torrent_ref(ref: str) -> bool:
+    """Whether what the user typed names a torrent: a magnet link, a .torrent file or URL."""
+    lower = ref.lower()
+    return lower.startswith(("magnet:", "http://", "https://")) or lower.endswith(".torrent")
+
+
 def magnet(content_id: str, name: str) -> str:
     """The magnet link of a content: `magnet:?xt=urn:btmh:1220<id>&dn=<name>`."""
     return f"{MAGNET_PREFIX}{content_id}&dn={quote(name, safe='')}"
