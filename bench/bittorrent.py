@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bytecode import ensure_bytecode
 from swarmshare.app.loopback import LoopbackSwarm, spare_port
 from swarmshare.core.torrent import magnet, read_torrent, torrent_file
 
@@ -71,6 +72,7 @@ def timed_client(what: str, out: Path, listen: str, peers: list[str]) -> float:
 
 
 def main() -> None:
+    ensure_bytecode()
     size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
     size = size_mib << 20
     with tempfile.TemporaryDirectory(prefix="swarmshare-bench-") as tmp:

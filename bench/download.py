@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bytecode import ensure_bytecode
 from swarmshare.app.loopback import LoopbackPeer, LoopbackSwarm
 
 SEEDERS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
@@ -85,6 +86,7 @@ def children_usage() -> tuple[float, float]:
 
 
 def main() -> None:
+    ensure_bytecode()
     args = [a for a in sys.argv[1:] if a != "--secret"]
     private = "--secret" in sys.argv[1:]
     size_mib = int(args[0]) if args else 1024

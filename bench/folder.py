@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from bytecode import ensure_bytecode
 from swarmshare.app.loopback import LoopbackSwarm
 
 SEEDERS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
@@ -178,6 +179,7 @@ def show(files: int, size: int, t: dict[str, float]) -> None:
 
 
 def main() -> None:
+    ensure_bytecode()
     uptime = os.getloadavg()
     print(f"load average before: {uptime[0]:.2f} {uptime[1]:.2f} {uptime[2]:.2f}")
     if sys.argv[1:2] == ["--scale"]:

@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bytecode import ensure_bytecode
 from swarmshare.app.loopback import LoopbackPeer, LoopbackSwarm
 
 SEEDERS = [2, 3, 4]
@@ -145,6 +146,7 @@ def run(mode: str, root: Path, lab: LoopbackSwarm, src: Path, total: int, args: 
 
 
 def main() -> None:
+    ensure_bytecode()
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background: the
         signal.signal(signal.SIGINT, signal.default_int_handler)  # commands must not inherit it
     args = (sys.argv[1:] + ["2048", "20", "1"][len(sys.argv) - 1 :])[:3]

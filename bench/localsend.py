@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bytecode import ensure_bytecode
 from swarmshare.app.loopback import LoopbackPeer, spare_port
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
@@ -130,6 +131,7 @@ def swarm_send(size_mib: int) -> None:
 
 
 def main() -> None:
+    ensure_bytecode()
     if sys.argv[1:2] == ["--swarm"]:
         swarm_send(int(sys.argv[2]) if len(sys.argv) > 2 else 64)
         return

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bytecode import ensure_bytecode
 from swarmshare.app.loopback import LoopbackSwarm
 
 FOLDERS = 1000
@@ -78,6 +79,7 @@ def fetch(address: str, port: int, path: str) -> bytes:
 
 
 def main() -> None:
+    ensure_bytecode()
     files = next((int(a) for a in sys.argv[1:] if a.isdigit()), 1_000_000)
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

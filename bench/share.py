@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bytecode import ensure_bytecode
+
 
 def timed(cmd: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one child command."""
@@ -27,6 +29,7 @@ def timed(cmd: list[str]) -> tuple[float, float]:
 
 
 def main() -> None:
+    ensure_bytecode()
     size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
     with tempfile.TemporaryDirectory(prefix="swarmshare-bench-") as tmp:
         path = Path(tmp) / "big.bin"

@@ -11,16 +11,27 @@ from hypothesis import strategies as st
 from swarmshare.core import merkle
 from swarmshare.core.chunking import chunk_count, chunk_size_for, chunk_spans
 from swarmshare.core.merkle import BLOCK_BYTES
-from swarmshare.limits import GIB, KIB, MAX_CHUNK_BYTES, MIB, MIN_CHUNK_BYTES
+from swarmshare.limits import (
+    GIB,
+    KIB,
+    MAX_CHOSEN_CHUNK_BYTES,
+    MAX_CHUNK_BYTES,
+    MAX_CHUNKS_PER_CONTENT,
+    MIB,
+    MIN_CHUNK_BYTES,
+)
 
 
 def test_chunk_size_examples() -> None:
     assert chunk_size_for(0) == MIN_CHUNK_BYTES
     assert chunk_size_for(1_000_000) == 64 * KIB
-    assert chunk_size_for(GIB) == MIB
-    assert chunk_count(GIB, chunk_size_for(GIB)) == 1024
-    assert chunk_size_for(2 * GIB) == 2 * MIB
-    assert chunk_size_for(1 << 44) == MAX_CHUNK_BYTES
+    assert chunk_size_for(64 * MIB) == 256 * KIB
+    assert chunk_size_for(256 * MIB) == MIB
+    assert chunk_size_for(GIB) == 4 * MIB
+    assert chunk_count(GIB, chunk_size_for(GIB)) == 256
+    assert chunk_size_for(2 * GIB) == 4 * MIB
+    assert chunk_count(100 * GIB, chunk_size_for(100 * GIB)) == 25_600
+    assert chunk_size_for(1 << 44) == MAX_CHUNK_BYTES  # 16 TiB: at most half the chunk limit
 
 
 @given(st.integers(min_value=0, max_value=1 << 44))
@@ -28,8 +39,9 @@ def test_chunk_size_is_bounded_power_of_two(size: int) -> None:
     chunk = chunk_size_for(size)
     assert chunk & (chunk - 1) == 0
     assert MIN_CHUNK_BYTES <= chunk <= MAX_CHUNK_BYTES
-    if MIN_CHUNK_BYTES < chunk < MAX_CHUNK_BYTES:
-        assert 512 < chunk_count(size, chunk) <= 1024
+    assert chunk_count(size, chunk) <= MAX_CHUNKS_PER_CONTENT // 2
+    if MIN_CHUNK_BYTES < chunk < MAX_CHOSEN_CHUNK_BYTES:
+        assert 128 < chunk_count(size, chunk) <= 256
 
 
 @given(st.integers(min_value=0, max_value=10**8), st.sampled_from([4 * KIB, 64 * KIB, MIB]))

@@ -94,7 +94,8 @@ def test_adding_a_content_does_not_list_its_chunks(library: Library, tmp_path: P
     object per chunk (here 20 files of 1 GiB: 20,480 chunks)."""
     size = 1 << 30
     entries = [
-        file_entry(f"f{i:02d}", size, [f"{i:02d}{c:062x}" for c in range(1024)]) for i in range(20)
+        file_entry(f"f{i:02d}", size, [f"{i:02d}{c:062x}" for c in range(1024)], 1 << 20)
+        for i in range(20)
     ]
     manifest = Manifest.build("big", "dir", entries)
     root = str(tmp_path / "big")

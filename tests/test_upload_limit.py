@@ -71,7 +71,7 @@ def test_limited_seeder_sends_a_small_share_beside_an_unlimited_one(
     limited one's share of the chunks shows the limit holding (counted in chunks, not timed).
     Without the limit both would send about half."""
     src = tmp_path / "film.bin"
-    write_test_file(src, 32 * MIB, seed=31)  # 512 chunks
+    write_test_file(src, 32 * MIB, seed=31)  # 256 chunks of 128 KiB
     limited = swarm.start(2, "--upload-limit", "1M")
     free = swarm.start(3)
     for peer in (limited, free):
@@ -92,7 +92,7 @@ def test_limited_seeder_sends_a_small_share_beside_an_unlimited_one(
     summary = json.loads(proc.stdout)
     assert same_file(out / "film.bin", src)
     by_peer = summary["by_peer"]
-    assert sum(by_peer.values()) == summary["chunks_total"] == 512
+    assert sum(by_peer.values()) == summary["chunks_total"] == 256
     assert by_peer.get("127.0.0.2", 0) * 4 < by_peer["127.0.0.3"], by_peer
 
 

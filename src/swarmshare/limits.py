@@ -11,8 +11,9 @@ GIB = 1024 * MIB
 
 # Content model
 MIN_CHUNK_BYTES = 64 * KIB
-MAX_CHUNK_BYTES = 16 * MIB
-TARGET_CHUNKS_PER_FILE = 1024
+MAX_CHUNK_BYTES = 16 * MIB  # the longest piece accepted (torrents made elsewhere)
+MAX_CHOSEN_CHUNK_BYTES = 4 * MIB  # the longest piece `share` picks
+TARGET_CHUNKS_PER_FILE = 256
 MAX_FILE_BYTES = 1 << 44  # 16 TiB
 MAX_FILES_PER_CONTENT = 1_000_000
 MAX_CONTENT_BYTES = (1 << 63) - 1  # a signed 64-bit integer (SQLite's); files are bounded each
