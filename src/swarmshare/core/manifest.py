@@ -48,6 +48,8 @@ MIN_PIECE_BYTES = merkle.BLOCK_BYTES
 ContentKind = Literal["file", "dir"]
 _DRIVE = re.compile(r"[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Anything validate_name refuses in an ASCII name of an allowed length.
+_REFUSED = re.compile(r"[\x00-\x1f\x7f/\\]|\A\.\.?\Z|\A[A-Za-z]:")
 
 
 class ManifestError(RemoteProtocolError):
@@ -438,6 +440,9 @@ def parse_json(data: bytes, error: type[RemoteProtocolError]) -> Any:
 
 def validate_name(name: str) -> str | None:
     """Why `name` cannot be one path component of a content, or None when it can."""
+    # Most names are short ASCII ones without a character to refuse: one scan says so.
+    if name.isascii() and 0 < len(name) <= MAX_NAME_BYTES and not _REFUSED.search(name):
+        return None
     if not name:
         return "empty name"
     if name in (".", ".."):
@@ -477,14 +482,20 @@ def name_collision(paths: Iterable[str]) -> tuple[str, str] | None:
     """Two of `paths` (or of their folders) that differ only by case or by Unicode
     normalization (NFC/NFD), so would be one file or folder on macOS or Windows; else None."""
     seen: dict[str, str] = {}
+    folder = None  # the folder of the previous path: its own prefixes were checked then
     for path in paths:
-        parts = path.split("/")
-        for depth in range(1, len(parts) + 1):
-            prefix = "/".join(parts[:depth])
-            key = unicodedata.normalize("NFC", prefix).lower()
-            other = seen.setdefault(key, prefix)
-            if other != prefix:
-                return other, prefix
+        parent = path.rpartition("/")[0]
+        if parent != folder:
+            folder = parent
+            parts = parent.split("/") if parent else []
+            for depth in range(1, len(parts) + 1):
+                prefix = "/".join(parts[:depth])
+                other = seen.setdefault(_fold(prefix), prefix)
+                if other != prefix:
+                    return other, prefix
+        other = seen.setdefault(_fold(path), path)
+        if other != path:
+            return other, path
     return None
 
 
@@ -499,7 +510,9 @@ def collision_reason(pair: tuple[str, str]) -> str:
 def validate_leaf(path: str, leaf: str) -> str | None:
     """`validate_path(path)` for a path whose folder passed it already, and whose depth is
     allowed: only its length and its last component `leaf` are checked."""
-    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+    if (len(path) if path.isascii() else len(path.encode("utf-8", "surrogatepass"))) > (
+        MAX_PATH_BYTES
+    ):
         return "path too long"
     problem = validate_name(leaf)
     return f"{path!r}: {problem}" if problem else None
