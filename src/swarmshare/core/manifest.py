@@ -26,6 +26,7 @@ import unicodedata
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Literal, overload
 
 from swarmshare.core import merkle
@@ -528,6 +529,12 @@ _LENGTH_KEY = b"12:piece length"
 _LAYERS_KEY = b"12:piece layers"
 _FILE_NODE = b"d0:d6:length"
 _ROOT_KEY = b"11:pieces root32:"
+_ROOT_NODE_BYTES = len(_ROOT_KEY) + merkle.HASH_BYTES
+# What the parser's fast path reads: a string's length (as read_string takes it), a file node
+# up to its size (as read_int takes a non-negative one), a name needing no further check.
+_KEY_LENGTH = re.compile(rb"(0|[1-9][0-9]{0,11}):")
+_FILE_HEAD = re.compile(rb"d0:d6:lengthi(0|[1-9][0-9]{0,19})e")
+_REFUSED_BYTES = re.compile(rb"[\x00-\x1f\x7f/\\]|\A\.\.?\Z|\A[A-Za-z]:|\A\Z")
 
 
 def _adopt(manifest: Manifest, data: bytes) -> None:
@@ -580,7 +587,15 @@ class _Parser:
         starts, layer_at = array("q"), array("q")
         total = total_size = 0
         used: set[bytes] = set()
-        for index, size in enumerate(self.sizes):
+        sizes = self.sizes
+        if max(sizes) <= step:  # no file of more than one piece (a folder of small files)
+            starts = array("q", accumulate(map(bool, sizes), initial=0))
+            total, total_size = starts.pop(), sum(sizes)
+            if total > MAX_CHUNKS_PER_CONTENT:
+                raise ManifestError("too many chunks")
+            layer_at = array("q", [-1]) * len(sizes)
+            sizes = array("q")  # nothing more to do per file
+        for index, size in enumerate(sizes):
             count = chunk_count(size, step)
             starts.append(total)
             total += count
@@ -627,24 +642,56 @@ class _Parser:
         previous = b""
         keys = array("q")  # this folder's names, kept for the case-folding check
         unfixed: dict[str, str] = {}
+        sizes, root_at, limit = self.sizes, self.root_at, len(data)
         while not data.startswith(b"e", pos):
-            start, end = read_string(data, pos)
+            # The common case read in a few steps (a plain length, an ASCII name of nothing
+            # but allowed characters, a file node with a plain size); anything else is read
+            # and checked by the general code below, which words the error.
+            match = _KEY_LENGTH.match(data, pos)
+            if match is None:
+                start, end = read_string(data, pos)
+            else:
+                start = match.end()
+                end = start + int(match[1])
+                if end > limit:
+                    start, end = read_string(data, pos)  # raises: runs past the end
             raw = data[start:end]
             if raw <= previous:
                 raise ManifestError("file tree names must be unique and sorted")
             previous = raw
-            name = raw.decode("utf-8")
-            problem = validate_name(name)
-            if problem:
-                raise ManifestError(f"bad path: {name!r}: {problem}")
+            if raw.isascii() and len(raw) <= MAX_NAME_BYTES and not _REFUSED_BYTES.search(raw):
+                name = "" if raw.lower() == raw else raw.decode("ascii")
+            else:
+                name = raw.decode("utf-8")
+                problem = validate_name(name)
+                if problem:
+                    raise ManifestError(f"bad path: {name!r}: {problem}")
             length = path_bytes + len(raw) + (1 if depth else 0)
             if length > MAX_PATH_BYTES:
                 raise ManifestError("bad path: path too long")
             keys.append(start)
             keys.append(end)
-            folded = _fold(name)
-            if folded != name and unfixed.setdefault(folded, name) != name:
-                raise ManifestError(collision_reason((unfixed[folded], name)))
+            if name:  # "" for a name that folds to itself
+                folded = _fold(name)
+                if folded != name and unfixed.setdefault(folded, name) != name:
+                    raise ManifestError(collision_reason((unfixed[folded], name)))
+            node = _FILE_HEAD.match(data, end)
+            if node is not None:
+                size = int(node[1])
+                after = node.end()
+                if (
+                    0 < size <= MAX_FILE_BYTES
+                    and len(sizes) < MAX_FILES_PER_CONTENT
+                    and data.startswith(_ROOT_KEY, after)
+                    and data.startswith(b"ee", after + _ROOT_NODE_BYTES)
+                ):
+                    root_at.append(after + len(_ROOT_KEY))
+                    self.key_at.append(start)
+                    self.key_end.append(end)
+                    self.parent.append(folder)
+                    sizes.append(size)
+                    pos = after + _ROOT_NODE_BYTES + 2
+                    continue
             if data.startswith(_FILE_NODE, end):
                 pos = self.file(end + len(_FILE_NODE), start, end, folder)
             else:
