@@ -36,6 +36,7 @@ SMALL_BATCH_FILES = 64  # small files hashed in one task of a thread
 SMALL_BATCH_BYTES = 1 * MIB
 SMALL_FILE_BYTES = 1 * MIB  # files up to this size (and of one piece) are read whole
 Progress = Callable[[int], None]
+_sha256 = hashlib.sha256
 _EUID = os.geteuid() if hasattr(os, "geteuid") else -1
 
 
@@ -138,15 +139,27 @@ def _hash_small(batch: Sequence[ScannedFile]) -> list[list[str]]:
         except OSError as exc:
             raise StoreError(f"cannot read {scanned.abs_path}: {exc.strerror}") from None
         try:
-            size = scanned.stat.size
+            recorded = scanned.stat
+            size = recorded.size
             data = os.pread(fd, size, 0) if size else b""
             # Read, then checked: a file replaced or written since the scan (or while read)
             # has another inode, size or mtime now.
-            if len(data) != size or FileStat.of(os.fstat(fd)) != scanned.stat:
+            now = os.fstat(fd)
+            if (
+                len(data) != size
+                or now.st_size != size
+                or now.st_mtime_ns != recorded.mtime_ns
+                or now.st_ino != recorded.ino
+            ):
                 raise FileChangedError(f"{scanned.abs_path} changed while it was being shared")
         finally:
             os.close(fd)
-        found.append([merkle.small_file_root(data).hex()] if size else [])
+        if size > merkle.BLOCK_BYTES:
+            found.append([merkle.small_file_root(data).hex()])
+        elif size:  # one block: its hash is the root
+            found.append([_sha256(data).hexdigest()])
+        else:
+            found.append([])
     return found
 
 
