@@ -272,6 +272,36 @@ class Manifest:
             for local in range(count):
                 yield self._ref(file_index, local)
 
+    def paths(self) -> Iterator[str]:
+        """Every file's path, in order (each folder's path made once)."""
+        encoded, dir_at, dir_end, dir_parent = (
+            self._encoded,
+            self._dir_at,
+            self._dir_end,
+            self._dir_parent,
+        )
+        # A folder comes after its parent in the arrays: one pass makes every folder's path.
+        folders = [""] * (len(dir_at) + 1)  # folders[i + 1]: folder i's path and a slash
+        for folder in range(len(dir_at)):
+            name = encoded[dir_at[folder] : dir_end[folder]].decode("utf-8")
+            folders[folder + 1] = folders[dir_parent[folder] + 1] + name + "/"
+        for key_at, key_end, parent in zip(self._key_at, self._key_end, self._parent, strict=True):
+            yield folders[parent + 1] + encoded[key_at:key_end].decode("utf-8")
+
+    def chunk_roots(self) -> Iterator[bytes]:
+        """The expected root of every chunk, in order (what `chunk(i).root` is)."""
+        encoded, size_of, step = self._encoded, self._sizes, self._piece_length
+        for index, (root_at, layer_at) in enumerate(
+            zip(self._root_at, self._layer_at, strict=True)
+        ):
+            if layer_at < 0:
+                if root_at >= 0:
+                    yield encoded[root_at : root_at + merkle.HASH_BYTES]
+                continue
+            end = layer_at + chunk_count(size_of[index], step) * merkle.HASH_BYTES
+            for at in range(layer_at, end, merkle.HASH_BYTES):
+                yield encoded[at : at + merkle.HASH_BYTES]
+
     def chunk_lengths(self) -> list[int]:
         """The byte length of every chunk, in order."""
         lengths: list[int] = []
