@@ -812,25 +812,31 @@ def _encode(name: str, kind: str, files: Iterable[FileEntry], piece_length: int)
         out = bytearray(_HEAD + _TREE_KEY + b"d")
         layers: dict[bytes, bytes] = {}
         opened: list[str] = []  # the folders the buffer is inside of
+        inside = ""  # their path
         for entry in files:
             if entry.chunk_size != piece_length:
                 raise ManifestError("the files of one content have one piece length")
-            *folders, leaf = entry.path.split("/") if kind == "dir" else [entry.path]
-            same = 0
-            while same < min(len(opened), len(folders)) and opened[same] == folders[same]:
-                same += 1
-            out += b"e" * (len(opened) - same)
-            del opened[same:]
-            for folder in folders[same:]:
-                out += _bstr(folder.encode("utf-8")) + b"d"
-                opened.append(folder)
+            parent, _, leaf = entry.path.rpartition("/") if kind == "dir" else ("", "", entry.path)
+            if parent != inside:  # most files are in the folder of the one before
+                folders = parent.split("/") if parent else []
+                same = 0
+                while same < min(len(opened), len(folders)) and opened[same] == folders[same]:
+                    same += 1
+                out += b"e" * (len(opened) - same)
+                del opened[same:]
+                for folder in folders[same:]:
+                    out += _bstr(folder.encode("utf-8")) + b"d"
+                    opened.append(folder)
+                inside = parent
             out += _bstr(leaf.encode("utf-8")) + _FILE_NODE + b"i%de" % entry.size
-            if entry.chunks:
+            chunks = entry.chunks
+            if len(chunks) == 1:
+                out += _ROOT_KEY + bytes.fromhex(chunks[0])
+            elif chunks:
                 root = entry.pieces_root
                 assert root is not None
                 out += _ROOT_KEY + root
-                if len(entry.chunks) > 1:
-                    layers[root] = bytes.fromhex("".join(entry.chunks))
+                layers[root] = bytes.fromhex("".join(chunks))
             out += b"ee"
         out += b"e" * len(opened) + b"e"
         out += _VERSION_KEY + _bstr(name.encode("utf-8"))
