@@ -559,11 +559,12 @@ _LENGTH_KEY = b"12:piece length"
 _LAYERS_KEY = b"12:piece layers"
 _FILE_NODE = b"d0:d6:length"
 _ROOT_KEY = b"11:pieces root32:"
-_ROOT_NODE_BYTES = len(_ROOT_KEY) + merkle.HASH_BYTES
 # What the parser's fast path reads: a string's length (as read_string takes it), a file node
-# up to its size (as read_int takes a non-negative one), a name needing no further check.
+# of a non-empty file (its size as read_int takes it), a name needing no further check.
 _KEY_LENGTH = re.compile(rb"(0|[1-9][0-9]{0,11}):")
-_FILE_HEAD = re.compile(rb"d0:d6:lengthi(0|[1-9][0-9]{0,19})e")
+_FILE_NODE_WHOLE = re.compile(
+    rb"d0:d6:lengthi([1-9][0-9]{0,19})e11:pieces root32:.{32}ee", re.DOTALL
+)
 _REFUSED_BYTES = re.compile(rb"[\x00-\x1f\x7f/\\]|\A\.\.?\Z|\A[A-Za-z]:|\A\Z")
 
 
@@ -672,7 +673,9 @@ class _Parser:
         previous = b""
         keys = array("q")  # this folder's names, kept for the case-folding check
         unfixed: dict[str, str] = {}
-        sizes, root_at, limit = self.sizes, self.root_at, len(data)
+        sizes, limit = self.sizes, len(data)
+        root_at_append, parent_append = self.root_at.append, self.parent.append
+        key_at_append, key_end_append = self.key_at.append, self.key_end.append
         while not data.startswith(b"e", pos):
             # The common case read in a few steps (a plain length, an ASCII name of nothing
             # but allowed characters, a file node with a plain size); anything else is read
@@ -705,22 +708,16 @@ class _Parser:
                 folded = _fold(name)
                 if folded != name and unfixed.setdefault(folded, name) != name:
                     raise ManifestError(collision_reason((unfixed[folded], name)))
-            node = _FILE_HEAD.match(data, end)
+            node = _FILE_NODE_WHOLE.match(data, end)
             if node is not None:
                 size = int(node[1])
-                after = node.end()
-                if (
-                    0 < size <= MAX_FILE_BYTES
-                    and len(sizes) < MAX_FILES_PER_CONTENT
-                    and data.startswith(_ROOT_KEY, after)
-                    and data.startswith(b"ee", after + _ROOT_NODE_BYTES)
-                ):
-                    root_at.append(after + len(_ROOT_KEY))
-                    self.key_at.append(start)
-                    self.key_end.append(end)
-                    self.parent.append(folder)
+                if size <= MAX_FILE_BYTES and len(sizes) < MAX_FILES_PER_CONTENT:
+                    pos = node.end()
+                    root_at_append(pos - merkle.HASH_BYTES - 2)
+                    key_at_append(start)
+                    key_end_append(end)
+                    parent_append(folder)
                     sizes.append(size)
-                    pos = after + _ROOT_NODE_BYTES + 2
                     continue
             if data.startswith(_FILE_NODE, end):
                 pos = self.file(end + len(_FILE_NODE), start, end, folder)
