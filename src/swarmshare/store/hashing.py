@@ -306,41 +306,40 @@ def _walk(root: str) -> tuple[list[ScannedFile], list[str]]:
     enter(root, "", True)
     while stack:
         entries, prefix, folder_ok = stack[-1]
-        entry = next(entries, None)
-        if entry is None:
+        for entry in entries:
+            name = entry.name
+            rel = prefix + name
+            try:
+                if entry.is_symlink():
+                    skipped.append(f"{rel}: symbolic link (not followed inside a folder)")
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    sub_ok = (
+                        folder_ok
+                        and validate_name(name) is None
+                        and rel.count("/") + 1 < MAX_PATH_DEPTH
+                    )
+                    enter(entry.path, rel + "/", sub_ok)
+                    break  # into the subfolder; this folder's entries resume after it
+                lst = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                skipped.append(f"{rel}: {exc.strerror}")
+                continue
+            if not stat_module.S_ISREG(lst.st_mode):
+                skipped.append(f"{rel}: not a regular file")
+                continue
+            bad = validate_leaf(rel, name) if folder_ok else validate_path(rel)
+            if bad:
+                skipped.append(f"{rel}: {bad}")
+                continue
+            if not _readable(entry.path, lst):
+                skipped.append(f"{rel}: permission denied")
+                continue
+            files.append(
+                ScannedFile(rel, entry.path, FileStat(lst.st_size, lst.st_mtime_ns, lst.st_ino))
+            )
+        else:
             stack.pop()
-            continue
-        name = entry.name
-        rel = prefix + name
-        try:
-            if entry.is_symlink():
-                skipped.append(f"{rel}: symbolic link (not followed inside a folder)")
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                sub_ok = (
-                    folder_ok
-                    and validate_name(name) is None
-                    and rel.count("/") + 1 < MAX_PATH_DEPTH
-                )
-                enter(entry.path, rel + "/", sub_ok)
-                continue
-            lst = entry.stat(follow_symlinks=False)
-        except OSError as exc:
-            skipped.append(f"{rel}: {exc.strerror}")
-            continue
-        if not stat_module.S_ISREG(lst.st_mode):
-            skipped.append(f"{rel}: not a regular file")
-            continue
-        bad = validate_leaf(rel, name) if folder_ok else validate_path(rel)
-        if bad:
-            skipped.append(f"{rel}: {bad}")
-            continue
-        if not _readable(entry.path, lst):
-            skipped.append(f"{rel}: permission denied")
-            continue
-        files.append(
-            ScannedFile(rel, entry.path, FileStat(lst.st_size, lst.st_mtime_ns, lst.st_ino))
-        )
     return files, skipped
 
 
