@@ -809,13 +809,15 @@ def _encode(name: str, kind: str, files: Iterable[FileEntry], piece_length: int)
         out = bytearray(_HEAD + _TREE_KEY + b"d")
         layers: dict[bytes, bytes] = {}
         opened: list[str] = []  # the folders the buffer is inside of
-        inside = ""  # their path
+        inside: str | None = None  # their path (None: the top)
         for entry in files:
             if entry.chunk_size != piece_length:
                 raise ManifestError("the files of one content have one piece length")
-            parent, _, leaf = entry.path.rpartition("/") if kind == "dir" else ("", "", entry.path)
+            path = entry.path
+            cut = path.rfind("/") if kind == "dir" else -1
+            parent, leaf = (path[:cut], path[cut + 1 :]) if cut >= 0 else (None, path)
             if parent != inside:  # most files are in the folder of the one before
-                folders = parent.split("/") if parent else []
+                folders = [] if parent is None else parent.split("/")
                 same = 0
                 while same < min(len(opened), len(folders)) and opened[same] == folders[same]:
                     same += 1
