@@ -74,6 +74,8 @@ def test_round_trip(manifest: Manifest) -> None:
     assert list(decoded.files) == list(manifest.files)
     for index in range(manifest.file_count):
         assert manifest.find(manifest.path_of(index)) == index
+    assert list(decoded.paths()) == [manifest.path_of(i) for i in range(manifest.file_count)]
+    assert list(decoded.chunk_roots()) == [r.root for r in manifest.chunks()]
 
 
 @given(st.binary(max_size=2000))
@@ -248,3 +250,53 @@ def test_chunk_walk_matches_lookups() -> None:
     assert [m.file_of(i) for i in range(m.chunk_total)] == [1, 1, 1, 1, 3]
     assert [m.first_chunk(i) for i in range(4)] == [0, 0, 4, 4]
     assert m.total_size == 200_007
+
+
+@pytest.mark.parametrize(
+    "tree",
+    [
+        {b"a" * 256: _node()},  # a name over 255 bytes
+        {("\u00e9" * 128).encode(): _node()},  # 256 bytes of a non-ASCII name
+        {b"d": {b"c:x": _node()}},
+        {b"d": {b"..": _node()}},
+        {b"d": {b"x\x7f": _node()}},
+        {b"d": {b"x": {b"A": _node(), b"a": _node()}}},  # case, deeper down
+        {"e\u0301".encode(): _node(), "\u00e9".encode(): _node()},  # NFD and NFC
+        {b"a": {b"": {b"length": 3, b"pieces root": ROOT}, b"x": 1}},
+        {b"a": {b"": {b"length": 3, b"pieces root": ROOT + b"x"}}},
+        {b"a": _node(1 << 44 + 1)},
+    ],
+)
+def test_every_name_and_node_is_checked_however_it_is_read(tree: dict[bytes, object]) -> None:
+    """The parser reads plain names and file nodes in a few steps; what they do not cover is
+    refused all the same."""
+    with pytest.raises(ManifestError):
+        decode_manifest(_raw("top", tree))
+
+
+def test_plain_names_are_read_without_a_second_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding checks a plain ASCII name in one step, not with validate_name (which the scan
+    of a shared folder has called on each name already)."""
+    from swarmshare.core import manifest as manifest_module
+
+    names = ["a" * 255, "B.txt", "x y", "\u00e9t\u00e9"]
+    good = Manifest.build("d", "dir", [file_entry(f"f/{n}", 5, ["1" * 64]) for n in names])
+    checked: list[str] = []
+    real = manifest_module.validate_name
+
+    def counted(name: str) -> str | None:
+        checked.append(name)
+        return real(name)
+
+    monkeypatch.setattr(manifest_module, "validate_name", counted)
+    decoded = decode_manifest(good.encoded)
+    assert list(decoded.paths()) == sorted(f"f/{n}" for n in names)
+    assert checked == ["\u00e9t\u00e9", "d"]  # the non-ASCII name, the content's name
+
+
+@pytest.mark.parametrize("paths", [["/x"], ["/x", "y"], ["x/"], ["a//b"], ["a/b/"], ["/"]])
+def test_empty_path_components_are_refused_when_building(paths: list[str]) -> None:
+    """A path with an empty component is refused, not read as another path (the encoder
+    skips walking the folders of a file in the same folder as the one before)."""
+    with pytest.raises(ManifestError):
+        Manifest.build("d", "dir", [file_entry(p, 1, ["1" * 64]) for p in paths])

@@ -200,3 +200,31 @@ def test_a_schema_3_home_keeps_its_downloads_and_remembers_torrents_from_then_on
         assert table.rows()[0].torrent == b"magnet:?xt=x"
     finally:
         db.close()
+
+
+def test_scan_finds_files_in_canonical_order_and_skips_what_cannot_be_shared(
+    tmp_path: Path,
+) -> None:
+    """Folders come among the files at their name's place (so the scan's order is the
+    manifest's); links to folders, names no content may hold and paths too deep are skipped."""
+    from swarmshare.core.manifest import path_key
+    from swarmshare.limits import MAX_PATH_DEPTH
+    from swarmshare.store.hashing import scan_path
+
+    root = tmp_path / "tree"
+    for rel in ["x/a", "x b", "x/c/d", "x-", "a", "x/c e", "C:/f", "ok/C:"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"1")
+    deep = root.joinpath(*["d"] * MAX_PATH_DEPTH)
+    deep.mkdir(parents=True)
+    (deep / "too-deep").write_bytes(b"1")
+    (deep.parent / "deep-enough").write_bytes(b"1")
+    (root / "dirlink").symlink_to(root / "x")
+    _name, _kind, files, skipped = scan_path(str(root))
+    found = [f.rel_path for f in files]
+    assert found == sorted(found, key=path_key)
+    deep_enough = "/".join(["d"] * (MAX_PATH_DEPTH - 1) + ["deep-enough"])
+    assert found == ["a", deep_enough, "x/a", "x/c/d", "x/c e", "x b", "x-"]
+    assert {s.split(":")[0] for s in skipped} >= {"C", "dirlink", "ok/C"}
+    assert any("too deep" in s for s in skipped)
+    assert all(f.abs_path == str(root / f.rel_path) for f in files)

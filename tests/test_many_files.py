@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from swarmshare.core.manifest import Manifest, decode_manifest, file_entry
+from swarmshare.core.manifest import Manifest, decode_manifest, file_entry, path_key
 from swarmshare.store.db import Database
 from swarmshare.store.hashing import FileStat, ScannedFile
 from swarmshare.store.library import Library
@@ -191,3 +191,83 @@ def test_a_folder_of_small_files_is_written_and_finished_at_a_small_cost_per_fil
     written, finished = _steps_to_download(tmp_path, 1000)
     assert written <= 8 * 1000
     assert finished <= 12 * 1000
+
+
+def _tree(root: Path, files: int, folders: int = 20) -> Path:
+    for i in range(files):
+        folder = root / f"d{i % folders:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i:05d}").write_bytes(i.to_bytes(4, "little") * 8)
+    return root
+
+
+def test_a_folder_is_walked_with_one_stat_per_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan lists each folder once and stats each file once (from its directory entry):
+    no lstat, stat, access or islink of its own per file."""
+    import os
+
+    from swarmshare.store.hashing import scan_path
+
+    root = _tree(tmp_path / "tree", 500)
+    calls: dict[str, int] = {}
+    for name in ("stat", "lstat", "access"):
+        real = getattr(os, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls[_name] = calls.get(_name, 0) + 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, counted)
+    name, kind, files, skipped = scan_path(str(root))
+    assert (kind, len(files), skipped) == ("dir", 500, [])
+    assert sum(calls.values()) < 50  # the shared path (resolved), none per file
+    assert [f.rel_path for f in files] == sorted((f.rel_path for f in files), key=path_key)
+
+
+def test_sharing_a_folder_checks_each_name_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name the scan checked is not checked again when the manifest built from it is read
+    back (its plain ASCII names need no second look)."""
+    from swarmshare.core import manifest as manifest_module
+    from swarmshare.store import hashing
+    from swarmshare.store.hashing import hash_content, scan_path
+
+    root = _tree(tmp_path / "tree", 400, folders=10)
+    checked = 0
+    real = manifest_module.validate_name
+
+    def counted(name: str) -> str | None:
+        nonlocal checked
+        checked += 1
+        return real(name)
+
+    monkeypatch.setattr(manifest_module, "validate_name", counted)
+    monkeypatch.setattr(hashing, "validate_name", counted)
+    name, kind, files, _skipped = scan_path(str(root))
+    manifest = hash_content(name, kind, files)
+    assert manifest.file_count == 400
+    assert checked <= 400 + 10 + 2  # each file and folder, the content's name twice
+
+
+@pytest.mark.parametrize("files", [600, 2400])
+def test_sharing_a_folder_costs_a_few_python_steps_per_file(tmp_path: Path, files: int) -> None:
+    """Sharing (walk, hash, manifest, library rows) and sharing again unchanged cost a bounded
+    number of Python calls per file, whatever the number of files."""
+    from opcount import python_steps
+
+    root = _tree(tmp_path / "tree", files)
+    db = Database.open_home(tmp_path / "home")
+    try:
+        library = Library(db)
+        results = []
+        first = python_steps(lambda: results.append(library.share(str(root))))
+        again = python_steps(lambda: results.append(library.share(str(root))))
+    finally:
+        db.close()
+    assert [r.unchanged for r in results] == [False, True]
+    assert results[0].record.chunks == files
+    assert first <= 28 * files
+    assert again <= 14 * files

@@ -26,6 +26,7 @@ import unicodedata
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Literal, overload
 
 from swarmshare.core import merkle
@@ -48,6 +49,8 @@ MIN_PIECE_BYTES = merkle.BLOCK_BYTES
 ContentKind = Literal["file", "dir"]
 _DRIVE = re.compile(r"[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Anything validate_name refuses in an ASCII name of an allowed length.
+_REFUSED = re.compile(r"[\x00-\x1f\x7f/\\]|\A\.\.?\Z|\A[A-Za-z]:")
 
 
 class ManifestError(RemoteProtocolError):
@@ -269,6 +272,36 @@ class Manifest:
             for local in range(count):
                 yield self._ref(file_index, local)
 
+    def paths(self) -> Iterator[str]:
+        """Every file's path, in order (each folder's path made once)."""
+        encoded, dir_at, dir_end, dir_parent = (
+            self._encoded,
+            self._dir_at,
+            self._dir_end,
+            self._dir_parent,
+        )
+        # A folder comes after its parent in the arrays: one pass makes every folder's path.
+        folders = [""] * (len(dir_at) + 1)  # folders[i + 1]: folder i's path and a slash
+        for folder in range(len(dir_at)):
+            name = encoded[dir_at[folder] : dir_end[folder]].decode("utf-8")
+            folders[folder + 1] = folders[dir_parent[folder] + 1] + name + "/"
+        for key_at, key_end, parent in zip(self._key_at, self._key_end, self._parent, strict=True):
+            yield folders[parent + 1] + encoded[key_at:key_end].decode("utf-8")
+
+    def chunk_roots(self) -> Iterator[bytes]:
+        """The expected root of every chunk, in order (what `chunk(i).root` is)."""
+        encoded, size_of, step = self._encoded, self._sizes, self._piece_length
+        for index, (root_at, layer_at) in enumerate(
+            zip(self._root_at, self._layer_at, strict=True)
+        ):
+            if layer_at < 0:
+                if root_at >= 0:
+                    yield encoded[root_at : root_at + merkle.HASH_BYTES]
+                continue
+            end = layer_at + chunk_count(size_of[index], step) * merkle.HASH_BYTES
+            for at in range(layer_at, end, merkle.HASH_BYTES):
+                yield encoded[at : at + merkle.HASH_BYTES]
+
     def chunk_lengths(self) -> list[int]:
         """The byte length of every chunk, in order."""
         lengths: list[int] = []
@@ -438,6 +471,9 @@ def parse_json(data: bytes, error: type[RemoteProtocolError]) -> Any:
 
 def validate_name(name: str) -> str | None:
     """Why `name` cannot be one path component of a content, or None when it can."""
+    # Most names are short ASCII ones without a character to refuse: one scan says so.
+    if name.isascii() and 0 < len(name) <= MAX_NAME_BYTES and not _REFUSED.search(name):
+        return None
     if not name:
         return "empty name"
     if name in (".", ".."):
@@ -477,14 +513,20 @@ def name_collision(paths: Iterable[str]) -> tuple[str, str] | None:
     """Two of `paths` (or of their folders) that differ only by case or by Unicode
     normalization (NFC/NFD), so would be one file or folder on macOS or Windows; else None."""
     seen: dict[str, str] = {}
+    folder = None  # the folder of the previous path: its own prefixes were checked then
     for path in paths:
-        parts = path.split("/")
-        for depth in range(1, len(parts) + 1):
-            prefix = "/".join(parts[:depth])
-            key = unicodedata.normalize("NFC", prefix).lower()
-            other = seen.setdefault(key, prefix)
-            if other != prefix:
-                return other, prefix
+        parent = path.rpartition("/")[0]
+        if parent != folder:
+            folder = parent
+            parts = parent.split("/") if parent else []
+            for depth in range(1, len(parts) + 1):
+                prefix = "/".join(parts[:depth])
+                other = seen.setdefault(_fold(prefix), prefix)
+                if other != prefix:
+                    return other, prefix
+        other = seen.setdefault(_fold(path), path)
+        if other != path:
+            return other, path
     return None
 
 
@@ -499,7 +541,9 @@ def collision_reason(pair: tuple[str, str]) -> str:
 def validate_leaf(path: str, leaf: str) -> str | None:
     """`validate_path(path)` for a path whose folder passed it already, and whose depth is
     allowed: only its length and its last component `leaf` are checked."""
-    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+    if (len(path) if path.isascii() else len(path.encode("utf-8", "surrogatepass"))) > (
+        MAX_PATH_BYTES
+    ):
         return "path too long"
     problem = validate_name(leaf)
     return f"{path!r}: {problem}" if problem else None
@@ -515,6 +559,13 @@ _LENGTH_KEY = b"12:piece length"
 _LAYERS_KEY = b"12:piece layers"
 _FILE_NODE = b"d0:d6:length"
 _ROOT_KEY = b"11:pieces root32:"
+# What the parser's fast path reads: a string's length (as read_string takes it), a file node
+# of a non-empty file (its size as read_int takes it), a name needing no further check.
+_KEY_LENGTH = re.compile(rb"(0|[1-9][0-9]{0,11}):")
+_FILE_NODE_WHOLE = re.compile(
+    rb"d0:d6:lengthi([1-9][0-9]{0,19})e11:pieces root32:.{32}ee", re.DOTALL
+)
+_REFUSED_BYTES = re.compile(rb"[\x00-\x1f\x7f/\\]|\A\.\.?\Z|\A[A-Za-z]:|\A\Z")
 
 
 def _adopt(manifest: Manifest, data: bytes) -> None:
@@ -567,7 +618,15 @@ class _Parser:
         starts, layer_at = array("q"), array("q")
         total = total_size = 0
         used: set[bytes] = set()
-        for index, size in enumerate(self.sizes):
+        sizes = self.sizes
+        if max(sizes) <= step:  # no file of more than one piece (a folder of small files)
+            starts = array("q", accumulate(map(bool, sizes), initial=0))
+            total, total_size = starts.pop(), sum(sizes)
+            if total > MAX_CHUNKS_PER_CONTENT:
+                raise ManifestError("too many chunks")
+            layer_at = array("q", [-1]) * len(sizes)
+            sizes = array("q")  # nothing more to do per file
+        for index, size in enumerate(sizes):
             count = chunk_count(size, step)
             starts.append(total)
             total += count
@@ -614,24 +673,52 @@ class _Parser:
         previous = b""
         keys = array("q")  # this folder's names, kept for the case-folding check
         unfixed: dict[str, str] = {}
+        sizes, limit = self.sizes, len(data)
+        root_at_append, parent_append = self.root_at.append, self.parent.append
+        key_at_append, key_end_append = self.key_at.append, self.key_end.append
         while not data.startswith(b"e", pos):
-            start, end = read_string(data, pos)
+            # The common case read in a few steps (a plain length, an ASCII name of nothing
+            # but allowed characters, a file node with a plain size); anything else is read
+            # and checked by the general code below, which words the error.
+            match = _KEY_LENGTH.match(data, pos)
+            if match is None:
+                start, end = read_string(data, pos)
+            else:
+                start = match.end()
+                end = start + int(match[1])
+                if end > limit:
+                    start, end = read_string(data, pos)  # raises: runs past the end
             raw = data[start:end]
             if raw <= previous:
                 raise ManifestError("file tree names must be unique and sorted")
             previous = raw
-            name = raw.decode("utf-8")
-            problem = validate_name(name)
-            if problem:
-                raise ManifestError(f"bad path: {name!r}: {problem}")
+            if raw.isascii() and len(raw) <= MAX_NAME_BYTES and not _REFUSED_BYTES.search(raw):
+                name = "" if raw.lower() == raw else raw.decode("ascii")
+            else:
+                name = raw.decode("utf-8")
+                problem = validate_name(name)
+                if problem:
+                    raise ManifestError(f"bad path: {name!r}: {problem}")
             length = path_bytes + len(raw) + (1 if depth else 0)
             if length > MAX_PATH_BYTES:
                 raise ManifestError("bad path: path too long")
             keys.append(start)
             keys.append(end)
-            folded = _fold(name)
-            if folded != name and unfixed.setdefault(folded, name) != name:
-                raise ManifestError(collision_reason((unfixed[folded], name)))
+            if name:  # "" for a name that folds to itself
+                folded = _fold(name)
+                if folded != name and unfixed.setdefault(folded, name) != name:
+                    raise ManifestError(collision_reason((unfixed[folded], name)))
+            node = _FILE_NODE_WHOLE.match(data, end)
+            if node is not None:
+                size = int(node[1])
+                if size <= MAX_FILE_BYTES and len(sizes) < MAX_FILES_PER_CONTENT:
+                    pos = node.end()
+                    root_at_append(pos - merkle.HASH_BYTES - 2)
+                    key_at_append(start)
+                    key_end_append(end)
+                    parent_append(folder)
+                    sizes.append(size)
+                    continue
             if data.startswith(_FILE_NODE, end):
                 pos = self.file(end + len(_FILE_NODE), start, end, folder)
             else:
@@ -722,25 +809,33 @@ def _encode(name: str, kind: str, files: Iterable[FileEntry], piece_length: int)
         out = bytearray(_HEAD + _TREE_KEY + b"d")
         layers: dict[bytes, bytes] = {}
         opened: list[str] = []  # the folders the buffer is inside of
+        inside: str | None = None  # their path (None: the top)
         for entry in files:
             if entry.chunk_size != piece_length:
                 raise ManifestError("the files of one content have one piece length")
-            *folders, leaf = entry.path.split("/") if kind == "dir" else [entry.path]
-            same = 0
-            while same < min(len(opened), len(folders)) and opened[same] == folders[same]:
-                same += 1
-            out += b"e" * (len(opened) - same)
-            del opened[same:]
-            for folder in folders[same:]:
-                out += _bstr(folder.encode("utf-8")) + b"d"
-                opened.append(folder)
+            path = entry.path
+            cut = path.rfind("/") if kind == "dir" else -1
+            parent, leaf = (path[:cut], path[cut + 1 :]) if cut >= 0 else (None, path)
+            if parent != inside:  # most files are in the folder of the one before
+                folders = [] if parent is None else parent.split("/")
+                same = 0
+                while same < min(len(opened), len(folders)) and opened[same] == folders[same]:
+                    same += 1
+                out += b"e" * (len(opened) - same)
+                del opened[same:]
+                for folder in folders[same:]:
+                    out += _bstr(folder.encode("utf-8")) + b"d"
+                    opened.append(folder)
+                inside = parent
             out += _bstr(leaf.encode("utf-8")) + _FILE_NODE + b"i%de" % entry.size
-            if entry.chunks:
+            chunks = entry.chunks
+            if len(chunks) == 1:
+                out += _ROOT_KEY + bytes.fromhex(chunks[0])
+            elif chunks:
                 root = entry.pieces_root
                 assert root is not None
                 out += _ROOT_KEY + root
-                if len(entry.chunks) > 1:
-                    layers[root] = bytes.fromhex("".join(entry.chunks))
+                layers[root] = bytes.fromhex("".join(chunks))
             out += b"ee"
         out += b"e" * len(opened) + b"e"
         out += _VERSION_KEY + _bstr(name.encode("utf-8"))

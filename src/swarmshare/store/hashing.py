@@ -10,7 +10,7 @@ import hashlib
 import os
 import stat as stat_module
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -36,6 +36,8 @@ SMALL_BATCH_FILES = 64  # small files hashed in one task of a thread
 SMALL_BATCH_BYTES = 1 * MIB
 SMALL_FILE_BYTES = 1 * MIB  # files up to this size (and of one piece) are read whole
 Progress = Callable[[int], None]
+_sha256 = hashlib.sha256
+_EUID = os.geteuid() if hasattr(os, "geteuid") else -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,15 +139,27 @@ def _hash_small(batch: Sequence[ScannedFile]) -> list[list[str]]:
         except OSError as exc:
             raise StoreError(f"cannot read {scanned.abs_path}: {exc.strerror}") from None
         try:
-            size = scanned.stat.size
+            recorded = scanned.stat
+            size = recorded.size
             data = os.pread(fd, size, 0) if size else b""
             # Read, then checked: a file replaced or written since the scan (or while read)
             # has another inode, size or mtime now.
-            if len(data) != size or FileStat.of(os.fstat(fd)) != scanned.stat:
+            now = os.fstat(fd)
+            if (
+                len(data) != size
+                or now.st_size != size
+                or now.st_mtime_ns != recorded.mtime_ns
+                or now.st_ino != recorded.ino
+            ):
                 raise FileChangedError(f"{scanned.abs_path} changed while it was being shared")
         finally:
             os.close(fd)
-        found.append([merkle.small_file_root(data).hex()] if size else [])
+        if size > merkle.BLOCK_BYTES:
+            found.append([merkle.small_file_root(data).hex()])
+        elif size:  # one block: its hash is the root
+            found.append([_sha256(data).hexdigest()])
+        else:
+            found.append([])
     return found
 
 
@@ -250,43 +264,7 @@ def scan_path(path: str) -> tuple[str, ContentKind, list[ScannedFile], list[str]
         return name, "file", [ScannedFile(name, real, FileStat.of(st))], []
     if not stat_module.S_ISDIR(st.st_mode):
         raise UsageError(f"{path}: not a regular file or folder (device, FIFO or socket)")
-    files: list[ScannedFile] = []
-    skipped: list[str] = []
-
-    def walk_error(exc: OSError) -> None:
-        skipped.append(f"{exc.filename}: {exc.strerror}")
-
-    for dirpath, dirnames, filenames in os.walk(real, onerror=walk_error):
-        dirnames.sort()
-        # Once per folder: its path relative to the root, and whether it is a valid one (then
-        # only each file's own name is checked).
-        folder = os.path.relpath(dirpath, real).replace(os.sep, "/")
-        prefix = "" if folder == "." else folder + "/"
-        folder_ok = (not prefix or validate_path(folder) is None) and (
-            prefix.count("/") < MAX_PATH_DEPTH
-        )
-        for entry in sorted(filenames) + [d for d in dirnames if _is_link(dirpath, d)]:
-            full = os.path.join(dirpath, entry)
-            rel = prefix + entry
-            try:
-                lst = os.lstat(full)
-            except OSError as exc:
-                skipped.append(f"{rel}: {exc.strerror}")
-                continue
-            if stat_module.S_ISLNK(lst.st_mode):
-                skipped.append(f"{rel}: symbolic link (not followed inside a folder)")
-                continue
-            if not stat_module.S_ISREG(lst.st_mode):
-                skipped.append(f"{rel}: not a regular file")
-                continue
-            bad = validate_leaf(rel, entry) if folder_ok else validate_path(rel)
-            if bad:
-                skipped.append(f"{rel}: {bad}")
-                continue
-            if not os.access(full, os.R_OK):
-                skipped.append(f"{rel}: permission denied")
-                continue
-            files.append(ScannedFile(rel, full, FileStat.of(lst)))
+    files, skipped = _walk(real)
     if not files:
         raise UsageError(f"{path}: the folder holds no file that can be shared")
     if len(files) == 1 and files[0].rel_path == name:
@@ -303,8 +281,78 @@ def scan_path(path: str) -> tuple[str, ContentKind, list[ScannedFile], list[str]
     return name, "dir", files, skipped
 
 
-def _is_link(dirpath: str, name: str) -> bool:
-    return os.path.islink(os.path.join(dirpath, name))
+def _walk(root: str) -> tuple[list[ScannedFile], list[str]]:
+    """The regular files under folder `root` that can be shared, in canonical order (see
+    `path_key`), and the entries skipped with their reasons.
+
+    One pass: each folder is listed once, and each file costs one stat (its directory entry
+    says what it is); a folder's name is checked once, then only each file's own name."""
+    files: list[ScannedFile] = []
+    skipped: list[str] = []
+    # Folders being listed: their remaining entries (sorted by name, files and folders
+    # together, so files come out in canonical order), their path prefix and whether that
+    # prefix is a valid path of an allowed depth.
+    stack: list[tuple[Iterator[os.DirEntry[str]], str, bool]] = []
+
+    def enter(folder: str, prefix: str, ok: bool) -> None:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=_entry_name)
+        except OSError as exc:
+            skipped.append(f"{exc.filename}: {exc.strerror}")
+            return
+        stack.append((iter(entries), prefix, ok))
+
+    enter(root, "", True)
+    while stack:
+        entries, prefix, folder_ok = stack[-1]
+        for entry in entries:
+            name = entry.name
+            rel = prefix + name
+            try:
+                if entry.is_symlink():
+                    skipped.append(f"{rel}: symbolic link (not followed inside a folder)")
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    sub_ok = (
+                        folder_ok
+                        and validate_name(name) is None
+                        and rel.count("/") + 1 < MAX_PATH_DEPTH
+                    )
+                    enter(entry.path, rel + "/", sub_ok)
+                    break  # into the subfolder; this folder's entries resume after it
+                lst = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                skipped.append(f"{rel}: {exc.strerror}")
+                continue
+            if not stat_module.S_ISREG(lst.st_mode):
+                skipped.append(f"{rel}: not a regular file")
+                continue
+            bad = validate_leaf(rel, name) if folder_ok else validate_path(rel)
+            if bad:
+                skipped.append(f"{rel}: {bad}")
+                continue
+            if not _readable(entry.path, lst):
+                skipped.append(f"{rel}: permission denied")
+                continue
+            files.append(
+                ScannedFile(rel, entry.path, FileStat(lst.st_size, lst.st_mtime_ns, lst.st_ino))
+            )
+        else:
+            stack.pop()
+    return files, skipped
+
+
+def _entry_name(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
+def _readable(path: str, st: os.stat_result) -> bool:
+    """Whether this process may read the file: its own file with the owner's read bit set is
+    (the owner's bits are all that count for the owner), anything else is asked of the system."""
+    if st.st_uid == _EUID and st.st_mode & stat_module.S_IRUSR:
+        return True
+    return os.access(path, os.R_OK)
 
 
 def _check_readable(real: str, shown: str) -> None:

@@ -7,6 +7,7 @@ never served under its old ID (`refresh` re-hashes or drops it).
 
 from __future__ import annotations
 
+import operator
 import os
 import time
 from array import array
@@ -139,7 +140,7 @@ class Library:
             )
             conn.executemany(
                 "INSERT INTO chunk_index(sha256, content_id, idx) VALUES (?,?,?)",
-                ((ref.sha256, cid, ref.index) for ref in manifest.chunks()),
+                ((root.hex(), cid, index) for index, root in enumerate(manifest.chunk_roots())),
             )
         self._remember(manifest)
         return self.get(cid)
@@ -266,14 +267,27 @@ class Library:
         return None
 
     def _unchanged(self, root: str, files: list[ScannedFile]) -> ContentRecord | None:
+        ordered: list[tuple[str, int, int, int]] | None = None
         for record in self.contents():
             if record.root != root:
                 continue
-            recorded = self.file_paths(record.id)
-            if len(recorded) != len(files):
+            (count,) = self.db.conn.execute(
+                "SELECT count(*) FROM files WHERE content_id = ?", (record.id,)
+            ).fetchone()
+            if count != len(files):
                 continue
-            current = sorted((f.abs_path, f.stat) for f in files)
-            if sorted(recorded) == current:
+            if ordered is None:  # the rows recorded, in the same (manifest) order
+                ordered = [
+                    (f.abs_path, f.stat.size, f.stat.mtime_ns, f.stat.ino)
+                    for f in sorted(files, key=lambda f: path_key(f.rel_path))
+                ]
+            rows = self.db.conn.cursor()
+            rows.row_factory = None
+            rows.execute(
+                "SELECT path, size, mtime_ns, ino FROM files WHERE content_id = ? ORDER BY idx",
+                (record.id,),
+            )
+            if all(map(operator.eq, rows, ordered)):
                 return record
         return None
 
@@ -334,8 +348,8 @@ def _file_rows(
     if len(ordered) != manifest.file_count:
         raise StoreError("the files found do not match the manifest")
     cid = manifest.content_id
-    for index, found in enumerate(ordered):
-        if found.rel_path != manifest.path_of(index):
+    for index, (found, path) in enumerate(zip(ordered, manifest.paths(), strict=True)):
+        if found.rel_path != path:
             raise StoreError(f"{found.rel_path!r} is not in the manifest")
         stat = found.stat
         yield cid, index, found.abs_path, stat.size, stat.mtime_ns, stat.ino
