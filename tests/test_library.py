@@ -134,6 +134,36 @@ def test_find_chunk_reuses_local_bytes(library: Library, tmp_path: Path) -> None
     assert library.find_chunk(ref.sha256) is None
 
 
+def test_chunks_are_looked_up_a_batch_at_a_time(library: Library, tmp_path: Path) -> None:
+    """Before a download, every missing chunk is looked up among the shared files: a few
+    queries for thousands of chunks, not one each (counted with SQLite's trace hook)."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(1200):
+        (folder / f"f{i:04d}").write_bytes(i.to_bytes(4, "little") * 100)
+    manifest = library.manifest(library.share(str(folder)).record.id)
+    wanted = [ref.sha256 for ref in manifest.chunks()] + ["00" * 32] * 800
+    statements: list[str] = []
+    library.db.conn.set_trace_callback(statements.append)
+    try:
+        found = library.find_chunks(wanted)
+    finally:
+        library.db.conn.set_trace_callback(None)
+    assert len(found) == 1200
+    loc = found[manifest.chunk(7).sha256]
+    assert loc.path.endswith("f0007") and (loc.offset, loc.length) == (0, 400)
+    lookups = [s for s in statements if "chunk_index" in s]
+    assert len(lookups) <= 6, len(lookups)  # 2,000 hashes in batches of 500, and one probe
+
+
+def test_an_empty_library_finds_no_chunk_in_one_query(library: Library) -> None:
+    statements: list[str] = []
+    library.db.conn.set_trace_callback(statements.append)
+    assert library.find_chunks(f"{i:064x}" for i in range(5000)) == {}
+    library.db.conn.set_trace_callback(None)
+    assert len([s for s in statements if "chunk_index" in s]) == 1
+
+
 def test_bad_paths(library: Library, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no such file"):
         library.share(str(tmp_path / "missing"))

@@ -63,6 +63,9 @@ INITIAL_WINDOW_BYTES = 256 * KIB  # ...and starts with this many
 MAX_BATCH_CHUNKS = 256  # chunks asked for in one batch request
 MAX_BATCH_BYTES = 1 * MIB  # bytes of one batch reply
 BATCH_CHUNK_BYTES = 32 * KIB  # chunks at most this long travel in batches (small files)
+FIND_CHUNKS_BATCH = (
+    500  # chunk hashes looked up in the library in one query (SQLite allows 32,766 parameters)
+)
 MAX_OPEN_PART_FILES = 64  # descriptors one download keeps open (a folder may have 100,000 files)
 MIN_WINDOW_REQUESTS = 1
 INITIAL_WINDOW_REQUESTS = 4

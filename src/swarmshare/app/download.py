@@ -24,7 +24,7 @@ import contextlib
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -168,7 +168,7 @@ class EngineDeps:
 
     clock: Clock
     translog: TransferLog | None = None
-    find_chunk: Callable[[str], ChunkLocation | None] = lambda _sha: None
+    find_chunks: Callable[[Iterable[str]], dict[str, ChunkLocation]] = lambda _hashes: {}
     add_to_library: Callable[[Manifest, str, list[ScannedFile]], None] = lambda *_a: None
     chunk_timeout: float | None = None
 
@@ -418,12 +418,15 @@ class Download:
         assert part is not None
         sources: list[tuple[ChunkRef, str, int]] = []
         old_dest = str(self.dest) if manifest.kind == "file" and self.dest.is_file() else None
+        held = self.deps.find_chunks(
+            ref.sha256 for ref in manifest.chunks() if ref.index not in have
+        )
         for ref in manifest.chunks():
             if ref.index in have:
                 continue
             if old_dest is not None:
                 sources.append((ref, old_dest, ref.offset))
-            found = self.deps.find_chunk(ref.sha256)
+            found = held.get(ref.sha256)
             if found is not None and found.length == ref.length:
                 sources.append((ref, found.path, found.offset))
         if not sources:

@@ -156,7 +156,7 @@ class Node:
         deps = EngineDeps(
             clock=loop,
             translog=self.translog,
-            find_chunk=self.library.find_chunk,
+            find_chunks=self.library.find_chunks,
             add_to_library=self._add_to_library,
             chunk_timeout=s.chunk_timeout,
         )

@@ -14,7 +14,7 @@ import ssl
 from collections import OrderedDict
 
 from swarmshare.core.catalog import Catalog, decode_catalog
-from swarmshare.core.manifest import Manifest, decode_manifest, manifest_id
+from swarmshare.core.manifest import Manifest, decode_manifest
 from swarmshare.errors import IntegrityError, SwarmshareError
 from swarmshare.limits import (
     MAX_CATALOG_BYTES,
@@ -98,10 +98,10 @@ class PeerClient:
         _, body = await self._get(
             host, port, f"/v1/content/{content_id}/manifest", MAX_MANIFEST_BYTES
         )
-        data = bytes(body)
-        if manifest_id(data) != content_id:
+        # One pass: the parser that validates the bytes also hashes their info dict.
+        manifest = decode_manifest(bytes(body))
+        if manifest.content_id != content_id:
             raise IntegrityError("manifest does not hash to the content ID")
-        manifest = decode_manifest(data)
         self._manifests[content_id] = manifest
         while len(self._manifests) > MANIFESTS_KEPT:
             self._manifests.popitem(last=False)

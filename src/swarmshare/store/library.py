@@ -28,6 +28,7 @@ from swarmshare.core.manifest import (
 from swarmshare.core.refs import resolve_ref
 from swarmshare.core.torrent import magnet_json
 from swarmshare.errors import NotFoundError, StoreError, SwarmshareError, UsageError
+from swarmshare.limits import FIND_CHUNKS_BATCH
 from swarmshare.store.db import Database
 from swarmshare.store.hashing import FileStat, Progress, ScannedFile, hash_content, scan_path
 
@@ -252,19 +253,45 @@ class Library:
 
     def find_chunk(self, sha256: str) -> ChunkLocation | None:
         """A chunk with this hash in any intact shared file, or None."""
+        return self.find_chunks([sha256]).get(sha256)
+
+    def find_chunks(self, hashes: Iterable[str]) -> dict[str, ChunkLocation]:
+        """Of these chunk hashes, those held by an intact shared file, with where: a few
+        queries of up to FIND_CHUNKS_BATCH hashes each, not one per chunk (a folder of 100,000
+        files would be 100,000 queries before its download starts). An empty library costs one
+        query."""
+        found: dict[str, ChunkLocation] = {}
+        if self.db.conn.execute("SELECT 1 FROM chunk_index LIMIT 1").fetchone() is None:
+            return found
+        batch: list[str] = []
+        for sha256 in hashes:
+            batch.append(sha256)
+            if len(batch) >= FIND_CHUNKS_BATCH:
+                self._find_batch(batch, found)
+                batch = []
+        if batch:
+            self._find_batch(batch, found)
+        return found
+
+    def _find_batch(self, hashes: list[str], found: dict[str, ChunkLocation]) -> None:
+        marks = ",".join("?" * len(hashes))
         rows = self.db.conn.execute(
-            "SELECT content_id, idx FROM chunk_index WHERE sha256 = ? LIMIT 8", (sha256,)
+            f"SELECT sha256, content_id, idx FROM chunk_index WHERE sha256 IN ({marks})",
+            hashes,
         ).fetchall()
-        for content_id, index in rows:
+        tried: dict[str, int] = {}
+        for sha256, content_id, index in rows:
+            if sha256 in found or tried.get(sha256, 0) >= 8:
+                continue
+            tried[sha256] = tried.get(sha256, 0) + 1
             manifest = self.manifest(content_id)
             ref = manifest.chunk(index)
-            found = self.file_path(content_id, ref.file_index)
-            if found is None:
+            where = self.file_path(content_id, ref.file_index)
+            if where is None:
                 continue
-            path, recorded = found
+            path, recorded = where
             if _matches(path, recorded):
-                return ChunkLocation(path, ref.offset, ref.length, ref.sha256)
-        return None
+                found[sha256] = ChunkLocation(path, ref.offset, ref.length, ref.sha256)
 
     def _unchanged(self, root: str, files: list[ScannedFile]) -> ContentRecord | None:
         ordered: list[tuple[str, int, int, int]] | None = None
