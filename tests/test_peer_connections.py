@@ -7,15 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import Swarm
 from helpers import control, wait_until, write_test_file
 
 MIB = 1 << 20
 FILES = 4  # downloads at once: their windows together (4 x 16 requests) exceed the server's 32
+SWARMS = {"open": (), "private": ("--secret", "correct horse battery staple")}  # private: TLS
 
 
+@pytest.mark.parametrize("kind", SWARMS)
 def test_concurrent_downloads_from_one_seeder_all_complete_without_retries(
-    swarm: Swarm, tmp_path: Path
+    swarm: Swarm, tmp_path: Path, kind: str
 ) -> None:
     """One daemon downloads several contents at once from one seeder: each completes with no
     request retried and no peer dropped, and the seeder refused no connection."""
@@ -24,9 +28,9 @@ def test_concurrent_downloads_from_one_seeder_all_complete_without_retries(
     paths = [files / f"f{k}.bin" for k in range(FILES)]
     for k, path in enumerate(paths):
         write_test_file(path, 32 * MIB, seed=k)
-    seeder = swarm.start(2)
+    seeder = swarm.start(2, *SWARMS[kind])
     assert seeder.cli("share", *map(str, paths)).returncode == 0
-    downloader = swarm.start(5)
+    downloader = swarm.start(5, *SWARMS[kind])
     wait_until(lambda: _holders(downloader, len(paths)), timeout=30)
     out = tmp_path / "out"
     out.mkdir()
