@@ -437,3 +437,37 @@ def test_a_slot_handed_to_a_waiter_being_cancelled_goes_to_the_next() -> None:
         assert (slots.held(key), slots.waiting(key)) == (0, 0)
 
     asyncio.run(scenario())
+
+
+def test_a_new_connection_closed_unanswered_is_busy_and_a_reused_one_is_not() -> None:
+    """A server turning a connection away (closed before any reply byte, as the connection
+    guard does) makes the request fail as 'busy'; a kept-alive connection closed after a reply
+    does not."""
+
+    async def scenario() -> tuple[str, str]:
+        async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+
+        async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(GOOD)
+            await writer.drain()
+            await reader.readuntil(b"\r\n\r\n")
+
+        chunks = client()
+        reasons = []
+        try:
+            async with scripted_server(refuse) as port:
+                with pytest.raises(ChunkFetchError) as busy:
+                    await chunks.fetch("127.0.0.1", port, "/a", 16)
+                reasons.append(busy.value.reason)
+            async with scripted_server(once) as port:
+                assert bytes(await chunks.fetch("127.0.0.1", port, "/a", 16)) == CHUNK
+                with pytest.raises(RemoteProtocolError) as cut:
+                    await chunks.fetch("127.0.0.1", port, "/b", 16)
+                reasons.append(type(cut.value).__name__)
+        finally:
+            chunks.close()
+        return reasons[0], reasons[1]
+
+    assert asyncio.run(scenario()) == ("busy", "TruncatedReply")

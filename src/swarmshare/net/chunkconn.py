@@ -110,7 +110,8 @@ class BufferPool:
 
 
 class ChunkFetchError(SwarmshareError):
-    """A chunk request failed; `reason` is unreachable, timeout, short or an error code."""
+    """A chunk request failed; `reason` is unreachable, timeout, short, busy (the connection
+    was closed before any reply, or no memory was left for it) or an error code."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
@@ -198,6 +199,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._waiter: asyncio.Future[tuple[int, Buffer]] | None = None
         self._deadline: ReplyDeadline | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._heard = False  # a byte of any reply arrived on this connection
         self.closed = False
 
     # ---- asyncio callbacks -----------------------------------------------------------------
@@ -208,6 +210,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._refused()
         self._end_of_file()
         self._fail(ChunkFetchError("connection lost", "short"))
 
@@ -227,6 +230,7 @@ class _Connection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if self.closed:
             return  # a read already under way when the connection was dropped
+        self._heard = True
         if self._deadline is not None:
             self._deadline.received_bytes(nbytes, self._loop.time())
         try:
@@ -242,6 +246,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._fail(exc)
 
     def eof_received(self) -> bool | None:
+        self._refused()
         self._end_of_file()
         return None
 
@@ -354,6 +359,13 @@ class _Connection(asyncio.BufferedProtocol):
             self._pump()
         except SwarmshareError as exc:
             self._fail(exc)
+
+    def _refused(self) -> None:
+        # Closed before a byte of any reply: a new connection the server turned away (its
+        # connection guard closes newcomers when this address holds its share). Not a fault of
+        # the peer's: the scheduler shrinks its window rather than counting a failure.
+        if not self._heard and self._waiter is not None and not self._waiter.done():
+            self._fail(ChunkFetchError("closed the connection before replying (busy)", "busy"))
 
     def _fail(self, exc: Exception) -> None:
         self._keep_alive = False
