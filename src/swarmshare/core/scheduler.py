@@ -22,6 +22,11 @@ Rules:
   MAX_BENCH_SECONDS): a slow or briefly unreachable peer may be the only one holding a chunk,
   so it is asked again later rather than given up for good. A timeout also halves the peer's
   rate estimate, so its next deadlines are longer.
+- A request's deadline and the rate sample its chunk gives both run from when it was decided,
+  time spent waiting for a connection to the peer included (the client bounds connections per
+  peer for all downloads together): that wait is queueing for the same peer's bandwidth, so the
+  rate measured is this download's share of it, and a deadline of a few times its queue at that
+  rate stays consistent with the latency actually seen (its bytes in flight / its rate).
 - A chunk is requested from one peer at a time, except in the endgame (every missing chunk
   already requested, at most ENDGAME_CHUNKS missing): then idle peers duplicate outstanding
   requests, and the first verified copy cancels the others.
