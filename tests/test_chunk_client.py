@@ -16,7 +16,7 @@ import pytest
 from swarmshare.core.http import ReplyBudget, ReplyError, WrongLength
 from swarmshare.errors import RemoteProtocolError
 from swarmshare.limits import KIB, MAX_CATALOG_BYTES, MIB
-from swarmshare.net.chunkconn import Buffer, BufferPool, ChunkClient, ChunkFetchError
+from swarmshare.net.chunkconn import Buffer, BufferPool, ChunkClient, ChunkFetchError, PeerSlots
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 CHUNK = b"0123456789abcdef"
@@ -307,3 +307,167 @@ def test_replies_over_the_budget_are_refused_and_the_rest_arrive_whole() -> None
     body, error = asyncio.run(scenario())
     assert body == payload
     assert error.reason == "busy" and "refused" in str(error)
+
+
+# ---- connections per peer -------------------------------------------------------------------
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    """Let the loop run until `predicate()` holds; fail the test after 10 seconds."""
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+class _HeldReplies:
+    """A keep-alive server's answer that holds every reply until `release` is set, counting
+    the connections open at once."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.open = 0
+        self.most = 0
+        self.accepted = 0
+        self.requests = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.open += 1
+        self.most = max(self.most, self.open)
+        try:
+            while True:
+                try:
+                    await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return
+                self.requests += 1
+                await self.release.wait()
+                writer.write(GOOD)
+                await writer.drain()
+        finally:
+            self.open -= 1
+
+
+def test_requests_beyond_the_connections_per_peer_wait_and_all_arrive() -> None:
+    """Six requests at once to one peer with two connections allowed: two connections open,
+    four requests wait (none fails), and all six get their chunk over those two."""
+
+    async def scenario() -> None:
+        server = _HeldReplies()
+        async with scripted_server(server) as port:
+            chunks = client(connections_per_peer=2)
+            key = ("127.0.0.1", port)
+            try:
+                fetches = [
+                    asyncio.ensure_future(chunks.fetch("127.0.0.1", port, f"/c{i}", 16))
+                    for i in range(6)
+                ]
+                await _until(lambda: server.requests == 2 and chunks.slots.waiting(key) == 4)
+                assert (server.accepted, chunks.slots.held(key)) == (2, 2)
+                assert not any(fetch.done() for fetch in fetches)
+                server.release.set()
+                bodies = await asyncio.gather(*fetches)
+                assert [bytes(body) for body in bodies] == [CHUNK] * 6
+                assert (server.accepted, server.most) == (2, 2)
+                assert (chunks.slots.held(key), chunks.slots.waiting(key)) == (0, 0)
+            finally:
+                chunks.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_cancelled_while_waiting_for_a_connection_leaks_no_slot() -> None:
+    """One connection allowed, held by a request whose reply is late: a second request waits,
+    is cancelled, and leaves the queue; the first completes, and the slot is free again."""
+
+    async def scenario() -> None:
+        server = _HeldReplies()
+        async with scripted_server(server) as port:
+            chunks = client(connections_per_peer=1)
+            key = ("127.0.0.1", port)
+            try:
+                first = asyncio.ensure_future(chunks.fetch("127.0.0.1", port, "/a", 16))
+                second = asyncio.ensure_future(chunks.fetch("127.0.0.1", port, "/b", 16))
+                await _until(lambda: server.requests == 1 and chunks.slots.waiting(key) == 1)
+                second.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await second
+                assert (chunks.slots.held(key), chunks.slots.waiting(key)) == (1, 0)
+                server.release.set()
+                assert bytes(await first) == CHUNK
+                assert chunks.slots.held(key) == 0
+                # The one slot serves the next request at once, over the kept-alive connection.
+                assert bytes(await chunks.fetch("127.0.0.1", port, "/c", 16)) == CHUNK
+                assert (server.accepted, server.requests) == (1, 2)
+                assert (chunks.slots.held(key), chunks.slots.waiting(key)) == (0, 0)
+            finally:
+                chunks.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_slot_handed_to_a_waiter_being_cancelled_goes_to_the_next() -> None:
+    """The slot released to a waiter whose task is cancelled before it resumes is passed on:
+    neither lost nor held twice."""
+
+    async def scenario() -> None:
+        slots = PeerSlots(1)
+        key = ("127.0.0.9", 1)
+        await slots.acquire(key)
+        second = asyncio.ensure_future(slots.acquire(key))
+        third = asyncio.ensure_future(slots.acquire(key))
+        await _until(lambda: slots.waiting(key) == 2)
+        slots.release(key)  # handed to the second...
+        second.cancel()  # ...which is cancelled before it runs again
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        await asyncio.wait_for(third, 10)  # the third has it
+        assert (slots.held(key), slots.waiting(key)) == (1, 0)
+        slots.release(key)
+        assert (slots.held(key), slots.waiting(key)) == (0, 0)
+        # A waiter cancelled while still queued, then a release: nobody is handed a slot twice.
+        await slots.acquire(key)
+        fourth = asyncio.ensure_future(slots.acquire(key))
+        await _until(lambda: slots.waiting(key) == 1)
+        fourth.cancel()
+        slots.release(key)  # the cancelled waiter is still in the queue: skipped
+        with pytest.raises(asyncio.CancelledError):
+            await fourth
+        assert (slots.held(key), slots.waiting(key)) == (0, 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_new_connection_closed_unanswered_is_busy_and_a_reused_one_is_not() -> None:
+    """A server turning a connection away (closed before any reply byte, as the connection
+    guard does) makes the request fail as 'busy'; a kept-alive connection closed after a reply
+    does not."""
+
+    async def scenario() -> tuple[str, str]:
+        async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+
+        async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(GOOD)
+            await writer.drain()
+            await reader.readuntil(b"\r\n\r\n")
+
+        chunks = client()
+        reasons = []
+        try:
+            async with scripted_server(refuse) as port:
+                with pytest.raises(ChunkFetchError) as busy:
+                    await chunks.fetch("127.0.0.1", port, "/a", 16)
+                reasons.append(busy.value.reason)
+            async with scripted_server(once) as port:
+                assert bytes(await chunks.fetch("127.0.0.1", port, "/a", 16)) == CHUNK
+                with pytest.raises(RemoteProtocolError) as cut:
+                    await chunks.fetch("127.0.0.1", port, "/b", 16)
+                reasons.append(type(cut.value).__name__)
+        finally:
+            chunks.close()
+        return reasons[0], reasons[1]
+
+    assert asyncio.run(scenario()) == ("busy", "TruncatedReply")

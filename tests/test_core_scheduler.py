@@ -237,3 +237,29 @@ def test_small_chunks_get_a_wide_window() -> None:
     big.add_peer("a", lambda _i: True)
     assert len(small.next_requests(0.0)) >= 64
     assert len(big.next_requests(0.0)) <= 16
+
+
+def test_a_busy_peer_shrinks_its_window_and_one_always_busy_is_benched() -> None:
+    """'busy' (a connection closed unanswered) halves the peer's window without counting as a
+    failure; once the window is down to one request it counts, so a peer that turns every
+    request away is still benched, and the chunks go to the other peer meanwhile."""
+    sched = Scheduler([1000] * 64, rng=random.Random(1))
+    sched.add_peer("busy", lambda i: True)
+    sched.add_peer("other", lambda i: True)
+    now = 0.0
+    refused = 0
+    while sched.peers["busy"].benched_until == 0.0:
+        asked = [r for r in sched.next_requests(now) if r.peer == "busy"]
+        if not asked:
+            break
+        for request in asked:
+            sched.chunk_failed("busy", request.chunk, "busy", now)
+            refused += 1
+            if sched.peers["busy"].window > 1:
+                assert sched.peers["busy"].failures == 0
+        now += 0.1
+    state = sched.peers["busy"]
+    assert state.benched_until > now and "busy" not in sched.dropped
+    assert refused > 3  # a burst of busy replies alone does not bench it
+    assert all(r.peer == "other" for r in sched.next_requests(now))
+    sched.check_invariants()

@@ -89,6 +89,12 @@ RESUME_RECORD_INTERVAL_SECONDS = 0.5
 # Peer server connections and requests
 MAX_CONNECTIONS_TOTAL = 512
 MAX_CONNECTIONS_PER_PEER = 32  # one address's share: it takes 16 addresses to fill every slot
+# The other side: connections (one request under way each) this process opens to one peer's
+# server at once, over every download, catalogue and manifest fetch; further requests wait for
+# one to end. Below MAX_CONNECTIONS_PER_PEER, beyond which the server closes newcomers from our
+# address: half of it leaves room for a second process on the same address (a standalone get
+# beside the daemon) and for connections closed here that the server has not yet seen close.
+MAX_CONNECTIONS_TO_PEER = MAX_CONNECTIONS_PER_PEER // 2
 REQUEST_TIMEOUT_SECONDS = 10.0  # from connecting, or from the last reply, to the next request
 # TLS handshakes under way at once (each holds a 256 KiB buffer of asyncio's until it ends), in
 # all and from one address (as many as it may hold connections); a handshake not done within

@@ -11,7 +11,10 @@ Rules:
   each other).
 - Each peer has a window of requests in flight. It follows the peer's measured rate (enough
   bytes in flight to keep it busy for WINDOW_SECONDS), within MIN/MAX_WINDOW_REQUESTS and the
-  per-peer and total byte limits; a failure halves it.
+  per-peer and total byte limits; a failure halves it. A peer too busy to answer (it closed
+  a new connection unanswered, or said so) halves it too, and that counts as a failure only
+  once the window is down to MIN_WINDOW_REQUESTS: a peer that turns everything away still ends
+  up benched.
 - A request that fails (timeout, unreachable, short read, error status) or brings a chunk that
   does not hash to its manifest entry is retried on another peer where one holds the chunk.
   A peer that sent MAX_BAD_CHUNKS_PER_PEER bad chunks is dropped and never asked again. A peer
@@ -19,6 +22,11 @@ Rules:
   MAX_BENCH_SECONDS): a slow or briefly unreachable peer may be the only one holding a chunk,
   so it is asked again later rather than given up for good. A timeout also halves the peer's
   rate estimate, so its next deadlines are longer.
+- A request's deadline and the rate sample its chunk gives both run from when it was decided,
+  time spent waiting for a connection to the peer included (the client bounds connections per
+  peer for all downloads together): that wait is queueing for the same peer's bandwidth, so the
+  rate measured is this download's share of it, and a deadline of a few times its queue at that
+  rate stays consistent with the latency actually seen (its bytes in flight / its rate).
 - A chunk is requested from one peer at a time, except in the endgame (every missing chunk
   already requested, at most ENDGAME_CHUNKS missing): then idle peers duplicate outstanding
   requests, and the first verified copy cancels the others.
@@ -189,7 +197,8 @@ class Scheduler:
             self._uncandidate(chunk)
 
     def chunk_failed(self, peer_id: str, chunk: int, reason: str, now: float) -> None:
-        """A request failed: `reason` is 'bad_hash', 'timeout', 'unreachable', 'short', ..."""
+        """A request failed: `reason` is 'bad_hash', 'timeout', 'unreachable', 'short', 'busy',
+        ..."""
         state = self.peers.get(peer_id)
         if state is None:
             return
@@ -199,6 +208,9 @@ class Scheduler:
         if not self.have[chunk]:
             self.retries += 1
             self._last_failed_on[chunk] = peer_id
+        if reason == "busy" and state.window > MIN_WINDOW_REQUESTS:
+            state.window = max(MIN_WINDOW_REQUESTS, state.window / 2)
+            return
         if reason == "bad_hash":
             state.bad_chunks += 1
             if state.bad_chunks >= MAX_BAD_CHUNKS_PER_PEER:

@@ -87,6 +87,7 @@ class ChunkOutcome(enum.Enum):
     UNREACHABLE = "unreachable"
     SHORT = "short"
     REFUSED = "refused"
+    BUSY = "busy"  # turned away for now (a connection closed unanswered, a 429): not a fault
     DISK = "disk"
 
 

@@ -17,6 +17,12 @@ server's certificate hashes to the fingerprint `pins` gives for that address and
 its signed announcement carries); no fingerprint, or another certificate, and the connection is
 dropped before a request is sent (reason "unpinned" or "wrong_certificate").
 
+Connections per peer are bounded (PeerSlots): at most `connections_per_peer` requests, each on
+its own connection, are under way at once to one server, for every download of the process
+together; further requests wait their turn instead of opening connections the server would
+refuse (it admits MAX_CONNECTIONS_PER_PEER from one address). A request's reply deadline starts
+when it is sent, not while it waits for a slot.
+
 Memory follows bytes received: a chunk's buffer is taken from the pool only once its head gave
 the length the manifest says; a catalogue's or manifest's grows (doubling) as its bytes arrive,
 and all of those together stay within a ReplyBudget.
@@ -32,6 +38,7 @@ import logging
 import mmap
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TypeAlias
 
@@ -53,6 +60,7 @@ from swarmshare.core.http import (
 from swarmshare.errors import SwarmshareError
 from swarmshare.limits import (
     CONNECT_TIMEOUT_SECONDS,
+    MAX_CONNECTIONS_TO_PEER,
     MAX_REPLY_BYTES_TOTAL,
     MIB,
     MIN_REPLY_BYTES_PER_SECOND,
@@ -102,11 +110,67 @@ class BufferPool:
 
 
 class ChunkFetchError(SwarmshareError):
-    """A chunk request failed; `reason` is unreachable, timeout, short or an error code."""
+    """A chunk request failed; `reason` is unreachable, timeout, short, busy (the connection
+    was closed before any reply, or no memory was left for it) or an error code."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class PeerSlots:
+    """At most `limit` holders at once per key (a peer's host and port); the others wait, first
+    come first served. A waiter cancelled gives up its place, or the slot just handed to it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[tuple[str, int], int] = {}
+        self._waiting: dict[tuple[str, int], deque[asyncio.Future[None]]] = {}
+
+    def held(self, key: tuple[str, int]) -> int:
+        """Slots of `key` held now."""
+        return self._held.get(key, 0)
+
+    def waiting(self, key: tuple[str, int]) -> int:
+        """Callers of `acquire` waiting for a slot of `key`."""
+        return len(self._waiting.get(key, ()))
+
+    async def acquire(self, key: tuple[str, int]) -> None:
+        """Take a slot of `key`, waiting for one if all are held; `release` it after."""
+        held = self._held.get(key, 0)
+        if held < self.limit and key not in self._waiting:
+            self._held[key] = held + 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._waiting.setdefault(key, deque())
+        queue.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release(key)  # handed a slot as it was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # release may have dropped it already
+                    queue.remove(waiter)
+                if not queue and self._waiting.get(key) is queue:
+                    del self._waiting[key]
+            raise
+
+    def release(self, key: tuple[str, int]) -> None:
+        """Give a slot back: to the first waiter, if any (it stays held)."""
+        queue = self._waiting.get(key)
+        while queue:
+            waiter = queue.popleft()
+            if not queue:
+                del self._waiting[key]
+            if not waiter.done():  # else cancelled, and not yet out of the queue
+                waiter.set_result(None)
+                return
+        held = self._held[key] - 1
+        if held:
+            self._held[key] = held
+        else:
+            del self._held[key]
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -135,6 +199,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._waiter: asyncio.Future[tuple[int, Buffer]] | None = None
         self._deadline: ReplyDeadline | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._heard = False  # a byte of any reply arrived on this connection
         self.closed = False
 
     # ---- asyncio callbacks -----------------------------------------------------------------
@@ -145,6 +210,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._refused()
         self._end_of_file()
         self._fail(ChunkFetchError("connection lost", "short"))
 
@@ -164,6 +230,7 @@ class _Connection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if self.closed:
             return  # a read already under way when the connection was dropped
+        self._heard = True
         if self._deadline is not None:
             self._deadline.received_bytes(nbytes, self._loop.time())
         try:
@@ -179,6 +246,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._fail(exc)
 
     def eof_received(self) -> bool | None:
+        self._refused()
         self._end_of_file()
         return None
 
@@ -292,6 +360,13 @@ class _Connection(asyncio.BufferedProtocol):
         except SwarmshareError as exc:
             self._fail(exc)
 
+    def _refused(self) -> None:
+        # Closed before a byte of any reply: a new connection the server turned away (its
+        # connection guard closes newcomers when this address holds its share). Not a fault of
+        # the peer's: the scheduler shrinks its window rather than counting a failure.
+        if not self._heard and self._waiter is not None and not self._waiter.done():
+            self._fail(ChunkFetchError("closed the connection before replying (busy)", "busy"))
+
     def _fail(self, exc: Exception) -> None:
         self._keep_alive = False
         self._cancel_timer()
@@ -337,7 +412,8 @@ class ChunkClient:
 
     `idle_timeout`, `deadline_base_seconds` and `min_bytes_per_second` bound how long a reply
     may take (see ReplyDeadline); `budget` bounds the memory held at once for every reply but
-    chunks (a catalogue, a manifest, an error body).
+    chunks (a catalogue, a manifest, an error body); `connections_per_peer` bounds the requests
+    (connections) under way at once to one peer: one client serves every download of a process.
     """
 
     def __init__(
@@ -352,6 +428,7 @@ class ChunkClient:
         min_bytes_per_second: float = MIN_REPLY_BYTES_PER_SECOND,
         tls: ssl.SSLContext | None = None,
         pins: Pins | None = None,
+        connections_per_peer: int = MAX_CONNECTIONS_TO_PEER,
     ) -> None:
         self._local = local_address
         self._key = key
@@ -364,6 +441,8 @@ class ChunkClient:
         self.budget = budget if budget is not None else ReplyBudget(MAX_REPLY_BYTES_TOTAL)
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
+        self.slots = PeerSlots(connections_per_peer)
+        """Requests under way, or waiting for a connection, per peer (host, port)."""
         self._scratch = bytearray(SCRATCH_BYTES)
 
     async def fetch(self, host: str, port: int, path: str, length: int) -> Buffer:
@@ -386,6 +465,17 @@ class ChunkClient:
         """GET `path`: (200 or 304, body). A body of exactly `length` bytes, or with length -1
         of any length up to `limit`. Other statuses raise ChunkFetchError with the error code."""
         expect = Expect(length) if length >= 0 else Expect(limit=limit)
+        # Every connection to a peer is opened, used and pooled by a request holding one of its
+        # slots, so the connections open to it never outnumber the slots.
+        await self.slots.acquire((host, port))
+        try:
+            return await self._get(host, port, path, expect, headers)
+        finally:
+            self.slots.release((host, port))
+
+    async def _get(
+        self, host: str, port: int, path: str, expect: Expect, headers: str
+    ) -> tuple[int, Buffer]:
         conn = await self._connection(host, port)
         try:
             extra = headers
