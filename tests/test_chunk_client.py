@@ -349,30 +349,39 @@ class _HeldReplies:
             self.open -= 1
 
 
+@contextlib.asynccontextmanager
+async def held_replies(
+    connections: int,
+) -> AsyncIterator[tuple[_HeldReplies, ChunkClient, int, tuple[str, int]]]:
+    """A server that holds its replies until released, and a client allowed `connections`
+    connections to it: (server, client, port, the client's slot key)."""
+    server = _HeldReplies()
+    async with scripted_server(server) as port:
+        chunks = client(connections_per_peer=connections)
+        try:
+            yield server, chunks, port, ("127.0.0.1", port)
+        finally:
+            chunks.close()
+
+
 def test_requests_beyond_the_connections_per_peer_wait_and_all_arrive() -> None:
     """Six requests at once to one peer with two connections allowed: two connections open,
     four requests wait (none fails), and all six get their chunk over those two."""
 
     async def scenario() -> None:
-        server = _HeldReplies()
-        async with scripted_server(server) as port:
-            chunks = client(connections_per_peer=2)
-            key = ("127.0.0.1", port)
-            try:
-                fetches = [
-                    asyncio.ensure_future(chunks.fetch("127.0.0.1", port, f"/c{i}", 16))
-                    for i in range(6)
-                ]
-                await _until(lambda: server.requests == 2 and chunks.slots.waiting(key) == 4)
-                assert (server.accepted, chunks.slots.held(key)) == (2, 2)
-                assert not any(fetch.done() for fetch in fetches)
-                server.release.set()
-                bodies = await asyncio.gather(*fetches)
-                assert [bytes(body) for body in bodies] == [CHUNK] * 6
-                assert (server.accepted, server.most) == (2, 2)
-                assert (chunks.slots.held(key), chunks.slots.waiting(key)) == (0, 0)
-            finally:
-                chunks.close()
+        async with held_replies(2) as (server, chunks, port, key):
+            fetches = [
+                asyncio.ensure_future(chunks.fetch("127.0.0.1", port, f"/c{i}", 16))
+                for i in range(6)
+            ]
+            await _until(lambda: server.requests == 2 and chunks.slots.waiting(key) == 4)
+            assert (server.accepted, chunks.slots.held(key)) == (2, 2)
+            assert not any(fetch.done() for fetch in fetches)
+            server.release.set()
+            bodies = await asyncio.gather(*fetches)
+            assert [bytes(body) for body in bodies] == [CHUNK] * 6
+            assert (server.accepted, server.most) == (2, 2)
+            assert (chunks.slots.held(key), chunks.slots.waiting(key)) == (0, 0)
 
     asyncio.run(scenario())
 
@@ -382,27 +391,21 @@ def test_a_request_cancelled_while_waiting_for_a_connection_leaks_no_slot() -> N
     is cancelled, and leaves the queue; the first completes, and the slot is free again."""
 
     async def scenario() -> None:
-        server = _HeldReplies()
-        async with scripted_server(server) as port:
-            chunks = client(connections_per_peer=1)
-            key = ("127.0.0.1", port)
-            try:
-                first = asyncio.ensure_future(chunks.fetch("127.0.0.1", port, "/a", 16))
-                second = asyncio.ensure_future(chunks.fetch("127.0.0.1", port, "/b", 16))
-                await _until(lambda: server.requests == 1 and chunks.slots.waiting(key) == 1)
-                second.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await second
-                assert (chunks.slots.held(key), chunks.slots.waiting(key)) == (1, 0)
-                server.release.set()
-                assert bytes(await first) == CHUNK
-                assert chunks.slots.held(key) == 0
-                # The one slot serves the next request at once, over the kept-alive connection.
-                assert bytes(await chunks.fetch("127.0.0.1", port, "/c", 16)) == CHUNK
-                assert (server.accepted, server.requests) == (1, 2)
-                assert (chunks.slots.held(key), chunks.slots.waiting(key)) == (0, 0)
-            finally:
-                chunks.close()
+        async with held_replies(1) as (server, chunks, port, key):
+            first = asyncio.ensure_future(chunks.fetch("127.0.0.1", port, "/a", 16))
+            second = asyncio.ensure_future(chunks.fetch("127.0.0.1", port, "/b", 16))
+            await _until(lambda: server.requests == 1 and chunks.slots.waiting(key) == 1)
+            second.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await second
+            assert (chunks.slots.held(key), chunks.slots.waiting(key)) == (1, 0)
+            server.release.set()
+            assert bytes(await first) == CHUNK
+            assert chunks.slots.held(key) == 0
+            # The one slot serves the next request at once, over the kept-alive connection.
+            assert bytes(await chunks.fetch("127.0.0.1", port, "/c", 16)) == CHUNK
+            assert (server.accepted, server.requests) == (1, 2)
+            assert (chunks.slots.held(key), chunks.slots.waiting(key)) == (0, 0)
 
     asyncio.run(scenario())
 
