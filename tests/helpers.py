@@ -160,8 +160,10 @@ def control(home: Path, method: str, path: str, body: object = None) -> Any:
 
     info = json.loads((home / "control.json").read_text())
     conn = http.client.HTTPConnection("127.0.0.1", info["port"], timeout=30)
-    payload = None if body is None else json.dumps(body).encode()
-    conn.request(method, "/api/" + path, payload, {"Authorization": f"Bearer {info['token']}"})
-    data = json.loads(conn.getresponse().read())
-    conn.close()
-    return data
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Authorization": f"Bearer {info['token']}"}
+        conn.request(method, "/api/" + path, payload, headers)
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()  # also when the call fails: a socket left to the collector fails a later test

@@ -100,3 +100,27 @@ def test_chunks_under_a_mib_are_written_through_the_page_cache(
     assert flags and not any(flag & partfile.DIRECT_IO_FLAG for flag in flags)
     part.finish(force=False)
     assert same_file(tmp_path / "out.bin", src)
+
+
+def test_a_descriptor_in_use_is_not_closed_under_its_user(tmp_path: Path) -> None:
+    """close() while a write holds a descriptor (an endgame duplicate still being written as
+    the part is finished): the descriptor stays that file's until its user is done, so no
+    other file opened meanwhile can be given its number and take the write."""
+    files = partfile._OpenFiles([str(tmp_path / "a"), str(tmp_path / "b")], limit=4)
+    idle_fd = -1
+    with files.use(1) as fd:
+        idle_fd = fd
+    with files.use(0) as fd:
+        files.close()
+        assert files.closed
+        with pytest.raises(OSError):
+            os.fstat(idle_fd)  # the idle one is closed at once
+        with open(tmp_path / "other", "wb") as other:  # would take a freed number
+            assert other.fileno() != fd
+            os.pwrite(fd, b"late write", 0)
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed by its last user
+    assert (tmp_path / "a").read_bytes() == b"late write"
+    assert (tmp_path / "other").read_bytes() == b""
+    with pytest.raises(OSError), files.use(0):
+        pass

@@ -336,6 +336,9 @@ class Download:
             await self._fetch_all(manifest, have)
         self._move(State.FINISHING)
         self._on_change(self)
+        # Endgame duplicates may still be out, their chunks being written: cut them, and let
+        # every write end before the part is synced, closed and renamed.
+        await asyncio.shield(self._settle(self._cut_all()))
         self._save_record(force=True)
         await self._flushed()
         files = await self._in_thread(part.finish, self.force)
@@ -709,19 +712,28 @@ class Download:
             work.exception()  # retrieved here: whoever awaited it may have been cancelled
 
     async def _cleanup(self) -> None:
+        tasks = self._cut_all()
+        # Shielded: a second cancellation (Ctrl-C twice, a shutdown during a pause) must not
+        # leave a thread writing into a part file that is closed under it.
+        await asyncio.shield(self._drain(tasks))
+
+    def _cut_all(self) -> list[asyncio.Task[None]]:
+        """Cancel every request still out; the tasks, to wait for."""
         for task in self._tasks.values():
             task.cancel()
         tasks = list(set(self._tasks.values()))
         self._tasks.clear()
         self._batches.clear()
-        # Shielded: a second cancellation (Ctrl-C twice, a shutdown during a pause) must not
-        # leave a thread writing into a part file that is closed under it.
-        await asyncio.shield(self._drain(tasks))
+        return tasks
 
-    async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
+    async def _settle(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Wait for cut requests and for every write of a worker thread to end."""
         await asyncio.gather(*tasks, return_exceptions=True)
         while self._works:
             await asyncio.gather(*list(self._works), return_exceptions=True)
+
+    async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
+        await self._settle(tasks)
         await self._flushed()
         self._save_record(force=True)
         if self.part is not None:

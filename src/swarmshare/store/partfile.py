@@ -519,7 +519,11 @@ class _OpenFiles:
         finally:
             with self._lock:
                 entry[1] -= 1
-                self._trim()
+                if self._closed and entry[1] == 0:
+                    with contextlib.suppress(OSError):
+                        os.close(entry[0])  # its last user is done: see close()
+                else:
+                    self._trim()
 
     @property
     def closed(self) -> bool:
@@ -532,12 +536,15 @@ class _OpenFiles:
             return [index for index, direct in self._open if not direct]
 
     def close(self) -> None:
-        """Close every descriptor; later uses fail."""
+        """Close every descriptor; later uses fail. One still in use is closed by its last user
+        instead: closed under it, its number could be given to another file before that user's
+        write, which would then land there."""
         with self._lock:
             self._closed = True
-            for fd, _users in self._open.values():
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            for fd, users in self._open.values():
+                if users == 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
             self._open.clear()
 
     def _open_fd(self, index: int, direct: bool) -> int:
