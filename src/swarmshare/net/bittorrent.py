@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmshare.core import torrent
+from swarmshare.core.manifest import ManifestError
 from swarmshare.errors import RemoteProtocolError, SwarmshareError, UsageError
 
 log = logging.getLogger("swarmshare")
@@ -494,8 +495,12 @@ class BitTorrentSession:
         fetching = self._fetching.get(str(alert.params.info_hashes.v2))
         if fetching is None:
             return
-        with contextlib.suppress(RuntimeError):  # a piece layer still missing
-            fetching.torrent = bytes(self._lt.bencode(self._lt.write_torrent_file(alert.params, 0)))
+        # A piece layer still missing (RuntimeError), or written before libtorrent had all its
+        # hashes (it does not hash to its root yet): asked again at the next save.
+        with contextlib.suppress(RuntimeError, ManifestError):
+            data = bytes(self._lt.bencode(self._lt.write_torrent_file(alert.params, 0)))
+            torrent.read_torrent(data)
+            fetching.torrent = data
             self._wake_metadata()
 
     def _piece_failed(self, alert: Any) -> None:
