@@ -424,6 +424,8 @@ class Download:
         held = self.deps.find_chunks(
             ref.sha256 for ref in manifest.chunks() if ref.index not in have
         )
+        if not held and old_dest is None:
+            return set()  # nothing local to copy: no second pass over every chunk
         for ref in manifest.chunks():
             if ref.index in have:
                 continue
